@@ -1,0 +1,1 @@
+//! Runbook: executable, resumable disaster-recovery runbooks for Talos Linux clusters.

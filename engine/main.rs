@@ -1,0 +1,2 @@
+//! The `runbook` binary: a thin entry point over [`runbook::cli`].
+fn main() {}
