@@ -1,1 +1,22 @@
 //! Runbook: executable, resumable disaster-recovery runbooks for Talos Linux clusters.
+//!
+//! The pipeline, one module per stage (see `docs/architecture.md`):
+//!
+//! ```text
+//! library ─▶ source ─▶ dsl (YAML | rhai → AST) ─▶ compile (→ Plan, a step DAG) ─▶ plan::render
+//! ```
+//! Authoring errors from every stage are [`diagnostic::Diagnostic`]s that point at
+//! `file:line:column`.
+
+pub mod action;
+pub mod cli;
+pub mod compile;
+pub mod condition;
+pub mod diagnostic;
+pub mod dsl;
+pub mod exit_code;
+pub mod library;
+pub mod plan;
+pub mod sandbox;
+pub mod secret;
+pub mod source;

@@ -1,0 +1,400 @@
+//! The table of actions (Talos, etcd, Kubernetes and local), with their schemas.
+//!
+//! Sources for each entry's semantics: `docs/actions.md` and the reference notes on Talos
+//! behaviour (`talos-procedures.md` §2 and §4). Keep the table sorted by family.
+
+use super::ArgType::{Bool, Duration, Enum, Int, Node, Path, Strings, Yaml};
+use super::Disruption::{Always, Never, UnlessArg};
+use super::Hazard::{MemberRemoval, QuorumOutage, SplitBrain, WorkloadEviction};
+use super::Idempotency::{Confirm, Idempotent, Verify};
+use super::{ActionSpec, ArgSpec as A, ArgType, Lit};
+
+const NODE: A = A::req(
+    "node",
+    Node,
+    "the node to act on (address label or hostname)",
+);
+
+/// Every action a runbook can use.
+pub static ACTIONS: &[ActionSpec] = &[
+    // --- Talos machine API -------------------------------------------------------------
+    ActionSpec {
+        name: "talos.reboot",
+        summary: "reboot a node (MachineService/Reboot); records its boot id first",
+        args: &[
+            NODE,
+            A::def(
+                "mode",
+                Enum(&["default", "powercycle"]),
+                Lit::Str("default"),
+                "`powercycle` goes through firmware and boot order; `default` may kexec",
+            ),
+        ],
+        idempotency: Verify,
+        disruption: Always(QuorumOutage),
+        outputs: &["boot_id_before"],
+        probe: true,
+    },
+    ActionSpec {
+        name: "talos.shutdown",
+        summary: "power a node off (MachineService/Shutdown)",
+        args: &[
+            NODE,
+            A::def(
+                "force",
+                Bool,
+                Lit::Bool(false),
+                "skip graceful stop of services",
+            ),
+        ],
+        idempotency: Verify,
+        disruption: Always(QuorumOutage),
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.upgrade",
+        summary: "install another Talos image on a node and reboot into it (MachineService/Upgrade)",
+        args: &[
+            NODE,
+            A::req(
+                "image",
+                ArgType::String,
+                "installer image, always explicit (never the vanilla default)",
+            ),
+            A::def(
+                "stage",
+                Bool,
+                Lit::Bool(false),
+                "stage the upgrade and apply it on the next boot",
+            ),
+            A::def(
+                "reboot_mode",
+                Enum(&["default", "powercycle"]),
+                Lit::Str("default"),
+                "how to reboot",
+            ),
+        ],
+        idempotency: Verify,
+        disruption: Always(QuorumOutage),
+        outputs: &["boot_id_before"],
+        probe: true,
+    },
+    ActionSpec {
+        name: "talos.apply-config",
+        summary: "apply a machine config or patch (MachineService/ApplyConfiguration)",
+        args: &[
+            NODE,
+            A::opt(
+                "config",
+                Path,
+                "a machine config file (decrypted in memory, never logged)",
+            ),
+            A::opt(
+                "patch",
+                Yaml,
+                "a strategic-merge patch applied to the running config",
+            ),
+            A::def(
+                "mode",
+                Enum(&["auto", "no-reboot", "reboot", "staged", "try"]),
+                Lit::Str("auto"),
+                "apply mode; `auto` reboots when a section needs it",
+            ),
+            A::def(
+                "insecure",
+                Bool,
+                Lit::Bool(false),
+                "maintenance mode: server-only TLS, no client certificate",
+            ),
+            A::def(
+                "dry_run",
+                Bool,
+                Lit::Bool(false),
+                "only report what would change",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: UnlessArg {
+            arg: "mode",
+            safe: &["no-reboot", "staged", "try"],
+            hazard: QuorumOutage,
+        },
+        outputs: &["mode", "mode_details"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.reset",
+        summary: "wipe a node (MachineService/Reset); graceful leaves etcd first",
+        args: &[
+            NODE,
+            A::def(
+                "graceful",
+                Bool,
+                Lit::Bool(true),
+                "cordon, drain and leave etcd before wiping",
+            ),
+            A::def(
+                "reboot",
+                Bool,
+                Lit::Bool(true),
+                "reboot after the wipe instead of powering off",
+            ),
+            A::opt(
+                "wipe",
+                Strings,
+                "system volume labels to wipe (e.g. EPHEMERAL); all of the system disk if absent",
+            ),
+        ],
+        idempotency: Verify,
+        disruption: Always(MemberRemoval),
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.bootstrap",
+        summary: "bootstrap etcd on exactly one node (MachineService/Bootstrap), optionally from a snapshot",
+        args: &[
+            NODE,
+            A::opt(
+                "recover_from",
+                Path,
+                "upload this snapshot with EtcdRecover, then bootstrap with recover_etcd",
+            ),
+            A::def(
+                "skip_hash_check",
+                Bool,
+                Lit::Bool(false),
+                "for raw `db` copies without the sha256 trailer",
+            ),
+        ],
+        idempotency: Confirm,
+        disruption: Always(SplitBrain),
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.read-boot-id",
+        summary: "read /proc/sys/kernel/random/boot_id (MachineService/Read)",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["boot_id"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.machine-status",
+        summary: "read the MachineStatus resource (stage, ready, unmet conditions)",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["stage", "ready", "unmet_conditions"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.services",
+        summary: "list services and their states (MachineService/ServiceList)",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["services", "not_running"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.disks",
+        summary: "list disks (Disks.block.talos.dev) to resolve the install disk",
+        args: &[
+            NODE,
+            A::def("insecure", Bool, Lit::Bool(false), "maintenance mode"),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["disks"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "talos.kubeconfig",
+        summary: "fetch the admin kubeconfig (MachineService/Kubeconfig) into a file",
+        args: &[NODE, A::req("path", Path, "where to write it")],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["path"],
+        probe: false,
+    },
+    // --- etcd ----------------------------------------------------------------------------
+    ActionSpec {
+        name: "etcd.members",
+        summary: "list etcd members as one node sees them (MachineService/EtcdMemberList)",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["members", "voters", "learners"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "etcd.status",
+        summary: "etcd member status: leader, raft index, errors (MachineService/EtcdStatus)",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["member_id", "leader", "raft_index", "errors", "is_learner"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "etcd.snapshot",
+        summary: "stream an etcd snapshot from one node into a directory, verified (MachineService/EtcdSnapshot)",
+        args: &[
+            NODE,
+            A::req("dir", Path, "destination directory off the cluster"),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["path", "sha256", "size"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "etcd.remove-member",
+        summary: "remove another node's etcd member by id, via a healthy node (MachineService/EtcdRemoveMemberByID)",
+        args: &[
+            NODE,
+            A::req(
+                "member",
+                ArgType::String,
+                "the member to remove: its hostname or 16-digit hex id",
+            ),
+        ],
+        idempotency: Verify,
+        disruption: Always(MemberRemoval),
+        outputs: &["member_id"],
+        probe: true,
+    },
+    ActionSpec {
+        name: "etcd.leave",
+        summary: "make a node leave etcd and wipe its etcd data (MachineService/EtcdLeaveCluster)",
+        args: &[NODE],
+        idempotency: Verify,
+        disruption: Always(MemberRemoval),
+        outputs: &[],
+        probe: true,
+    },
+    ActionSpec {
+        name: "etcd.forfeit-leadership",
+        summary: "move etcd leadership away from a node (MachineService/EtcdForfeitLeadership)",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["leader"],
+        probe: false,
+    },
+    // --- Kubernetes ----------------------------------------------------------------------
+    ActionSpec {
+        name: "kube.cordon",
+        summary: "mark a Kubernetes node unschedulable",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "kube.uncordon",
+        summary: "mark a Kubernetes node schedulable again",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "kube.drain",
+        summary: "evict a node's pods through the Eviction API (honours PodDisruptionBudgets; skips DaemonSet and mirror pods)",
+        args: &[
+            NODE,
+            A::def(
+                "grace",
+                Duration,
+                Lit::Str("5m"),
+                "give up evicting after this long",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Always(WorkloadEviction),
+        outputs: &["evicted"],
+        probe: false,
+    },
+    ActionSpec {
+        name: "kube.delete-node",
+        summary: "delete a Kubernetes Node object (404 counts as done)",
+        args: &[NODE],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[],
+        probe: false,
+    },
+    // --- local ---------------------------------------------------------------------------
+    ActionSpec {
+        name: "noop",
+        summary: "do nothing (a checkpoint, or a placeholder while authoring)",
+        args: &[],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "sleep",
+        summary: "wait a fixed time",
+        args: &[A::req("duration", Duration, "how long")],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "log",
+        summary: "write a message to the run's output",
+        args: &[A::req("message", ArgType::String, "the text")],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "fail",
+        summary: "fail the first N attempts, then succeed (for rehearsing retries and rollbacks)",
+        args: &[
+            A::def(
+                "attempts",
+                Int,
+                Lit::Int(1),
+                "how many attempts fail; a large number fails always",
+            ),
+            A::def(
+                "message",
+                ArgType::String,
+                Lit::Str("failed on purpose"),
+                "the error text",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[],
+        probe: false,
+    },
+    ActionSpec {
+        name: "marker",
+        summary: "append a line to a file: a side effect tests can count",
+        args: &[
+            A::req("path", Path, "the file"),
+            A::req(
+                "text",
+                ArgType::String,
+                "the line (also how an interrupted attempt is verified)",
+            ),
+        ],
+        idempotency: Verify,
+        disruption: Never,
+        outputs: &[],
+        probe: true,
+    },
+];

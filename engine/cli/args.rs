@@ -1,0 +1,80 @@
+//! The command line, as clap derive types; the doc comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Executable, resumable disaster-recovery runbooks for Talos Linux clusters.
+///
+/// Runbooks are YAML or rhai files compiled into a DAG of steps with guards that refuse to
+/// break etcd quorum, waits on the real conditions (Talos `running`, not just kubectl
+/// `Ready`), retries, timeouts and rollbacks.
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version, propagate_version = true)]
+pub struct Args {
+    /// More log output on stderr (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the runbooks that can be named: built-ins, ./runbooks/ and
+    /// $XDG_CONFIG_HOME/runbook/runbooks/.
+    List,
+
+    /// Compile runbook files (or every runbook in the given directories) and report every
+    /// problem with file:line:column. Exits 0 when all compile.
+    Check {
+        /// Runbook files (.yaml, .yml, .rhai) or directories holding them.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Show the plan a runbook compiles to: the steps in execution order with their guards,
+    /// waits, retries, timeouts and rollbacks. Changes nothing.
+    Plan {
+        /// A runbook name (see `runbook list`) or a path to a runbook file.
+        #[arg(value_name = "NAME|PATH")]
+        runbook: String,
+
+        /// A parameter value, e.g. `--param nodes=192.168.2.20,192.168.2.223`. Repeatable.
+        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// Output format: text for people, dot or mermaid for a picture, json for tools.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+
+    /// List the catalog: actions, guards and wait conditions with their arguments.
+    Actions,
+}
+
+/// Renderings of `runbook plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Steps in execution order, for operators.
+    Text,
+    /// Graphviz DOT.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// JSON (format documented in docs/cli.md).
+    Json,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    if k.trim().is_empty() {
+        return Err(format!("`{s}` has an empty key"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
+}

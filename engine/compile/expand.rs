@@ -1,0 +1,252 @@
+//! `foreach` expansion and `needs` resolution: declared steps → concrete instances.
+//!
+//! A step with `foreach` becomes one instance per element, in order, each depending on the
+//! previous one (one node at a time). A group (`foreach` + nested `steps`) repeats its whole
+//! block per element. Without `needs`, a step depends on the previous step at its level; the
+//! first step of an iteration depends on the previous iteration's last step.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::compile::expr::{Checker, Names};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, did_you_mean};
+use crate::dsl::ast;
+use crate::dsl::span::Spanned;
+use crate::plan::ParamValue;
+use crate::source::Source;
+
+/// One concrete step before checking.
+#[derive(Debug, Clone)]
+pub struct Instance<'a> {
+    /// Concrete id.
+    pub id: String,
+    /// The declaration.
+    pub ast: &'a ast::Step,
+    /// `foreach` variables.
+    pub bindings: BTreeMap<String, serde_json::Value>,
+    /// Declared id → concrete id of steps visible by name from here.
+    pub scope: BTreeMap<String, String>,
+    /// Dependencies from declaration order (used when `needs` is absent).
+    pub default_needs: Vec<String>,
+}
+
+/// Expands the main steps into instances in declaration order.
+pub struct Expander<'a, 'c> {
+    source: &'a Source,
+    checker: &'c Checker,
+    params: &'c BTreeMap<String, ParamValue>,
+    all_steps: &'c BTreeSet<String>,
+    /// Output.
+    pub instances: Vec<Instance<'a>>,
+    /// Declared id → every concrete id that came from it (groups: their exits).
+    pub by_declared: BTreeMap<String, Vec<String>>,
+    /// Problems found.
+    pub diags: Diagnostics,
+}
+
+impl<'a, 'c> Expander<'a, 'c> {
+    /// A new expander.
+    pub fn new(
+        source: &'a Source,
+        checker: &'c Checker,
+        params: &'c BTreeMap<String, ParamValue>,
+        all_steps: &'c BTreeSet<String>,
+    ) -> Self {
+        Expander {
+            source,
+            checker,
+            params,
+            all_steps,
+            instances: Vec::new(),
+            by_declared: BTreeMap::new(),
+            diags: Diagnostics::default(),
+        }
+    }
+
+    /// Expands a list of sibling steps; returns the exit ids of the last one.
+    pub fn list(
+        &mut self,
+        steps: &'a [ast::Step],
+        prefix: &str,
+        bindings: &BTreeMap<String, serde_json::Value>,
+        scope: &mut BTreeMap<String, String>,
+        entry: Vec<String>,
+    ) -> Vec<String> {
+        let mut prev = entry;
+        for s in steps {
+            let exits = match &s.foreach {
+                None => {
+                    let id = format!("{prefix}{}", s.id.value);
+                    self.push(s, id.clone(), bindings, scope, prev.clone());
+                    scope.insert(s.id.value.clone(), id.clone());
+                    vec![id]
+                }
+                Some(fe) => {
+                    let Some(items) = self.foreach_items(fe, bindings) else {
+                        prev = Vec::new();
+                        continue;
+                    };
+                    let mut iter_entry = prev.clone();
+                    let mut seen = BTreeSet::new();
+                    for item in items {
+                        if !seen.insert(item.clone()) {
+                            self.diags.push(Diagnostic::new(
+                                Code::InvalidValue,
+                                self.source,
+                                fe.expr.span,
+                                format!("`foreach` lists `{item}` twice"),
+                                "duplicate element",
+                            ));
+                            continue;
+                        }
+                        let mut b = bindings.clone();
+                        b.insert(fe.var.clone(), serde_json::Value::String(item.clone()));
+                        if s.steps.is_empty() {
+                            let id = format!("{prefix}{}[{item}]", s.id.value);
+                            self.push(s, id.clone(), &b, scope, iter_entry);
+                            iter_entry = vec![id];
+                        } else {
+                            let inner_prefix = format!("{prefix}{}[{item}].", s.id.value);
+                            let mut inner_scope = scope.clone();
+                            iter_entry = self.list(
+                                &s.steps,
+                                &inner_prefix,
+                                &b,
+                                &mut inner_scope,
+                                iter_entry,
+                            );
+                        }
+                    }
+                    self.by_declared
+                        .entry(s.id.value.clone())
+                        .or_default()
+                        .extend(iter_entry.clone());
+                    iter_entry
+                }
+            };
+            prev = exits;
+        }
+        prev
+    }
+
+    fn push(
+        &mut self,
+        s: &'a ast::Step,
+        id: String,
+        bindings: &BTreeMap<String, serde_json::Value>,
+        scope: &BTreeMap<String, String>,
+        default_needs: Vec<String>,
+    ) {
+        self.by_declared
+            .entry(s.id.value.clone())
+            .or_default()
+            .push(id.clone());
+        self.instances.push(Instance {
+            id,
+            ast: s,
+            bindings: bindings.clone(),
+            scope: scope.clone(),
+            default_needs,
+        });
+    }
+
+    fn foreach_items(
+        &mut self,
+        fe: &ast::Foreach,
+        bindings: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<Vec<String>> {
+        let no_steps = BTreeMap::new();
+        let names = Names {
+            params: self.params,
+            vars: bindings,
+            steps: &no_steps,
+            all_steps: self.all_steps,
+            result: None,
+        };
+        let checked = match self.checker.check(self.source, &fe.expr, &names) {
+            Ok(c) => c,
+            Err(d) => {
+                self.diags.push(d);
+                return None;
+            }
+        };
+        if checked.runtime {
+            self.diags.push(Diagnostic::new(
+                Code::ExprEval,
+                self.source,
+                fe.expr.span,
+                "`foreach` must be known at plan time: use params and outer `foreach` variables, not step outputs".to_string(),
+                "reads step outputs",
+            ));
+            return None;
+        }
+        let value = match self.checker.eval(self.source, &fe.expr, &names) {
+            Ok(v) => v,
+            Err(d) => {
+                self.diags.push(d);
+                return None;
+            }
+        };
+        let serde_json::Value::Array(items) = value else {
+            self.diags.push(Diagnostic::new(
+                Code::WrongType,
+                self.source,
+                fe.expr.span,
+                format!(
+                    "`foreach` must give a list, but `{}` gives {value}",
+                    fe.expr.text
+                ),
+                "not a list",
+            ));
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match item {
+                serde_json::Value::String(s) if !s.is_empty() => out.push(s),
+                serde_json::Value::Number(n) => out.push(n.to_string()),
+                other => {
+                    self.diags.push(Diagnostic::new(
+                        Code::WrongType,
+                        self.source,
+                        fe.expr.span,
+                        format!("`foreach` elements must be non-empty strings, found {other}"),
+                        "bad element",
+                    ));
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Resolves explicit `needs` of an instance to concrete ids.
+    pub fn resolve_needs(&mut self, inst: &Instance<'a>, needs: &[Spanned<String>]) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in needs {
+            if let Some(id) = inst.scope.get(&n.value) {
+                out.push(id.clone());
+            } else if let Some(ids) = self.by_declared.get(&n.value) {
+                out.extend(ids.iter().cloned());
+            } else {
+                let d = Diagnostic::new(
+                    Code::UnknownStep,
+                    self.source,
+                    n.span,
+                    format!(
+                        "step `{}` needs `{}`, which is not a step",
+                        inst.ast.id.value, n.value
+                    ),
+                    "no such step",
+                )
+                .with_help_opt(did_you_mean(
+                    &n.value,
+                    self.by_declared.keys().map(String::as_str),
+                ));
+                self.diags.push(d);
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}

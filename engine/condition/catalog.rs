@@ -1,0 +1,274 @@
+//! The tables of guards and wait conditions.
+//!
+//! Definitions follow the shared guards and waits of `talos-procedures.md` §2 (G-* and W-*);
+//! `docs/runbook-format.md` lists them for authors.
+
+use std::time::Duration;
+
+use super::{ConditionSpec, GuardSpec};
+use crate::action::ArgType::{Duration as Dur, Enum, Int, Node, Path, String as Str};
+use crate::action::Hazard::{MemberRemoval, QuorumOutage, SplitBrain, WorkloadEviction};
+use crate::action::{ArgSpec as A, Lit};
+
+const NODE: A = A::req("node", Node, "the node concerned");
+
+const fn mins(m: u64) -> Duration {
+    Duration::from_secs(m * 60)
+}
+
+/// Every guard a runbook can use.
+pub static GUARDS: &[GuardSpec] = &[
+    GuardSpec {
+        name: "etcd.quorum",
+        summary: "healthy voters H >= Q(V): etcd has quorum now",
+        args: &[],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "etcd.safe-down",
+        summary: "no learner, V >= 3, and quorum survives this node going down (G-safe-down)",
+        args: &[NODE],
+        protects: &[QuorumOutage, WorkloadEviction],
+    },
+    GuardSpec {
+        name: "etcd.safe-remove",
+        summary: "quorum holds now and still holds with this node's member removed (G-safe-remove)",
+        args: &[NODE],
+        protects: &[MemberRemoval, QuorumOutage, WorkloadEviction],
+    },
+    GuardSpec {
+        name: "etcd.consistent",
+        summary: "member lists identical on every reachable control-plane node (G-consistent)",
+        args: &[],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "etcd.no-alarms",
+        summary: "EtcdAlarmList is empty (no NOSPACE or CORRUPT)",
+        args: &[],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "etcd.quorum-lost",
+        summary: "quorum is really lost (H < Q(V)) on every reachable node: recovery may wipe members",
+        args: &[],
+        protects: &[MemberRemoval],
+    },
+    GuardSpec {
+        name: "etcd.bootstrap-safe",
+        summary: "no node runs etcd or lists members, nothing was bootstrapped by this run, and the target's etcd waits in Preparing",
+        args: &[NODE],
+        protects: &[SplitBrain],
+    },
+    GuardSpec {
+        name: "talos.all-running",
+        summary: "every node: stage running and ready, no service Waiting/Preparing/Failed, Kubernetes Ready (G-all-running)",
+        args: &[],
+        protects: &[WorkloadEviction],
+    },
+    GuardSpec {
+        name: "talos.not-member",
+        summary: "the node holds no etcd member (fresh or in maintenance): wiping it cannot hurt quorum",
+        args: &[NODE],
+        protects: &[MemberRemoval, QuorumOutage],
+    },
+    GuardSpec {
+        name: "talos.node-running",
+        summary: "the node is stage running and ready with no service Waiting/Preparing/Failed",
+        args: &[NODE],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "etcd.no-learners",
+        summary: "no etcd learner is pending (L == 0)",
+        args: &[],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "talos.node-down",
+        summary: "the node's API has not answered for two consecutive polls (confirmed down)",
+        args: &[NODE],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "talos.no-init",
+        summary: "every node's machine type is controlplane, none is the deprecated init",
+        args: &[],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "talos.disk-unambiguous",
+        summary: "the install disk resolves to exactly one non-USB, writable disk (lint L4)",
+        args: &[
+            NODE,
+            A::opt("disk", Path, "configured install disk path"),
+            A::opt("model", Str, "expected model"),
+            A::opt("serial", Str, "expected serial"),
+        ],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "talos.image-matches-hardware",
+        summary: "NVIDIA installer image only on nodes with an NVIDIA GPU (PCI vendor 0x10de), vanilla elsewhere (lint L1)",
+        args: &[NODE, A::req("image", Str, "the installer image to check")],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "talos.gpu-modules",
+        summary: "a node with the NVIDIA image configures nvidia, nvidia_uvm, nvidia_drm, nvidia_modeset (lint L2)",
+        args: &[NODE],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "backup.fresh",
+        summary: "a verified etcd snapshot younger than max_age exists in dir",
+        args: &[
+            A::req("dir", Path, "snapshot directory"),
+            A::def("max_age", Dur, Lit::Str("24h"), "how old the newest may be"),
+        ],
+        protects: &[],
+    },
+];
+
+/// Every wait condition a runbook can use.
+pub static CONDITIONS: &[ConditionSpec] = &[
+    ConditionSpec {
+        name: "talos.rebooted",
+        summary: "the node's boot id differs from the one recorded before the action",
+        args: &[
+            NODE,
+            A::opt(
+                "boot_id",
+                Str,
+                "the boot id to differ from; default: recorded by the step",
+            ),
+        ],
+        timeout: mins(20),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "talos.running",
+        summary: "stage running and ready, and no service Waiting/Preparing/Failed; fails fast when booting is stuck on a Waiting service",
+        args: &[
+            NODE,
+            A::def(
+                "fast_fail",
+                Dur,
+                Lit::Str("10m"),
+                "give up early when stuck in booting with a Waiting service this long",
+            ),
+        ],
+        timeout: mins(30),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "talos.stage",
+        summary: "the node's MachineStatus stage is the given one",
+        args: &[
+            NODE,
+            A::req(
+                "stage",
+                Enum(&[
+                    "maintenance",
+                    "installing",
+                    "booting",
+                    "running",
+                    "rebooting",
+                    "resetting",
+                    "upgrading",
+                ]),
+                "the stage",
+            ),
+        ],
+        timeout: mins(20),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "talos.maintenance",
+        summary: "the node answers the maintenance API (insecure, unconfigured)",
+        args: &[NODE],
+        timeout: mins(30),
+        interval: Duration::from_secs(10),
+    },
+    ConditionSpec {
+        name: "talos.service",
+        summary: "a service on the node is in the given state",
+        args: &[
+            NODE,
+            A::req("service", Str, "service id, e.g. etcd"),
+            A::req(
+                "state",
+                Enum(&["Preparing", "Waiting", "Running", "Finished", "Failed"]),
+                "the state",
+            ),
+        ],
+        timeout: mins(20),
+        interval: Duration::from_secs(10),
+    },
+    ConditionSpec {
+        name: "etcd.member",
+        summary: "the node is a voting etcd member, healthy, and member lists agree (W-etcd-member)",
+        args: &[NODE],
+        timeout: mins(40),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "etcd.healthy",
+        summary: "etcd on the node is running and healthy",
+        args: &[NODE],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "etcd.full",
+        summary: "V == voters, every voter healthy, no learner, lists consistent (W-etcd-full)",
+        args: &[A::def(
+            "voters",
+            Int,
+            Lit::Int(3),
+            "expected voting members",
+        )],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "etcd.leader-not",
+        summary: "the etcd leader is some other node",
+        args: &[NODE],
+        timeout: Duration::from_secs(30),
+        interval: Duration::from_secs(2),
+    },
+    ConditionSpec {
+        name: "etcd.member-absent",
+        summary: "the member is gone from every reachable node's member list",
+        args: &[A::req("member", Str, "hostname or hex id")],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "kube.ready",
+        summary: "the Kubernetes Node is Ready (not proof of a finished boot: pair with talos.running)",
+        args: &[NODE],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "kube.drained",
+        summary: "no evictable pod is left on the node",
+        args: &[NODE],
+        timeout: mins(5),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "cluster.healthy",
+        summary: "every node running and Ready, etcd full and consistent (W-health)",
+        args: &[A::def(
+            "voters",
+            Int,
+            Lit::Int(3),
+            "expected voting members",
+        )],
+        timeout: mins(20),
+        interval: Duration::from_secs(10),
+    },
+];

@@ -1,0 +1,260 @@
+//! The rhai front end: a runbook written as a script through a small builder API.
+//!
+//! A script calls `runbook(name, description)`, then `.param(name, #{…})`, `.step(#{…})` and
+//! `.rollback(#{…})` on it, and evaluates to it. Step maps have exactly the fields of a YAML
+//! step, so the result is converted to the same [`doc::Node`] tree and read by the same AST
+//! builder: YAML and rhai runbooks compile to the same plan model. Every node built by a call
+//! carries the span of that call, so errors point at the `step(...)` line. Scripts run in the
+//! sandbox of [`crate::sandbox`], with a larger operation budget than expressions.
+//!
+//! ```rhai
+//! let rb = runbook("hello", "says hello");
+//! rb.step(#{ id: "greet", action: "log", with: #{ message: "hello" } });
+//! rb
+//! ```
+
+use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext, Position};
+
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::dsl::doc::{Node, Value};
+use crate::dsl::span::{Span, Spanned};
+use crate::sandbox;
+use crate::source::Source;
+
+/// What a script builds: the pieces of a runbook, each with the position of its call.
+#[derive(Debug, Clone)]
+struct ScriptRunbook {
+    name: String,
+    description: String,
+    at: Position,
+    params: Vec<(String, Dynamic, Position)>,
+    steps: Vec<(Dynamic, Position)>,
+    rollbacks: Vec<(Dynamic, Position)>,
+}
+
+/// Evaluates a rhai runbook script into a document tree.
+pub fn parse(source: &Source) -> Result<Node, Diagnostics> {
+    let mut engine = sandbox::engine(sandbox::SCRIPT_MAX_OPERATIONS);
+    engine
+        .register_type_with_name::<ScriptRunbook>("Runbook")
+        .register_fn(
+            "runbook",
+            |ctx: NativeCallContext, name: &str, description: &str| ScriptRunbook {
+                name: name.to_string(),
+                description: description.to_string(),
+                at: ctx.call_position(),
+                params: Vec::new(),
+                steps: Vec::new(),
+                rollbacks: Vec::new(),
+            },
+        )
+        .register_fn(
+            "param",
+            |ctx: NativeCallContext, rb: &mut ScriptRunbook, name: &str, decl: Map| {
+                rb.params.push((
+                    name.to_string(),
+                    Dynamic::from_map(decl),
+                    ctx.call_position(),
+                ));
+            },
+        )
+        .register_fn(
+            "step",
+            |ctx: NativeCallContext, rb: &mut ScriptRunbook, step: Map| {
+                rb.steps
+                    .push((Dynamic::from_map(step), ctx.call_position()));
+            },
+        )
+        .register_fn(
+            "rollback",
+            |ctx: NativeCallContext, rb: &mut ScriptRunbook, step: Map| {
+                rb.rollbacks
+                    .push((Dynamic::from_map(step), ctx.call_position()));
+            },
+        );
+
+    let ast = engine.compile(&*source.text).map_err(|e| {
+        one(
+            source,
+            Code::ScriptSyntax,
+            e.position(),
+            e.err_type().to_string(),
+        )
+    })?;
+    let result: Dynamic = engine
+        .eval_ast(&ast)
+        .map_err(|e| script_error(source, &e))?;
+    let Some(rb) = result.try_cast::<ScriptRunbook>() else {
+        return Err(one(
+            source,
+            Code::ScriptError,
+            Position::new(1, 1),
+            "the script must evaluate to the runbook made by `runbook(name, description)`".into(),
+        ));
+    };
+    to_doc(source, &rb)
+}
+
+fn span_at(source: &Source, pos: Position) -> Span {
+    let line = pos.line().unwrap_or(1);
+    let col = pos.position().unwrap_or(1).saturating_sub(1);
+    let offset = source.offset_of(line, col);
+    let rest = &source.text[offset..];
+    let len = rest.find('\n').unwrap_or(rest.len());
+    Span::new(offset, len)
+}
+
+fn one(source: &Source, code: Code, pos: Position, message: String) -> Diagnostics {
+    let label = match code {
+        Code::ScriptSyntax => "syntax error",
+        _ => "here",
+    };
+    Diagnostics(vec![Diagnostic::new(
+        code,
+        source,
+        span_at(source, pos),
+        message,
+        label,
+    )])
+}
+
+fn script_error(source: &Source, err: &EvalAltResult) -> Diagnostics {
+    let message = match err {
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the script was stopped after {} operations (is there an endless loop?)",
+            sandbox::SCRIPT_MAX_OPERATIONS
+        ),
+        other => {
+            let text = other.to_string();
+            // rhai appends " (line N, position M)"; the label already says where.
+            match text.rfind(" (line ") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+    };
+    one(source, Code::ScriptError, err.position(), message)
+}
+
+fn to_doc(source: &Source, rb: &ScriptRunbook) -> Result<Node, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let at = span_at(source, rb.at);
+    let s = |v: &str| Node::new(Value::Str(v.into()), at);
+    let key = |k: &str, span: Span| Spanned::new(k.to_string(), span);
+    let metadata = Node::new(
+        Value::Map(vec![
+            (key("name", at), s(&rb.name)),
+            (key("description", at), s(&rb.description)),
+        ]),
+        at,
+    );
+    let params = rb
+        .params
+        .iter()
+        .map(|(name, decl, pos)| {
+            let span = span_at(source, *pos);
+            (key(name, span), convert(source, decl, span, &mut diags))
+        })
+        .collect();
+    let list = |items: &[(Dynamic, Position)], diags: &mut Diagnostics| {
+        Node::new(
+            Value::Seq(
+                items
+                    .iter()
+                    .map(|(d, pos)| convert(source, d, span_at(source, *pos), diags))
+                    .collect(),
+            ),
+            at,
+        )
+    };
+    let mut top = vec![
+        (key("apiVersion", at), s(crate::dsl::ast_build::API_VERSION)),
+        (key("kind", at), s("Runbook")),
+        (key("metadata", at), metadata),
+        (key("params", at), Node::new(Value::Map(params), at)),
+        (key("steps", at), list(&rb.steps, &mut diags)),
+    ];
+    if !rb.rollbacks.is_empty() {
+        top.push((key("rollbacks", at), list(&rb.rollbacks, &mut diags)));
+    }
+    diags.into_result(Node::new(Value::Map(top), at))
+}
+
+fn convert(source: &Source, d: &Dynamic, span: Span, diags: &mut Diagnostics) -> Node {
+    let value = if d.is_unit() {
+        Value::Null
+    } else if let Ok(b) = d.as_bool() {
+        Value::Bool(b)
+    } else if let Ok(i) = d.as_int() {
+        Value::Int(i)
+    } else if let Ok(f) = d.as_float() {
+        Value::Float(f)
+    } else if d.is_string() {
+        Value::Str(d.clone().into_string().unwrap_or_default())
+    } else if d.is_array() {
+        let items = d.clone().into_array().unwrap_or_default();
+        Value::Seq(
+            items
+                .iter()
+                .map(|i| convert(source, i, span, diags))
+                .collect(),
+        )
+    } else if d.is_map() {
+        match d.read_lock::<Map>() {
+            Some(map) => Value::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        (
+                            Spanned::new(k.to_string(), span),
+                            convert(source, v, span, diags),
+                        )
+                    })
+                    .collect(),
+            ),
+            None => Value::Null,
+        }
+    } else {
+        diags.push(Diagnostic::new(
+            Code::WrongType,
+            source,
+            span,
+            format!(
+                "a runbook value must be a string, number, boolean, array or map, not `{}`",
+                d.type_name()
+            ),
+            "unsupported value",
+        ));
+        Value::Null
+    };
+    Node::new(value, span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Format;
+
+    #[test]
+    fn runaway_script_is_stopped_by_the_operation_limit() {
+        let src = Source::new(
+            "loop.rhai",
+            Format::Rhai,
+            "let rb = runbook(\"x\", \"y\");\nloop { }\nrb\n",
+        );
+        let err = parse(&src).unwrap_err();
+        assert_eq!(err.0[0].code, Code::ScriptError);
+        assert!(
+            err.0[0].message.contains("stopped after"),
+            "{}",
+            err.0[0].message
+        );
+        assert_eq!(err.0[0].line_col().0, 2);
+    }
+
+    #[test]
+    fn file_access_is_not_available() {
+        let src = Source::new("io.rhai", Format::Rhai, "import \"x\" as y;\n");
+        let err = parse(&src).unwrap_err();
+        assert_eq!(err.0[0].code, Code::ScriptSyntax);
+    }
+}

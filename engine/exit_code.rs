@@ -1,0 +1,42 @@
+//! The process exit codes, in one table (documented in `docs/cli.md`).
+//!
+//! Scripts and CI wrap `runbook`; they must be able to tell "the runbook is wrong" from "a
+//! guard refused to touch the cluster" from "waiting for a human" without parsing text.
+
+/// Everything went as planned.
+pub const SUCCESS: i32 = 0;
+/// A step failed (rollbacks, if any, have run).
+pub const RUN_FAILED: i32 = 1;
+/// Bad command line: unknown flag, unknown runbook name, bad `--param` syntax.
+pub const USAGE: i32 = 2;
+/// A runbook does not compile (diagnostics were printed).
+pub const INVALID_RUNBOOK: i32 = 3;
+/// A guard refused a disruptive action; nothing unsafe was done.
+pub const GUARD_REFUSED: i32 = 4;
+/// The run is paused at an approval gate; `runbook approve` continues it.
+pub const AWAITING_APPROVAL: i32 = 5;
+/// The journal could not be read or written.
+pub const JOURNAL: i32 = 6;
+/// Another process holds the run's lock.
+pub const LOCKED: i32 = 7;
+/// The run was aborted by an operator.
+pub const ABORTED: i32 = 8;
+/// A bug: please report it.
+pub const INTERNAL: i32 = 70;
+
+/// Every code with its meaning, for `docs/cli.md` and the self-check test.
+pub const TABLE: &[(i32, &str)] = &[
+    (SUCCESS, "success"),
+    (RUN_FAILED, "a step failed; rollbacks ran"),
+    (
+        USAGE,
+        "usage error (bad flag, unknown runbook, bad --param)",
+    ),
+    (INVALID_RUNBOOK, "a runbook does not compile"),
+    (GUARD_REFUSED, "a guard refused a disruptive action"),
+    (AWAITING_APPROVAL, "paused at an approval gate"),
+    (JOURNAL, "journal read or write failure"),
+    (LOCKED, "another process holds the run lock"),
+    (ABORTED, "aborted by an operator"),
+    (INTERNAL, "internal error"),
+];
