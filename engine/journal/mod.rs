@@ -5,7 +5,7 @@
 //! This module provides that guarantee, in pieces that each do one thing:
 //!
 //! - [`record`]: what can be said about a run ([`Record`]) and the format version rule;
-//! - [`file`]: `journal.jsonl` on disk: framing, checksums, fsync, torn-tail repair;
+//! - [`file`](mod@file): `journal.jsonl` on disk: framing, checksums, fsync, torn-tail repair;
 //! - [`lock`]: one driving process per run;
 //! - [`run_dir`]: where runs live and what each run directory holds;
 //! - [`replay`]: the pure `apply(state, record)` shared by the live run and resume;
