@@ -95,6 +95,14 @@ pub enum Error {
         #[source]
         source: replay::Error,
     },
+    /// The run already finished: there is nothing to resume.
+    #[error("`{}`: the run already finished ({outcome:?}); nothing to resume", path.display())]
+    Finished {
+        /// The journal file.
+        path: PathBuf,
+        /// How it finished.
+        outcome: super::record::RunOutcome,
+    },
     /// Another process holds the run lock.
     #[error("`{}` is locked by {holder}", path.display())]
     Locked {

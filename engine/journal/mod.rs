@@ -119,16 +119,8 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
-        if let Some((outcome, _)) = &state.finished {
-            return Err(Error::Replay {
-                path,
-                source: replay::Error {
-                    seq: state.last_seq,
-                    record_type: "run-finished",
-                    step: None,
-                    reason: format!("the run already finished ({outcome:?}); nothing to resume"),
-                },
-            });
+        if let Some(outcome) = state.outcome() {
+            return Err(Error::Finished { path, outcome });
         }
         if let Some(h) = &state.header
             && h.format_version > FORMAT_VERSION
@@ -339,7 +331,7 @@ mod tests {
         // The live state and a fresh fold of the file agree.
         let snapshot = Journal::read(&run).unwrap();
         assert_eq!(snapshot.state, live);
-        assert!(matches!(Journal::open(&run), Err(Error::Replay { .. })));
+        assert!(matches!(Journal::open(&run), Err(Error::Finished { .. })));
         assert_eq!(state_dir.latest_unfinished().unwrap(), None);
         assert_eq!(
             state_dir.list_runs().unwrap()[0].status,
