@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! library ─▶ source ─▶ dsl (YAML | rhai → AST) ─▶ compile (→ Plan, a step DAG) ─▶ plan::render
+//!                                                          │
+//!                                      journal (append-only, fsync'd) ◀── exec (later)
 //! ```
 //! Authoring errors from every stage are [`diagnostic::Diagnostic`]s that point at
 //! `file:line:column`.
@@ -15,6 +17,7 @@ pub mod condition;
 pub mod diagnostic;
 pub mod dsl;
 pub mod exit_code;
+pub mod journal;
 pub mod library;
 pub mod plan;
 pub mod sandbox;

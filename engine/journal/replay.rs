@@ -1,0 +1,1239 @@
+//! Replay: the one pure function that turns journal records into the state of a run.
+//!
+//! The live executor and `runbook resume` must never disagree about where a run stands, so
+//! neither computes state on its own: both feed records to [`apply`] (the journal does it on
+//! every append, and [`fold`] does it on open). `apply` performs no I/O and no side effects; it
+//! checks that the record is a legal next fact and updates [`RunState`] (restate's state
+//! machine, without the actions).
+//!
+//! An illegal history (a `step-succeeded` for a step that never started, a second intent for a
+//! step still in doubt, an intent stamped by a stale session) is an [`Error`] naming the
+//! record's sequence number, never a panic: the journal on disk is input, and input can be
+//! wrong. When `apply` fails, the state is left unchanged.
+//!
+//! # Step lifecycle
+//!
+//! ```text
+//! Pending ─step-started─▶ Started ─action-completed / wait-satisfied─▶ ActionDone ─step-succeeded─▶ Succeeded
+//!    │                     │  ├─guard-refused──▶ Refused                  │
+//!    │                     │  ├─action-failed / wait-timed-out─▶ AttemptFailed ─retry-scheduled─▶ RetryScheduled ─step-started─▶ …
+//!    │                     │  └─in-doubt (resume)─▶ InDoubtResolved ─step-started─▶ …   (verified-done ─▶ ActionDone)
+//!    ├─approval-requested─▶ AwaitingApproval ─approved─▶ Approved ─step-started─▶ …
+//!    └─step-skipped─▶ Skipped                              any live state ─step-failed─▶ Failed
+//! rollback step:  Pending ─rollback-started─▶ RollingBack ─rollback-succeeded─▶ Succeeded (forward step: RolledBack)
+//!                                                         └rollback-failed───▶ Failed    (forward step: RollbackFailed)
+//! ```
+//!
+//! A step is **in doubt** while it is `Started` or `RollingBack`: its intent is durable and its
+//! outcome is not, so its side effect may or may not have happened.
+
+use std::collections::BTreeMap;
+
+use super::file::Entry;
+use super::record::{Fields, InDoubtResolution, Record, RunHeader, RunOutcome};
+
+/// An illegal record: the history in the journal cannot have happened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("record seq {seq} (`{record_type}`{}): {reason}", step.as_ref().map(|s| format!(" of step `{s}`")).unwrap_or_default())]
+pub struct Error {
+    /// The record's sequence number (its line in `journal.jsonl`).
+    pub seq: u64,
+    /// The record's type.
+    pub record_type: &'static str,
+    /// The step it is about, if any.
+    pub step: Option<String>,
+    /// Why it is illegal.
+    pub reason: String,
+}
+
+/// Where one step stands. See the [module docs](self#step-lifecycle).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum StepState {
+    /// Nothing recorded yet.
+    #[default]
+    Pending,
+    /// An intent with no outcome yet: in doubt if the process died here.
+    Started {
+        /// The attempt.
+        attempt: u32,
+        /// The session that declared it.
+        session: String,
+        /// Observations taken before acting.
+        pre_state: Fields,
+    },
+    /// The action's effect is known to have happened; wait and checkpoint may follow.
+    ActionDone {
+        /// The attempt.
+        attempt: u32,
+        /// The action's outputs (empty if known only by verification).
+        outputs: Fields,
+    },
+    /// The attempt failed (action failed or wait timed out); a retry or a failure follows.
+    AttemptFailed {
+        /// The attempt.
+        attempt: u32,
+        /// The error.
+        error: String,
+        /// Whether it may be retried.
+        retryable: bool,
+    },
+    /// Another attempt is scheduled.
+    RetryScheduled {
+        /// The attempt that starts next.
+        next_attempt: u32,
+        /// The delay before it.
+        delay_ms: u64,
+    },
+    /// Resume settled an in-doubt attempt; what may follow depends on the resolution.
+    InDoubtResolved {
+        /// The attempt that was in doubt.
+        attempt: u32,
+        /// How it was settled.
+        resolution: InDoubtResolution,
+    },
+    /// Checkpointed: done for this run.
+    Succeeded {
+        /// The step's outputs.
+        outputs: Fields,
+    },
+    /// Failed for good.
+    Failed {
+        /// The error.
+        error: String,
+    },
+    /// Skipped.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// The guard refused; the action never ran.
+    Refused {
+        /// The guard.
+        guard: String,
+        /// Why.
+        reason: String,
+    },
+    /// Waiting for an operator.
+    AwaitingApproval {
+        /// What the operator is asked.
+        prompt: String,
+    },
+    /// An operator approved; the step may start.
+    Approved {
+        /// Who approved.
+        by: String,
+        /// When.
+        at: String,
+    },
+    /// A rollback step's intent with no outcome yet: in doubt if the process died here.
+    RollingBack {
+        /// The forward step it undoes.
+        for_step: String,
+    },
+    /// This forward step was undone by a rollback step.
+    RolledBack,
+    /// Undoing this forward step failed.
+    RollbackFailed {
+        /// The error.
+        error: String,
+    },
+}
+
+impl StepState {
+    /// Whether the step has an intent and no outcome.
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self, Self::Started { .. } | Self::RollingBack { .. })
+    }
+
+    /// Whether nothing more can happen to the step in the forward path.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded { .. }
+                | Self::Failed { .. }
+                | Self::Skipped { .. }
+                | Self::RolledBack
+                | Self::RollbackFailed { .. }
+        )
+    }
+
+    /// A short name for messages, e.g. `started`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Started { .. } => "started",
+            Self::ActionDone { .. } => "action-done",
+            Self::AttemptFailed { .. } => "attempt-failed",
+            Self::RetryScheduled { .. } => "retry-scheduled",
+            Self::InDoubtResolved { .. } => "in-doubt-resolved",
+            Self::Succeeded { .. } => "succeeded",
+            Self::Failed { .. } => "failed",
+            Self::Skipped { .. } => "skipped",
+            Self::Refused { .. } => "refused",
+            Self::AwaitingApproval { .. } => "awaiting-approval",
+            Self::Approved { .. } => "approved",
+            Self::RollingBack { .. } => "rolling-back",
+            Self::RolledBack => "rolled-back",
+            Self::RollbackFailed { .. } => "rollback-failed",
+        }
+    }
+}
+
+/// A guard's verdict, kept for reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuardResult {
+    /// The guard's name.
+    pub guard: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Why it refused, if it did.
+    pub reason: Option<String>,
+    /// The figures it decided on.
+    pub figures: Fields,
+}
+
+/// A wait's result, kept for reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaitResult {
+    /// The attempt.
+    pub attempt: u32,
+    /// The condition's name.
+    pub condition: String,
+    /// Whether it held (false: timed out).
+    pub satisfied: bool,
+    /// How long it took.
+    pub elapsed_ms: u64,
+    /// The last observation.
+    pub figures: Fields,
+}
+
+/// Everything known about one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepRecord {
+    /// Where it stands.
+    pub state: StepState,
+    /// The highest attempt started (0: never started).
+    pub attempts: u32,
+    /// When its first attempt started, unix ms.
+    pub first_started_ms: Option<u64>,
+    /// When it reached its current terminal or stopping state, unix ms.
+    pub ended_ms: Option<u64>,
+    /// Guard verdicts, in order.
+    pub guards: Vec<GuardResult>,
+    /// Wait results, in order.
+    pub waits: Vec<WaitResult>,
+    /// For a rollback step: the forward step it undoes.
+    pub rollback_of: Option<String>,
+}
+
+/// A process that drove the run (one per `session-started`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The fencing id.
+    pub id: String,
+    /// The process id.
+    pub pid: u32,
+    /// The host.
+    pub host: String,
+    /// The `session-started` record's sequence number.
+    pub seq: u64,
+}
+
+/// A durable approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    /// The step approved.
+    pub step: String,
+    /// Who approved.
+    pub by: String,
+    /// When.
+    pub at: String,
+}
+
+/// A step whose intent is durable but whose outcome is not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InDoubtStep {
+    /// The step id.
+    pub step: String,
+    /// The attempt in doubt (0 for a rollback step).
+    pub attempt: u32,
+    /// The session that declared the intent (empty for a rollback step).
+    pub session: String,
+    /// The observations taken before acting.
+    pub pre_state: Fields,
+    /// For a rollback step: the forward step it undoes.
+    pub rollback_of: Option<String>,
+}
+
+/// The state of a run, as folded from its journal. Built only by [`apply`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunState {
+    /// The run header, from `run-started`.
+    pub header: Option<RunHeader>,
+    /// When the run started, unix ms.
+    pub started_ms: Option<u64>,
+    /// Every session that drove the run, in order; the last one is current.
+    pub sessions: Vec<Session>,
+    /// Per-step state, by step id.
+    pub steps: BTreeMap<String, StepRecord>,
+    /// Step ids in the order they first appeared in the journal.
+    pub step_order: Vec<String>,
+    /// Approvals, in order.
+    pub approvals: Vec<Approval>,
+    /// Why the run is paused, if the last thing it did was pause.
+    pub paused: Option<String>,
+    /// Who asked to abort, if anyone did.
+    pub abort_requested: Option<String>,
+    /// How the run finished, with its summary.
+    pub finished: Option<(RunOutcome, String)>,
+    /// When the run finished, unix ms.
+    pub finished_ms: Option<u64>,
+    /// The last applied sequence number.
+    pub last_seq: u64,
+}
+
+impl RunState {
+    /// The record of a step, if anything was recorded about it.
+    pub fn step(&self, id: &str) -> Option<&StepRecord> {
+        self.steps.get(id)
+    }
+
+    /// The state of a step (`Pending` if nothing was recorded).
+    pub fn step_state(&self, id: &str) -> &StepState {
+        static PENDING: StepState = StepState::Pending;
+        self.steps.get(id).map_or(&PENDING, |s| &s.state)
+    }
+
+    /// The session currently driving the run.
+    pub fn current_session(&self) -> Option<&Session> {
+        self.sessions.last()
+    }
+
+    /// Steps with an intent but no outcome, in journal order.
+    pub fn in_doubt_steps(&self) -> Vec<InDoubtStep> {
+        self.step_order
+            .iter()
+            .filter_map(|id| {
+                let rec = self.steps.get(id)?;
+                match &rec.state {
+                    StepState::Started {
+                        attempt,
+                        session,
+                        pre_state,
+                    } => Some(InDoubtStep {
+                        step: id.clone(),
+                        attempt: *attempt,
+                        session: session.clone(),
+                        pre_state: pre_state.clone(),
+                        rollback_of: None,
+                    }),
+                    StepState::RollingBack { for_step } => Some(InDoubtStep {
+                        step: id.clone(),
+                        attempt: 0,
+                        session: String::new(),
+                        pre_state: Fields::new(),
+                        rollback_of: Some(for_step.clone()),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// How the run finished, if it did.
+    pub fn outcome(&self) -> Option<RunOutcome> {
+        self.finished.as_ref().map(|(o, _)| *o)
+    }
+}
+
+/// Folds records, in order, into a fresh [`RunState`].
+pub fn fold<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<RunState, Error> {
+    let mut state = RunState::default();
+    for entry in entries {
+        apply(&mut state, entry)?;
+    }
+    Ok(state)
+}
+
+/// Applies one record to `state`, or explains why it cannot follow. Pure: no I/O.
+///
+/// On error, `state` is unchanged.
+pub fn apply(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
+    let mut next = state.clone();
+    apply_in_place(&mut next, entry)?;
+    next.last_seq = entry.seq;
+    *state = next;
+    Ok(())
+}
+
+/// Like [`apply`] but may leave `state` half-updated on error.
+fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
+    let record = &entry.record;
+    let err = |reason: String| Error {
+        seq: entry.seq,
+        record_type: record.type_name(),
+        step: record.step().map(str::to_owned),
+        reason,
+    };
+    if entry.seq <= state.last_seq {
+        return Err(err(format!("sequence number not after {}", state.last_seq)));
+    }
+    if let Some((outcome, _)) = &state.finished {
+        return Err(err(format!("the run already finished ({outcome:?})")));
+    }
+    match (record, &state.header) {
+        (Record::RunStarted(_), Some(_)) => return Err(err("the run already started".into())),
+        (Record::RunStarted(_), None) => {}
+        (_, None) => return Err(err("the first record must be `run-started`".into())),
+        _ => {}
+    }
+    let at = entry.at_ms;
+    let wrong = |s: &StepState| err(format!("not legal while the step is {}", s.name()));
+    match record {
+        Record::RunStarted(header) => {
+            state.header = Some(header.clone());
+            state.started_ms = Some(at);
+        }
+        Record::SessionStarted { session, pid, host } => {
+            if state.sessions.iter().any(|s| &s.id == session) {
+                return Err(err(format!("session `{session}` already started")));
+            }
+            state.sessions.push(Session {
+                id: session.clone(),
+                pid: *pid,
+                host: host.clone(),
+                seq: entry.seq,
+            });
+            state.paused = None;
+        }
+        Record::StepStarted {
+            step,
+            attempt,
+            session,
+            pre_state,
+        } => {
+            let current = state.current_session().map(|s| s.id.as_str());
+            if current != Some(session.as_str()) {
+                return Err(err(format!(
+                    "intent stamped by session `{session}`, but the current session is {}",
+                    current.map_or("none".to_owned(), |c| format!("`{c}`"))
+                )));
+            }
+            let rec = step_mut(state, step);
+            let ok = match &rec.state {
+                StepState::Pending
+                | StepState::Approved { .. }
+                | StepState::AttemptFailed { .. } => true,
+                StepState::RetryScheduled { next_attempt, .. } => next_attempt == attempt,
+                StepState::InDoubtResolved { resolution, .. } => matches!(
+                    resolution,
+                    InDoubtResolution::Rerun | InDoubtResolution::VerifiedNotDone
+                ),
+                _ => false,
+            };
+            if !ok {
+                let s = rec.state.clone();
+                return Err(if s.is_in_doubt() {
+                    err("the step is in doubt; an `in-doubt` resolution must come first".into())
+                } else {
+                    wrong(&s)
+                });
+            }
+            if *attempt <= rec.attempts {
+                return Err(err(format!(
+                    "attempt {attempt} is not after attempt {}",
+                    rec.attempts
+                )));
+            }
+            rec.attempts = *attempt;
+            rec.first_started_ms.get_or_insert(at);
+            rec.ended_ms = None;
+            rec.state = StepState::Started {
+                attempt: *attempt,
+                session: session.clone(),
+                pre_state: pre_state.clone(),
+            };
+        }
+        Record::GuardPassed {
+            step,
+            guard,
+            figures,
+        } => {
+            let rec = existing(state, step, &err)?;
+            if !matches!(rec.state, StepState::Started { .. }) {
+                return Err(wrong(&rec.state));
+            }
+            rec.guards.push(GuardResult {
+                guard: guard.clone(),
+                passed: true,
+                reason: None,
+                figures: figures.clone(),
+            });
+        }
+        Record::GuardRefused {
+            step,
+            guard,
+            reason,
+            figures,
+        } => {
+            let rec = existing(state, step, &err)?;
+            if !matches!(rec.state, StepState::Started { .. }) {
+                return Err(wrong(&rec.state));
+            }
+            rec.guards.push(GuardResult {
+                guard: guard.clone(),
+                passed: false,
+                reason: Some(reason.clone()),
+                figures: figures.clone(),
+            });
+            rec.state = StepState::Refused {
+                guard: guard.clone(),
+                reason: reason.clone(),
+            };
+            rec.ended_ms = Some(at);
+        }
+        Record::ActionCompleted {
+            step,
+            attempt,
+            outputs,
+        } => {
+            let rec = existing(state, step, &err)?;
+            match &rec.state {
+                StepState::Started { attempt: a, .. } if a == attempt => {}
+                s => return Err(attempt_mismatch(s, *attempt, &err)),
+            }
+            rec.state = StepState::ActionDone {
+                attempt: *attempt,
+                outputs: outputs.clone(),
+            };
+        }
+        Record::ActionFailed {
+            step,
+            attempt,
+            error,
+            retryable,
+        } => {
+            let rec = existing(state, step, &err)?;
+            match &rec.state {
+                StepState::Started { attempt: a, .. } if a == attempt => {}
+                s => return Err(attempt_mismatch(s, *attempt, &err)),
+            }
+            rec.state = StepState::AttemptFailed {
+                attempt: *attempt,
+                error: error.clone(),
+                retryable: *retryable,
+            };
+        }
+        Record::WaitSatisfied {
+            step,
+            attempt,
+            condition,
+            elapsed_ms,
+            figures,
+        }
+        | Record::WaitTimedOut {
+            step,
+            attempt,
+            condition,
+            elapsed_ms,
+            figures,
+        } => {
+            let satisfied = matches!(record, Record::WaitSatisfied { .. });
+            let rec = existing(state, step, &err)?;
+            let outputs = match &rec.state {
+                StepState::Started { attempt: a, .. } if a == attempt => Fields::new(),
+                StepState::ActionDone {
+                    attempt: a,
+                    outputs,
+                } if a == attempt => outputs.clone(),
+                s => return Err(attempt_mismatch(s, *attempt, &err)),
+            };
+            rec.waits.push(WaitResult {
+                attempt: *attempt,
+                condition: condition.clone(),
+                satisfied,
+                elapsed_ms: *elapsed_ms,
+                figures: figures.clone(),
+            });
+            rec.state = if satisfied {
+                StepState::ActionDone {
+                    attempt: *attempt,
+                    outputs,
+                }
+            } else {
+                StepState::AttemptFailed {
+                    attempt: *attempt,
+                    error: format!("wait `{condition}` timed out after {elapsed_ms} ms"),
+                    retryable: true,
+                }
+            };
+        }
+        Record::RetryScheduled {
+            step,
+            next_attempt,
+            delay_ms,
+        } => {
+            let rec = existing(state, step, &err)?;
+            match &rec.state {
+                StepState::AttemptFailed { attempt, .. } if next_attempt > attempt => {}
+                StepState::AttemptFailed { attempt, .. } => {
+                    return Err(err(format!(
+                        "next attempt {next_attempt} is not after attempt {attempt}"
+                    )));
+                }
+                s => return Err(wrong(s)),
+            }
+            rec.state = StepState::RetryScheduled {
+                next_attempt: *next_attempt,
+                delay_ms: *delay_ms,
+            };
+        }
+        Record::StepSucceeded { step, outputs } => {
+            let rec = existing(state, step, &err)?;
+            if !matches!(
+                rec.state,
+                StepState::Started { .. } | StepState::ActionDone { .. }
+            ) {
+                return Err(wrong(&rec.state));
+            }
+            rec.state = StepState::Succeeded {
+                outputs: outputs.clone(),
+            };
+            rec.ended_ms = Some(at);
+        }
+        Record::StepFailed { step, error } => {
+            let rec = existing(state, step, &err)?;
+            if rec.state.is_terminal()
+                || matches!(
+                    rec.state,
+                    StepState::Pending | StepState::RollingBack { .. }
+                )
+            {
+                return Err(wrong(&rec.state));
+            }
+            rec.state = StepState::Failed {
+                error: error.clone(),
+            };
+            rec.ended_ms = Some(at);
+        }
+        Record::StepSkipped { step, reason } => {
+            let rec = step_mut(state, step);
+            if !matches!(
+                rec.state,
+                StepState::Pending
+                    | StepState::AwaitingApproval { .. }
+                    | StepState::Approved { .. }
+            ) {
+                return Err(wrong(&rec.state));
+            }
+            rec.state = StepState::Skipped {
+                reason: reason.clone(),
+            };
+            rec.ended_ms = Some(at);
+        }
+        Record::InDoubt {
+            step,
+            attempt,
+            resolution,
+        } => {
+            let rec = existing(state, step, &err)?;
+            match &rec.state {
+                StepState::Started { attempt: a, .. } if a == attempt => {}
+                s => return Err(attempt_mismatch(s, *attempt, &err)),
+            }
+            rec.state = match resolution {
+                InDoubtResolution::VerifiedDone => StepState::ActionDone {
+                    attempt: *attempt,
+                    outputs: Fields::new(),
+                },
+                _ => StepState::InDoubtResolved {
+                    attempt: *attempt,
+                    resolution: *resolution,
+                },
+            };
+        }
+        Record::ApprovalRequested { step, prompt } => {
+            let rec = step_mut(state, step);
+            let ok = matches!(
+                rec.state,
+                StepState::Pending
+                    | StepState::InDoubtResolved {
+                        resolution: InDoubtResolution::AskOperator,
+                        ..
+                    }
+            );
+            if !ok {
+                return Err(wrong(&rec.state));
+            }
+            rec.state = StepState::AwaitingApproval {
+                prompt: prompt.clone(),
+            };
+        }
+        Record::Approved { step, by, at: when } => {
+            let rec = existing(state, step, &err)?;
+            if !matches!(rec.state, StepState::AwaitingApproval { .. }) {
+                return Err(wrong(&rec.state));
+            }
+            rec.state = StepState::Approved {
+                by: by.clone(),
+                at: when.clone(),
+            };
+            state.approvals.push(Approval {
+                step: step.clone(),
+                by: by.clone(),
+                at: when.clone(),
+            });
+        }
+        Record::RollbackStarted { step, for_step } => {
+            if step == for_step {
+                return Err(err("a step cannot roll itself back".into()));
+            }
+            let target = state.step_state(for_step);
+            let undoable = matches!(
+                target,
+                StepState::Started { .. }
+                    | StepState::ActionDone { .. }
+                    | StepState::AttemptFailed { .. }
+                    | StepState::RetryScheduled { .. }
+                    | StepState::InDoubtResolved { .. }
+                    | StepState::Succeeded { .. }
+                    | StepState::Failed { .. }
+                    | StepState::RollbackFailed { .. }
+            );
+            if !undoable {
+                return Err(err(format!(
+                    "step `{for_step}` is {}: there is nothing to roll back",
+                    target.name()
+                )));
+            }
+            let rec = step_mut(state, step);
+            let ok = match &rec.state {
+                StepState::Pending | StepState::Failed { .. } => true,
+                // Re-declaring an in-doubt rollback: rollback actions are idempotent.
+                StepState::RollingBack { for_step: f } => f == for_step,
+                _ => false,
+            };
+            if !ok {
+                return Err(wrong(&rec.state));
+            }
+            rec.rollback_of = Some(for_step.clone());
+            rec.first_started_ms.get_or_insert(at);
+            rec.ended_ms = None;
+            rec.state = StepState::RollingBack {
+                for_step: for_step.clone(),
+            };
+        }
+        Record::RollbackSucceeded { step } | Record::RollbackFailed { step, .. } => {
+            let rec = existing(state, step, &err)?;
+            let StepState::RollingBack { for_step } = rec.state.clone() else {
+                return Err(wrong(&rec.state));
+            };
+            let (own, target) = match record {
+                Record::RollbackFailed { error, .. } => (
+                    StepState::Failed {
+                        error: error.clone(),
+                    },
+                    StepState::RollbackFailed {
+                        error: error.clone(),
+                    },
+                ),
+                _ => (
+                    StepState::Succeeded {
+                        outputs: Fields::new(),
+                    },
+                    StepState::RolledBack,
+                ),
+            };
+            rec.state = own;
+            rec.ended_ms = Some(at);
+            let forward = step_mut(state, &for_step);
+            forward.state = target;
+            forward.ended_ms = Some(at);
+        }
+        Record::RunPaused { reason } => state.paused = Some(reason.clone()),
+        Record::AbortRequested { by } => state.abort_requested = Some(by.clone()),
+        Record::RunFinished { outcome, summary } => {
+            state.finished = Some((*outcome, summary.clone()));
+            state.finished_ms = Some(at);
+        }
+    }
+    Ok(())
+}
+
+/// The step's record, created `Pending` if new.
+fn step_mut<'a>(state: &'a mut RunState, step: &str) -> &'a mut StepRecord {
+    if !state.steps.contains_key(step) {
+        state.step_order.push(step.to_owned());
+    }
+    state.steps.entry(step.to_owned()).or_default()
+}
+
+/// The step's record, or an error if nothing was ever recorded for it.
+fn existing<'a>(
+    state: &'a mut RunState,
+    step: &str,
+    err: &impl Fn(String) -> Error,
+) -> Result<&'a mut StepRecord, Error> {
+    state
+        .steps
+        .get_mut(step)
+        .ok_or_else(|| err("the step never started".into()))
+}
+
+/// The error for an attempt-scoped record that does not match the step's current attempt.
+fn attempt_mismatch(state: &StepState, attempt: u32, err: &impl Fn(String) -> Error) -> Error {
+    match state {
+        StepState::Started { attempt: a, .. } | StepState::ActionDone { attempt: a, .. } => err(
+            format!("attempt {attempt} does not match the current attempt {a}"),
+        ),
+        s => err(format!("not legal while the step is {}", s.name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::journal::record::tests::header;
+
+    const S: &str = "reboot[192.168.2.20].wait";
+
+    fn run(records: Vec<Record>) -> Result<RunState, Error> {
+        let entries: Vec<Entry> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| Entry {
+                seq: i as u64 + 1,
+                at_ms: 1000 * (i as u64 + 1),
+                offset: 0,
+                record,
+            })
+            .collect();
+        fold(&entries)
+    }
+
+    fn start() -> Vec<Record> {
+        vec![
+            Record::RunStarted(header("r1")),
+            Record::SessionStarted {
+                session: "s-1".into(),
+                pid: 1,
+                host: "h".into(),
+            },
+        ]
+    }
+
+    fn started(step: &str, attempt: u32) -> Record {
+        Record::StepStarted {
+            step: step.into(),
+            attempt,
+            session: "s-1".into(),
+            pre_state: json!({"boot_id": "a"}).as_object().unwrap().clone(),
+        }
+    }
+
+    fn with(mut base: Vec<Record>, more: impl IntoIterator<Item = Record>) -> Vec<Record> {
+        base.extend(more);
+        base
+    }
+
+    #[test]
+    fn happy_path_reaches_succeeded_with_timings() {
+        let state = run(with(
+            start(),
+            [
+                started(S, 1),
+                Record::GuardPassed {
+                    step: S.into(),
+                    guard: "quorum".into(),
+                    figures: Fields::new(),
+                },
+                Record::ActionCompleted {
+                    step: S.into(),
+                    attempt: 1,
+                    outputs: Fields::new(),
+                },
+                Record::WaitSatisfied {
+                    step: S.into(),
+                    attempt: 1,
+                    condition: "stage_is(running)".into(),
+                    elapsed_ms: 900,
+                    figures: Fields::new(),
+                },
+                Record::StepSucceeded {
+                    step: S.into(),
+                    outputs: Fields::new(),
+                },
+                Record::RunFinished {
+                    outcome: RunOutcome::Succeeded,
+                    summary: "1 step".into(),
+                },
+            ],
+        ))
+        .unwrap();
+        let rec = state.step(S).unwrap();
+        assert!(matches!(rec.state, StepState::Succeeded { .. }));
+        assert_eq!(
+            (rec.attempts, rec.first_started_ms, rec.ended_ms),
+            (1, Some(3000), Some(7000))
+        );
+        assert_eq!(rec.guards.len(), 1);
+        assert!(rec.waits[0].satisfied);
+        assert_eq!(state.outcome(), Some(RunOutcome::Succeeded));
+        assert!(state.in_doubt_steps().is_empty());
+        assert_eq!(state.last_seq, 8);
+        assert_eq!(state.current_session().unwrap().id, "s-1");
+    }
+
+    #[test]
+    fn intent_without_outcome_is_in_doubt_until_resolved() {
+        let base = with(
+            start(),
+            [
+                started(S, 1),
+                Record::GuardPassed {
+                    step: S.into(),
+                    guard: "g".into(),
+                    figures: Fields::new(),
+                },
+                Record::SessionStarted {
+                    session: "s-2".into(),
+                    pid: 2,
+                    host: "h".into(),
+                },
+            ],
+        );
+        let state = run(base.clone()).unwrap();
+        let doubt = state.in_doubt_steps();
+        assert_eq!(doubt.len(), 1);
+        assert_eq!(
+            (
+                doubt[0].step.as_str(),
+                doubt[0].attempt,
+                doubt[0].session.as_str()
+            ),
+            (S, 1, "s-1")
+        );
+        assert_eq!(doubt[0].pre_state["boot_id"], "a");
+
+        // The new session may not re-declare the intent before resolving the doubt.
+        let restart = Record::StepStarted {
+            step: S.into(),
+            attempt: 2,
+            session: "s-2".into(),
+            pre_state: Fields::new(),
+        };
+        let err = run(with(base.clone(), [restart.clone()])).unwrap_err();
+        assert_eq!(err.seq, 6);
+        assert!(err.reason.contains("in doubt"), "{err}");
+
+        // Idempotent: rerun as attempt 2.
+        let state = run(with(
+            base.clone(),
+            [
+                Record::InDoubt {
+                    step: S.into(),
+                    attempt: 1,
+                    resolution: InDoubtResolution::Rerun,
+                },
+                restart,
+            ],
+        ))
+        .unwrap();
+        assert!(matches!(
+            state.step_state(S),
+            StepState::Started { attempt: 2, .. }
+        ));
+
+        // Verify: the effect happened, continue after the action.
+        let state = run(with(
+            base.clone(),
+            [
+                Record::InDoubt {
+                    step: S.into(),
+                    attempt: 1,
+                    resolution: InDoubtResolution::VerifiedDone,
+                },
+                Record::StepSucceeded {
+                    step: S.into(),
+                    outputs: Fields::new(),
+                },
+            ],
+        ))
+        .unwrap();
+        assert!(matches!(state.step_state(S), StepState::Succeeded { .. }));
+
+        // Confirm: ask an operator, durable approval, then start again.
+        let state = run(with(
+            base,
+            [
+                Record::InDoubt {
+                    step: S.into(),
+                    attempt: 1,
+                    resolution: InDoubtResolution::AskOperator,
+                },
+                Record::ApprovalRequested {
+                    step: S.into(),
+                    prompt: "did n1 reboot?".into(),
+                },
+                Record::Approved {
+                    step: S.into(),
+                    by: "alice".into(),
+                    at: "t".into(),
+                },
+            ],
+        ))
+        .unwrap();
+        assert!(matches!(state.step_state(S), StepState::Approved { .. }));
+        assert_eq!(state.approvals[0].by, "alice");
+    }
+
+    #[test]
+    fn retry_path_and_attempt_numbers() {
+        let state = run(with(
+            start(),
+            [
+                started(S, 1),
+                Record::ActionFailed {
+                    step: S.into(),
+                    attempt: 1,
+                    error: "refused".into(),
+                    retryable: true,
+                },
+                Record::RetryScheduled {
+                    step: S.into(),
+                    next_attempt: 2,
+                    delay_ms: 10,
+                },
+                started(S, 2),
+                Record::WaitTimedOut {
+                    step: S.into(),
+                    attempt: 2,
+                    condition: "c".into(),
+                    elapsed_ms: 5,
+                    figures: Fields::new(),
+                },
+                Record::StepFailed {
+                    step: S.into(),
+                    error: "gave up".into(),
+                },
+            ],
+        ))
+        .unwrap();
+        let rec = state.step(S).unwrap();
+        assert_eq!(rec.attempts, 2);
+        assert!(matches!(rec.state, StepState::Failed { .. }));
+        assert!(!rec.waits[0].satisfied);
+
+        let err = run(with(
+            start(),
+            [
+                started(S, 1),
+                Record::ActionCompleted {
+                    step: S.into(),
+                    attempt: 2,
+                    outputs: Fields::new(),
+                },
+            ],
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("does not match"), "{err}");
+        let err = run(with(
+            start(),
+            [
+                started(S, 1),
+                Record::ActionFailed {
+                    step: S.into(),
+                    attempt: 1,
+                    error: "x".into(),
+                    retryable: true,
+                },
+                Record::RetryScheduled {
+                    step: S.into(),
+                    next_attempt: 3,
+                    delay_ms: 0,
+                },
+                started(S, 2),
+            ],
+        ))
+        .unwrap_err();
+        assert_eq!(err.seq, 6);
+    }
+
+    #[test]
+    fn illegal_transitions_name_the_sequence_number() {
+        let err = run(with(
+            start(),
+            [Record::StepSucceeded {
+                step: S.into(),
+                outputs: Fields::new(),
+            }],
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.seq, err.record_type, err.step.as_deref()),
+            (3, "step-succeeded", Some(S))
+        );
+        assert!(
+            err.to_string()
+                .starts_with("record seq 3 (`step-succeeded` of step"),
+            "{err}"
+        );
+
+        let err = run(vec![Record::AbortRequested { by: "a".into() }]).unwrap_err();
+        assert!(err.reason.contains("first record"));
+        let err = run(with(start(), [Record::RunStarted(header("r1"))])).unwrap_err();
+        assert_eq!(err.seq, 3);
+        // Stale session (fencing).
+        let err = run(with(
+            start(),
+            [Record::StepStarted {
+                step: S.into(),
+                attempt: 1,
+                session: "s-old".into(),
+                pre_state: Fields::new(),
+            }],
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("s-old"), "{err}");
+        // Nothing after run-finished.
+        let err = run(with(
+            start(),
+            [
+                Record::RunFinished {
+                    outcome: RunOutcome::Aborted,
+                    summary: String::new(),
+                },
+                started(S, 1),
+            ],
+        ))
+        .unwrap_err();
+        assert_eq!(err.seq, 4);
+        // Rollback of something that never ran.
+        let err = run(with(
+            start(),
+            [Record::RollbackStarted {
+                step: "undo".into(),
+                for_step: S.into(),
+            }],
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("nothing to roll back"), "{err}");
+    }
+
+    #[test]
+    fn failed_apply_leaves_state_unchanged() {
+        let mut state = run(with(start(), [started(S, 1)])).unwrap();
+        let before = state.clone();
+        let bad = Entry {
+            seq: 4,
+            at_ms: 0,
+            offset: 0,
+            record: Record::RetryScheduled {
+                step: S.into(),
+                next_attempt: 2,
+                delay_ms: 0,
+            },
+        };
+        assert!(apply(&mut state, &bad).is_err());
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn rollback_marks_both_steps_and_is_in_doubt_until_done() {
+        let base = with(
+            start(),
+            [
+                started("cordon[n1]", 1),
+                Record::StepSucceeded {
+                    step: "cordon[n1]".into(),
+                    outputs: Fields::new(),
+                },
+                started(S, 1),
+                Record::ActionFailed {
+                    step: S.into(),
+                    attempt: 1,
+                    error: "x".into(),
+                    retryable: false,
+                },
+                Record::StepFailed {
+                    step: S.into(),
+                    error: "x".into(),
+                },
+                Record::RollbackStarted {
+                    step: "uncordon[n1]".into(),
+                    for_step: "cordon[n1]".into(),
+                },
+            ],
+        );
+        let state = run(base.clone()).unwrap();
+        let doubt = state.in_doubt_steps();
+        assert_eq!(doubt[0].rollback_of.as_deref(), Some("cordon[n1]"));
+        let state = run(with(
+            base.clone(),
+            [
+                Record::RollbackStarted {
+                    step: "uncordon[n1]".into(),
+                    for_step: "cordon[n1]".into(),
+                },
+                Record::RollbackSucceeded {
+                    step: "uncordon[n1]".into(),
+                },
+                Record::RunFinished {
+                    outcome: RunOutcome::RolledBack,
+                    summary: String::new(),
+                },
+            ],
+        ))
+        .unwrap();
+        assert_eq!(state.step_state("cordon[n1]"), &StepState::RolledBack);
+        assert!(matches!(
+            state.step_state("uncordon[n1]"),
+            StepState::Succeeded { .. }
+        ));
+        assert!(state.in_doubt_steps().is_empty());
+        let state = run(with(
+            base,
+            [Record::RollbackFailed {
+                step: "uncordon[n1]".into(),
+                error: "e".into(),
+            }],
+        ))
+        .unwrap();
+        assert!(matches!(
+            state.step_state("cordon[n1]"),
+            StepState::RollbackFailed { .. }
+        ));
+    }
+
+    #[test]
+    fn guard_refusal_skip_pause_abort() {
+        let state = run(with(
+            start(),
+            [
+                started(S, 1),
+                Record::GuardRefused {
+                    step: S.into(),
+                    guard: "quorum".into(),
+                    reason: "1 of 3 left".into(),
+                    figures: Fields::new(),
+                },
+                Record::StepSkipped {
+                    step: "later".into(),
+                    reason: "dependency refused".into(),
+                },
+                Record::RunPaused {
+                    reason: "operator".into(),
+                },
+                Record::AbortRequested { by: "bob".into() },
+            ],
+        ))
+        .unwrap();
+        assert!(matches!(state.step_state(S), StepState::Refused { .. }));
+        assert!(state.in_doubt_steps().is_empty());
+        assert_eq!(state.paused.as_deref(), Some("operator"));
+        assert_eq!(state.abort_requested.as_deref(), Some("bob"));
+        assert_eq!(state.step_order, vec![S.to_owned(), "later".to_owned()]);
+    }
+}
