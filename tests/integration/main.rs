@@ -1,1 +1,10 @@
-//! Integration tests.
+//! The one integration test binary (one link instead of many: see docs/architecture.md).
+//!
+//! Modules are grouped by what they exercise; `harness` holds the shared helpers.
+
+mod authoring;
+mod cli;
+mod harness;
+mod properties;
+mod rendering;
+mod runbooks;
