@@ -1,1 +1,3 @@
 //! Runbook: executable, resumable disaster-recovery runbooks for Talos Linux clusters.
+
+pub mod sim;
