@@ -13,8 +13,8 @@ pub mod node;
 pub mod scenario;
 
 pub use clock::{SimTime, Speed, Timings};
-// pub use cluster::Cluster;
+pub use cluster::Cluster;
 pub use error::{ApiError, Code, KubeError};
 pub use etcd::{EtcdCluster, MemberId};
-// pub use node::{Node, Stage};
-// pub use scenario::Scenario;
+pub use node::{Node, Stage};
+pub use scenario::Scenario;
