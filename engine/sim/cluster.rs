@@ -325,12 +325,11 @@ impl Cluster {
                     c.tick(t);
                 }
             }
-            if next_timer.is_some_and(|x| x <= t) {
-                if let Some((_, timer)) = self.timers.pop_first() {
-                    if self.nodes[timer.node].epoch == timer.epoch {
-                        self.fire(timer.node, timer.kind);
-                    }
-                }
+            if next_timer.is_some_and(|x| x <= t)
+                && let Some((_, timer)) = self.timers.pop_first()
+                && self.nodes[timer.node].epoch == timer.epoch
+            {
+                self.fire(timer.node, timer.kind);
             }
             self.settle();
         }
@@ -367,10 +366,10 @@ impl Cluster {
     /// Stops everything on the node (process level): etcd member, kubelet, services.
     fn go_down(&mut self, i: usize) {
         let now = self.now;
-        if let EtcdData::Member { cluster, member } = self.nodes[i].etcd_data {
-            if let Some(c) = self.etcd.iter_mut().find(|c| c.id() == cluster) {
-                c.stop_member(member, now);
-            }
+        if let EtcdData::Member { cluster, member } = self.nodes[i].etcd_data
+            && let Some(c) = self.etcd.iter_mut().find(|c| c.id() == cluster)
+        {
+            c.stop_member(member, now);
         }
         let n = &mut self.nodes[i];
         if n.kubelet_started_at.is_some() {
@@ -616,12 +615,11 @@ impl Cluster {
     /// Talos `NewLocalClient`: this node's member (learner or voter).
     fn local_member(&self, i: usize) -> Result<(usize, MemberId), ApiError> {
         let n = &self.nodes[i];
-        if let EtcdData::Member { cluster, member } = n.etcd_data {
-            if let Some(ci) = self.etcd.iter().position(|c| c.id() == cluster) {
-                if self.etcd[ci].member(member).is_some_and(|m| m.running) {
-                    return Ok((ci, member));
-                }
-            }
+        if let EtcdData::Member { cluster, member } = n.etcd_data
+            && let Some(ci) = self.etcd.iter().position(|c| c.id() == cluster)
+            && self.etcd[ci].member(member).is_some_and(|m| m.running)
+        {
+            return Ok((ci, member));
         }
         Err(ApiError::new(Code::DeadlineExceeded, msg::DEADLINE))
     }
@@ -825,18 +823,18 @@ impl Cluster {
                 svc.healthy = Some(true);
                 n.kubelet_started_at.get_or_insert(boot + t.kubelet_start);
             }
-            if let Some(st) = n.etcd_started_at {
-                if now >= st + t.etcd_health_interval {
-                    let svc = n.service_mut("etcd", now);
-                    match &etcd_health {
-                        Ok(()) => {
-                            svc.healthy = Some(true);
-                            svc.health_message = String::new();
-                        }
-                        Err(e) => {
-                            svc.healthy = Some(false);
-                            svc.health_message = e.message.clone();
-                        }
+            if let Some(st) = n.etcd_started_at
+                && now >= st + t.etcd_health_interval
+            {
+                let svc = n.service_mut("etcd", now);
+                match &etcd_health {
+                    Ok(()) => {
+                        svc.healthy = Some(true);
+                        svc.health_message = String::new();
+                    }
+                    Err(e) => {
+                        svc.healthy = Some(false);
+                        svc.health_message = e.message.clone();
                     }
                 }
             }
@@ -2042,6 +2040,7 @@ impl Cluster {
         self.advance_to(now);
         let i = self.idx(label)?;
         self.nodes[i].usb_attached = true;
+        self.record("AttachUsb", label, &Ok::<(), ApiError>(()));
         Ok(())
     }
 
@@ -2050,6 +2049,7 @@ impl Cluster {
         self.advance_to(now);
         let i = self.idx(label)?;
         self.nodes[i].usb_attached = false;
+        self.record("DetachUsb", label, &Ok::<(), ApiError>(()));
         Ok(())
     }
 
@@ -2064,11 +2064,6 @@ impl Cluster {
     /// Empties the call log (scenario setup calls are not part of a test's history).
     pub fn clear_call_log(&mut self) {
         self.calls.clear();
-    }
-
-    /// Test/scenario access to a node's internals.
-    pub(crate) fn node_mut(&mut self, label: &str) -> Option<&mut Node> {
-        self.nodes.iter_mut().find(|n| n.label == label)
     }
 
     /// Machine type helper for scenario code.

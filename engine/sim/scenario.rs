@@ -13,7 +13,7 @@ use super::clock::{SimTime, Speed, Timings};
 use super::cluster::{Cluster, ConditionStatus, PodDisruptionBudget};
 use super::error::{ApiError, Code};
 use super::node::{
-    EtcdData, Hardware, NVIDIA_IMAGE, NodeSpec, Service, Stage, VANILLA_IMAGE, control_plane_config,
+    Hardware, NVIDIA_IMAGE, NodeSpec, Service, Stage, VANILLA_IMAGE, control_plane_config,
 };
 
 /// Label of the NUC with the GTX 1650.
@@ -309,7 +309,6 @@ fn build(sc: Scenario, timings: Timings) -> Result<Cluster, ApiError> {
         }
         _ => {}
     }
-    let _ = c.node_mut(NUC_20).map(|n| n.etcd_data == EtcdData::Empty);
     c.clear_call_log();
     Ok(c)
 }
@@ -318,6 +317,7 @@ fn build(sc: Scenario, timings: Timings) -> Result<Cluster, ApiError> {
 mod tests {
     use super::*;
     use crate::sim::cluster::PodOwner;
+    use crate::sim::node::EtcdData;
     use crate::sim::node::{
         ApplyMode, NVIDIA_MODULES, RebootMode, ResetRequest, ServiceState, UpgradeRequest,
     };
