@@ -22,4 +22,5 @@ pub mod library;
 pub mod plan;
 pub mod sandbox;
 pub mod secret;
+pub mod sim;
 pub mod source;

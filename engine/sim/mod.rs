@@ -1,0 +1,22 @@
+//! The simulated Talos cluster that tests and operators rehearse runbooks against.
+//!
+//! This module is the pure model: nodes, their Talos stage machine and services, the etcd
+//! cluster(s), and the Kubernetes view, all running on a virtual clock. The gRPC (Talos API)
+//! and Kubernetes API layers call into [`Cluster`]; node addresses such as `192.168.2.20` are
+//! labels only and are never dialled. Later the server start function will live here.
+
+pub mod clock;
+pub mod cluster;
+pub mod error;
+pub mod etcd;
+pub mod node;
+pub mod scenario;
+pub mod shared;
+
+pub use clock::{SimTime, Speed, Timings};
+pub use cluster::Cluster;
+pub use error::{ApiError, Code, KubeError};
+pub use etcd::{EtcdCluster, MemberId};
+pub use node::{Node, Stage};
+pub use scenario::Scenario;
+pub use shared::SharedCluster;
