@@ -161,6 +161,7 @@ impl<'a, 'c> Expander<'a, 'c> {
             steps: &no_steps,
             all_steps: self.all_steps,
             result: None,
+            plan_time: true,
         };
         let checked = match self.checker.check(self.source, &fe.expr, &names) {
             Ok(c) => c,

@@ -31,6 +31,9 @@ pub struct Names<'a> {
     pub all_steps: &'a BTreeSet<String>,
     /// Fields of the action result, inside `outputs:` only.
     pub result: Option<&'a [&'static str]>,
+    /// True where the value must be known when the plan is made (`foreach`): reading step
+    /// outputs or results is an error there.
+    pub plan_time: bool,
 }
 
 /// What checking found.
@@ -126,11 +129,31 @@ impl Checker {
                 return true;
             };
             match expr {
-                RExpr::Variable(v, _, _) if v.1 == "steps" || v.1 == "result" => {
+                RExpr::Variable(v, _, pos) if v.1 == "steps" || v.1 == "result" => {
+                    if names.plan_time {
+                        problem = Some(Diagnostic::new(
+                            Code::ExprEval,
+                            source,
+                            span_in(source, e, *pos, Some(v.1.len())),
+                            "`foreach` must be known at plan time: use params and outer `foreach` variables, not step outputs",
+                            "read at run time",
+                        ));
+                        return false;
+                    }
                     runtime = true;
                 }
                 RExpr::Dot(bin, _, _) => {
-                    if let RExpr::Variable(v, _, _) = &bin.lhs {
+                    if let RExpr::Variable(v, _, pos) = &bin.lhs {
+                        if names.plan_time && (v.1 == "steps" || v.1 == "result") {
+                            problem = Some(Diagnostic::new(
+                                Code::ExprEval,
+                                source,
+                                span_in(source, e, *pos, Some(v.1.len())),
+                                "`foreach` must be known at plan time: use params and outer `foreach` variables, not step outputs",
+                                "read at run time",
+                            ));
+                            return false;
+                        }
                         let chain = prop_chain(&bin.rhs);
                         if let Err(d) = check_chain(source, e, names, &v.1, &chain) {
                             problem = Some(d);
@@ -156,25 +179,27 @@ impl Checker {
         names: &Names<'_>,
     ) -> Result<serde_json::Value, Diagnostic> {
         let mut scope = Checker::scope(names);
-        let result: Dynamic = self
-            .engine
-            .eval_expression_with_scope(&mut scope, &e.text)
-            .map_err(|err| {
-                let message = match *err {
-                    rhai::EvalAltResult::ErrorTooManyOperations(_) => format!(
-                        "expression stopped after {} operations",
-                        sandbox::EXPR_MAX_OPERATIONS
-                    ),
-                    ref other => strip_position(&other.to_string()),
-                };
-                Diagnostic::new(
-                    Code::ExprEval,
-                    source,
-                    span_in(source, e, err.position(), None),
-                    format!("cannot evaluate `{}`: {message}", e.text),
-                    "evaluated at plan time",
+        let result: Dynamic = sandbox::with_deadline(sandbox::EXPR_TIME_LIMIT, || {
+            self.engine.eval_expression_with_scope(&mut scope, &e.text)
+        })
+        .map_err(|err| {
+            let message = if sandbox::is_limit(&err) {
+                format!(
+                    "expression stopped by the sandbox limits ({} operations, {}s)",
+                    sandbox::EXPR_MAX_OPERATIONS,
+                    sandbox::EXPR_TIME_LIMIT.as_secs()
                 )
-            })?;
+            } else {
+                strip_position(&err.to_string())
+            };
+            Diagnostic::new(
+                Code::ExprEval,
+                source,
+                span_in(source, e, err.position(), None),
+                format!("cannot evaluate `{}`: {message}", e.text),
+                "evaluated at plan time",
+            )
+        })?;
         rhai::serde::from_dynamic::<serde_json::Value>(&result).map_err(|err| {
             Diagnostic::new(
                 Code::ExprEval,
@@ -225,17 +250,16 @@ fn check_chain(
     };
     let at = |pos: Position, name: &str| span_in(source, e, pos, Some(name.len()));
     match var {
-        "params"
-            if !names.params.contains_key(first) => {
-                return Err(Diagnostic::new(
-                    Code::ExprName,
-                    source,
-                    at(*pos, first),
-                    format!("unknown parameter `{first}`"),
-                    "not declared under `params`",
-                )
-                .with_help_opt(did_you_mean(first, names.params.keys().map(String::as_str))));
-            }
+        "params" if !names.params.contains_key(first) => {
+            return Err(Diagnostic::new(
+                Code::ExprName,
+                source,
+                at(*pos, first),
+                format!("unknown parameter `{first}`"),
+                "not declared under `params`",
+            )
+            .with_help_opt(did_you_mean(first, names.params.keys().map(String::as_str))));
+        }
         "steps" => {
             let Some(outputs) = names.steps.get(first) else {
                 if names.all_steps.contains(first) {
@@ -261,42 +285,42 @@ fn check_chain(
                 )));
             };
             if let Some((field, fpos)) = chain.get(1)
-                && !outputs.iter().any(|o| o == field) {
-                    return Err(Diagnostic::new(
-                        Code::ExprName,
-                        source,
-                        at(*fpos, field),
-                        format!("step `{first}` has no output `{field}`"),
-                        "unknown output",
-                    )
-                    .with_help(
-                        did_you_mean(field, outputs.iter().map(String::as_str)).unwrap_or_else(
-                            || {
-                                if outputs.is_empty() {
-                                    format!("step `{first}` has no outputs")
-                                } else {
-                                    format!("its outputs are: {}", outputs.join(", "))
-                                }
-                            },
-                        ),
-                    ));
-                }
+                && !outputs.iter().any(|o| o == field)
+            {
+                return Err(Diagnostic::new(
+                    Code::ExprName,
+                    source,
+                    at(*fpos, field),
+                    format!("step `{first}` has no output `{field}`"),
+                    "unknown output",
+                )
+                .with_help(
+                    did_you_mean(field, outputs.iter().map(String::as_str)).unwrap_or_else(|| {
+                        if outputs.is_empty() {
+                            format!("step `{first}` has no outputs")
+                        } else {
+                            format!("its outputs are: {}", outputs.join(", "))
+                        }
+                    }),
+                ));
+            }
         }
         "result" => {
             if let Some(fields) = names.result
-                && !fields.contains(&first.as_str()) {
-                    return Err(Diagnostic::new(
-                        Code::ExprName,
-                        source,
-                        at(*pos, first),
-                        format!("the action's result has no field `{first}`"),
-                        "unknown field",
-                    )
-                    .with_help(
-                        did_you_mean(first, fields.iter().copied())
-                            .unwrap_or_else(|| format!("its fields are: {}", fields.join(", "))),
-                    ));
-                }
+                && !fields.contains(&first.as_str())
+            {
+                return Err(Diagnostic::new(
+                    Code::ExprName,
+                    source,
+                    at(*pos, first),
+                    format!("the action's result has no field `{first}`"),
+                    "unknown field",
+                )
+                .with_help(
+                    did_you_mean(first, fields.iter().copied())
+                        .unwrap_or_else(|| format!("its fields are: {}", fields.join(", "))),
+                ));
+            }
         }
         _ => {}
     }

@@ -152,6 +152,7 @@ pub fn compile(source: &Source, rb: &ast::Runbook, mode: &Mode) -> Result<Plan, 
                 steps: &visible,
                 all_steps: &all_steps,
                 result: None,
+                plan_time: false,
             },
         };
         // Rollback instances for this step.

@@ -121,7 +121,11 @@ pub fn build(
             .unguarded
             .as_ref()
             .is_some_and(|r| !r.value.trim().is_empty());
-        if !protected && !reason_given {
+        let unknown_guard = decl.guards.iter().any(|g| match g {
+            ast::Guard::Named { name, .. } => condition::guard(&name.value).is_none(),
+            ast::Guard::Expr { .. } => false,
+        });
+        if !protected && !reason_given && !unknown_guard {
             diags.push(
                 Diagnostic::new(
                     Code::UnguardedDisruptive,

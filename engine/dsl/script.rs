@@ -81,9 +81,9 @@ pub fn parse(source: &Source) -> Result<Node, Diagnostics> {
             e.err_type().to_string(),
         )
     })?;
-    let result: Dynamic = engine
-        .eval_ast(&ast)
-        .map_err(|e| script_error(source, &e))?;
+    let result: Dynamic =
+        sandbox::with_deadline(sandbox::SCRIPT_TIME_LIMIT, || engine.eval_ast(&ast))
+            .map_err(|e| script_error(source, &e))?;
     let Some(rb) = result.try_cast::<ScriptRunbook>() else {
         return Err(one(
             source,
@@ -120,9 +120,10 @@ fn one(source: &Source, code: Code, pos: Position, message: String) -> Diagnosti
 
 fn script_error(source: &Source, err: &EvalAltResult) -> Diagnostics {
     let message = match err {
-        EvalAltResult::ErrorTooManyOperations(_) => format!(
-            "the script was stopped after {} operations (is there an endless loop?)",
-            sandbox::SCRIPT_MAX_OPERATIONS
+        e if sandbox::is_limit(e) => format!(
+            "the script was stopped by the sandbox limits ({} operations, {}s): is there an endless loop?",
+            sandbox::SCRIPT_MAX_OPERATIONS,
+            sandbox::SCRIPT_TIME_LIMIT.as_secs()
         ),
         other => {
             let text = other.to_string();
@@ -244,7 +245,7 @@ mod tests {
         let err = parse(&src).unwrap_err();
         assert_eq!(err.0[0].code, Code::ScriptError);
         assert!(
-            err.0[0].message.contains("stopped after"),
+            err.0[0].message.contains("stopped by the sandbox limits"),
             "{}",
             err.0[0].message
         );

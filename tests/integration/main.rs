@@ -2,4 +2,5 @@
 //!
 //! Modules are grouped by what they exercise; `harness` holds the shared helpers.
 
+mod authoring;
 mod harness;
