@@ -1,6 +1,6 @@
 //! The table of actions (Talos, etcd, Kubernetes and local), with their schemas.
 //!
-//! Sources for each entry's semantics: `docs/actions.md` and the reference notes on Talos
+//! `runbook actions` prints this table; each entry follows the reference notes on Talos
 //! behaviour (`talos-procedures.md` §2 and §4). Keep the table sorted by family.
 
 use super::ArgType::{Bool, Duration, Enum, Int, Node, Path, Strings, Yaml};

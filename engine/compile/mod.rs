@@ -25,10 +25,20 @@ use crate::source::Source;
 
 pub use params::Mode;
 
-/// Parses and compiles a source in one go.
+/// Parses and compiles a source in one go, reporting field errors and compile errors together.
 pub fn compile_source(source: &Source, mode: &Mode) -> Result<Plan, Diagnostics> {
-    let ast = dsl::parse(source)?;
-    compile(source, &ast, mode)
+    let (ast, mut diags) = dsl::parse_lenient(source)?;
+    let Some(ast) = ast else {
+        return Err(diags.finish());
+    };
+    match compile(source, &ast, mode) {
+        Ok(plan) if diags.is_empty() => Ok(plan),
+        Ok(_) => Err(diags.finish()),
+        Err(more) => {
+            diags.0.extend(more.0);
+            Err(diags.finish())
+        }
+    }
 }
 
 /// Compiles a parsed runbook.

@@ -48,17 +48,25 @@ const STEP_FIELDS: &[&str] = &[
     "outputs",
 ];
 
-/// Builds the AST from a document tree.
+/// Builds the AST from a document tree; any field error fails the build.
 pub fn build(source: &Source, root: &Node) -> Result<Runbook, Diagnostics> {
+    let (runbook, diags) = build_lenient(source, root);
+    match runbook {
+        Some(rb) => diags.into_result(rb),
+        None => Err(diags.finish()),
+    }
+}
+
+/// Builds as much of the AST as the tree allows, with every field error found. A runbook is
+/// returned whenever its top level is a map, so the compiler can still report its own errors
+/// for the parts that were read (an author sees every problem in one `runbook check`).
+pub fn build_lenient(source: &Source, root: &Node) -> (Option<Runbook>, Diagnostics) {
     let mut b = Builder {
         source,
         diags: Diagnostics::default(),
     };
     let runbook = b.runbook(root);
-    match runbook {
-        Some(rb) => b.diags.into_result(rb),
-        None => Err(b.diags.finish()),
-    }
+    (runbook, b.diags)
 }
 
 struct Builder<'a> {

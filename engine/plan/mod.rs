@@ -47,13 +47,23 @@ pub enum Edge {
     Needs,
 }
 
-/// A bound parameter.
-#[derive(Debug, Clone, PartialEq)]
+/// A bound parameter. Debug and Serialize redact secrets.
+#[derive(Clone, PartialEq)]
 pub struct ParamValue {
     /// The value.
     pub value: serde_json::Value,
     /// Whether it must never be shown or stored.
     pub secret: bool,
+}
+
+impl std::fmt::Debug for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.secret {
+            f.write_str(crate::secret::REDACTED)
+        } else {
+            write!(f, "{}", self.value)
+        }
+    }
 }
 
 impl Serialize for ParamValue {

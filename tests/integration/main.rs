@@ -3,4 +3,8 @@
 //! Modules are grouped by what they exercise; `harness` holds the shared helpers.
 
 mod authoring;
+mod cli;
 mod harness;
+mod properties;
+mod rendering;
+mod runbooks;
