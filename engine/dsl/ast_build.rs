@@ -1,4 +1,4 @@
-//! Reads a [`doc::Node`] tree into the [`ast::Runbook`], reporting every field error.
+//! Reads a [`doc::Node`](crate::dsl::doc::Node) tree into the [`ast::Runbook`](crate::dsl::ast::Runbook), reporting every field error.
 //!
 //! Both front ends end here, so YAML and rhai runbooks get the same field names, the same
 //! defaults and the same messages. Unknown keys are errors with a "did you mean" (nextest's

@@ -2,7 +2,7 @@
 //!
 //! A script calls `runbook(name, description)`, then `.param(name, #{…})`, `.step(#{…})` and
 //! `.rollback(#{…})` on it, and evaluates to it. Step maps have exactly the fields of a YAML
-//! step, so the result is converted to the same [`doc::Node`] tree and read by the same AST
+//! step, so the result is converted to the same [`doc::Node`](crate::dsl::doc::Node) tree and read by the same AST
 //! builder: YAML and rhai runbooks compile to the same plan model. Every node built by a call
 //! carries the span of that call, so errors point at the `step(...)` line. Scripts run in the
 //! sandbox of [`crate::sandbox`], with a larger operation budget than expressions.
