@@ -131,13 +131,7 @@ impl Checker {
             match expr {
                 RExpr::Variable(v, _, pos) if v.1 == "steps" || v.1 == "result" => {
                     if names.plan_time {
-                        problem = Some(Diagnostic::new(
-                            Code::ExprEval,
-                            source,
-                            span_in(source, e, *pos, Some(v.1.len())),
-                            "`foreach` must be known at plan time: use params and outer `foreach` variables, not step outputs",
-                            "read at run time",
-                        ));
+                        problem = Some(plan_time_error(source, e, *pos, &v.1));
                         return false;
                     }
                     runtime = true;
@@ -145,13 +139,7 @@ impl Checker {
                 RExpr::Dot(bin, _, _) => {
                     if let RExpr::Variable(v, _, pos) = &bin.lhs {
                         if names.plan_time && (v.1 == "steps" || v.1 == "result") {
-                            problem = Some(Diagnostic::new(
-                                Code::ExprEval,
-                                source,
-                                span_in(source, e, *pos, Some(v.1.len())),
-                                "`foreach` must be known at plan time: use params and outer `foreach` variables, not step outputs",
-                                "read at run time",
-                            ));
+                            problem = Some(plan_time_error(source, e, *pos, &v.1));
                             return false;
                         }
                         let chain = prop_chain(&bin.rhs);
@@ -215,6 +203,17 @@ impl Checker {
 /// Converts JSON into a rhai value.
 pub fn to_dynamic(v: &serde_json::Value) -> Dynamic {
     rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+/// A run-time name (`steps`, `result`) where the value must be known at plan time.
+fn plan_time_error(source: &Source, e: &ExprSrc, pos: Position, name: &str) -> Diagnostic {
+    Diagnostic::new(
+        Code::ExprEval,
+        source,
+        span_in(source, e, pos, Some(name.len())),
+        "`foreach` must be known at plan time: use params and outer `foreach` variables, not step outputs",
+        "read at run time",
+    )
 }
 
 fn strip_position(text: &str) -> String {
