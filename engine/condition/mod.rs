@@ -4,10 +4,16 @@
 //! when the cluster is not in a safe state; guards declare which [`Hazard`]s they protect
 //! against, so the compiler can demand one for every disruptive action. A wait condition is
 //! polled after the action until it holds or its timeout (applied from outside, as kube-rs'
-//! `await_condition` does) runs out. The checks themselves are plain functions over
-//! observations, added with the executor.
+//! `await_condition` does) runs out. The checks themselves are plain functions over a
+//! [`view::ClusterView`] snapshot (`etcd.rs`, `talos.rs`, `kube.rs`), dispatched by name in
+//! `check.rs`.
 
 mod catalog;
+pub mod check;
+pub mod etcd;
+pub mod kube;
+pub mod talos;
+pub mod view;
 
 use std::time::Duration;
 

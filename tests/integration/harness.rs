@@ -8,18 +8,18 @@ use runbook::diagnostic::{Code, Diagnostics};
 use runbook::source::{Format, Source};
 
 /// The repository root.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Compiles YAML text named `t.yaml` in check mode.
-pub fn check_yaml(text: &str) -> Result<runbook::plan::Plan, Diagnostics> {
+pub(crate) fn check_yaml(text: &str) -> Result<runbook::plan::Plan, Diagnostics> {
     let src = Source::new("t.yaml", Format::Yaml, text);
     compile::compile_source(&src, &Mode::Check)
 }
 
 /// Compiles YAML text with parameters.
-pub fn plan_yaml(text: &str, params: &[(&str, &str)]) -> Result<runbook::plan::Plan, Diagnostics> {
+pub(crate) fn plan_yaml(text: &str, params: &[(&str, &str)]) -> Result<runbook::plan::Plan, Diagnostics> {
     let src = Source::new("t.yaml", Format::Yaml, text);
     let params = params
         .iter()
@@ -29,13 +29,13 @@ pub fn plan_yaml(text: &str, params: &[(&str, &str)]) -> Result<runbook::plan::P
 }
 
 /// Compiles rhai text named `t.rhai` in check mode.
-pub fn check_rhai(text: &str) -> Result<runbook::plan::Plan, Diagnostics> {
+pub(crate) fn check_rhai(text: &str) -> Result<runbook::plan::Plan, Diagnostics> {
     let src = Source::new("t.rhai", Format::Rhai, text);
     compile::compile_source(&src, &Mode::Check)
 }
 
 /// The diagnostics as `(code, "line:col", message)`.
-pub fn summary(d: &Diagnostics) -> Vec<(Code, String, String)> {
+pub(crate) fn summary(d: &Diagnostics) -> Vec<(Code, String, String)> {
     d.0.iter()
         .map(|d| {
             let (l, c) = d.line_col();
@@ -46,7 +46,7 @@ pub fn summary(d: &Diagnostics) -> Vec<(Code, String, String)> {
 
 /// Expects exactly one diagnostic and returns it as a tuple.
 #[track_caller]
-pub fn only(result: Result<runbook::plan::Plan, Diagnostics>) -> (Code, String, String) {
+pub(crate) fn only(result: Result<runbook::plan::Plan, Diagnostics>) -> (Code, String, String) {
     let d = match result {
         Ok(_) => panic!("expected a diagnostic, but the runbook compiled"),
         Err(d) => d,
@@ -57,7 +57,7 @@ pub fn only(result: Result<runbook::plan::Plan, Diagnostics>) -> (Code, String, 
 }
 
 /// Runs the binary in `dir` with arguments.
-pub fn runbook(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn runbook(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(args)
         .current_dir(dir)
@@ -69,17 +69,17 @@ pub fn runbook(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// stdout as text.
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// stderr as text.
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A header every inline test runbook starts with (7 lines; steps start on line 8).
-pub const HEAD: &str = "apiVersion: runbook/v1
+pub(crate) const HEAD: &str = "apiVersion: runbook/v1
 kind: Runbook
 metadata:
   name: t
