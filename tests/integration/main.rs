@@ -2,6 +2,9 @@
 //!
 //! Modules are grouped by what they exercise; `harness` holds the shared helpers.
 
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod authoring;
 mod cli;
 mod harness;
