@@ -48,9 +48,10 @@ impl Quorum {
     pub fn member_of(&self, view: &ClusterView, x: &str) -> Option<u64> {
         let node = view.node(x)?;
         if let Some(Ok(st)) = &node.etcd
-            && self.members.iter().any(|m| m.id == st.member_id) {
-                return Some(st.member_id);
-            }
+            && self.members.iter().any(|m| m.id == st.member_id)
+        {
+            return Some(st.member_id);
+        }
         self.members
             .iter()
             .find(|m| !m.name.is_empty() && (m.name == node.hostname || m.name == node.label))

@@ -19,7 +19,10 @@ pub(crate) fn check_yaml(text: &str) -> Result<runbook::plan::Plan, Diagnostics>
 }
 
 /// Compiles YAML text with parameters.
-pub(crate) fn plan_yaml(text: &str, params: &[(&str, &str)]) -> Result<runbook::plan::Plan, Diagnostics> {
+pub(crate) fn plan_yaml(
+    text: &str,
+    params: &[(&str, &str)],
+) -> Result<runbook::plan::Plan, Diagnostics> {
     let src = Source::new("t.yaml", Format::Yaml, text);
     let params = params
         .iter()
