@@ -159,10 +159,14 @@ pub fn build(c: &mut Cluster, label: &str, ty: &str, now: SimTime) -> Result<Vec
     let kind = kind_or_err(ty)?;
     // Every node answers Version (maintenance included): the reachability check.
     c.version(label, now)?;
-    let r = build_inner(c, label, kind, now);
-    match r {
+    // COSI lists are sorted by id.
+    match build_inner(c, label, kind, now) {
         Err(e) if e.code == Code::Unimplemented => Ok(Vec::new()),
-        other => other,
+        Err(e) => Err(e),
+        Ok(mut rs) => {
+            rs.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(rs)
+        }
     }
 }
 
