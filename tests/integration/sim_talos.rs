@@ -46,6 +46,13 @@ impl Sim {
         TalosClient::connect_endpoint(ctx, &ep).await.expect("mTLS connect")
     }
 
+    /// Connects, or `None` while the node does not answer.
+    async fn try_client(&self, role: Role, node: &str) -> Option<TalosClient> {
+        let tc = Talosconfig::load(self.h.talosconfig_for(role)).ok()?;
+        let (_, ctx) = tc.context(None, self.h.talosconfig_for(role)).ok()?;
+        TalosClient::connect_endpoint(ctx, &self.h.endpoint(node)?).await.ok()
+    }
+
     async fn admin(&self) -> TalosClient {
         self.client(Role::Admin, NUC_20).await
     }
@@ -397,5 +404,252 @@ async fn cosi_watch_sends_ready_bootstrap_and_an_update_on_reboot() {
     .await
     .expect("the stream ends while the node is down");
     assert_eq!(end, Some(Code::Unavailable));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn maintenance_node_takes_an_insecure_apply_and_becomes_mtls() {
+    use runbook::sim::node::{VANILLA_IMAGE, control_plane_config};
+    let sim = start(Scenario::TwoVoterWindow, 100.0).await;
+    let ep = sim.h.endpoint(MAC_223).unwrap();
+    // mTLS against the maintenance server fails: its certificate is not from the OS CA.
+    let tc = Talosconfig::load(sim.h.talosconfig()).unwrap();
+    let (_, ctx) = tc.context(None, sim.h.talosconfig()).unwrap();
+    let secure = async {
+        let c = TalosClient::connect_endpoint(ctx, &ep).await?;
+        c.machine().version(()).await.map_err(|s| s.to_string())?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    assert!(secure.is_err());
+    // A wrong pinned fingerprint is refused; the right one (or none) connects.
+    assert!(async {
+        let c = TalosClient::connect_insecure(&ep, Some("AAAA")).await?;
+        c.machine().version(()).await.map_err(|s| s.to_string())?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await
+    .is_err());
+    let fp = sim.h.maintenance_fingerprint(MAC_223).unwrap();
+    let m = TalosClient::connect_insecure(&ep, Some(fp)).await.unwrap();
+    m.machine().version(()).await.unwrap();
+    // Through apid the maintenance node cannot be reached.
+    let admin = sim.admin().await;
+    let e = admin.machine().version(with_node((), MAC_223)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+
+    let config = control_plane_config("mac-223", "/dev/sda", VANILLA_IMAGE, false);
+    let apply = |mode: pb::apply_configuration_request::Mode, data: &str| pb::ApplyConfigurationRequest {
+        data: data.as_bytes().to_vec(),
+        mode: mode as i32,
+        dry_run: false,
+        try_mode_timeout: None,
+    };
+    use pb::apply_configuration_request::Mode;
+    let e = m.machine().apply_configuration(apply(Mode::NoReboot, &config)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    let e = m.machine().apply_configuration(apply(Mode::Reboot, "foo: [")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let r = m
+        .machine()
+        .apply_configuration(apply(Mode::Auto, &config))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.messages.len(), 1);
+    assert!(r.messages[0].metadata.is_none());
+
+    let reached = eventually("mac-223 to run with mTLS after the install", 60, || async {
+        let c = TalosClient::connect_endpoint(ctx, &ep).await.ok()?;
+        let ms = machine_status(&c, MAC_223).await.ok()?;
+        (ms.stage == 4).then_some(ms)
+    })
+    .await;
+    assert_eq!(reached.stage, 4);
+    // The old insecure connection is no longer served.
+    assert!(m.machine().version(()).await.is_err());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn gpu_modules_missing_shows_booting_while_kubernetes_says_ready() {
+    let sim = start(Scenario::GpuModulesMissing, 100.0).await;
+    let c = sim.admin().await;
+    let ms = machine_status(&c, NUC_20).await.unwrap();
+    assert_eq!(ms.stage, 1, "booting");
+    let k8s = sim.h.cluster().with(|c, now| c.k8s_get_node("nuc-20", now)).unwrap();
+    assert_eq!(k8s.ready, runbook::sim::cluster::ConditionStatus::True);
+    let svc = c.machine().service_list(()).await.unwrap().into_inner();
+    let persistenced = svc.messages[0]
+        .services
+        .iter()
+        .find(|s| s.id == "ext-nvidia-persistenced")
+        .expect("ext-nvidia-persistenced is listed");
+    assert_eq!(persistenced.state, "Waiting");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn nvidia_image_on_a_non_gpu_node_is_stuck_booting() {
+    let sim = start(Scenario::NvidiaImageOnNonGpuNode, 100.0).await;
+    let c = sim.admin().await;
+    assert_eq!(machine_status(&c, MAC_223).await.unwrap().stage, 1);
+    assert_eq!(machine_status(&c, NUC_20).await.unwrap().stage, 4);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn quorum_lost_refuses_member_list_and_removal_but_snapshots() {
+    let sim = start(Scenario::QuorumLost, 100.0).await;
+    let c = sim.admin().await;
+    let e = c
+        .machine()
+        .etcd_member_list(pb::EtcdMemberListRequest { query_local: true })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("no leader"), "{e:?}");
+    let status = c.machine().etcd_status(()).await.unwrap().into_inner();
+    let st = status.messages[0].member_status.as_ref().unwrap();
+    assert_eq!(st.leader, 0);
+    // Removing a dead member needs a leader.
+    let victim = sim
+        .h
+        .cluster()
+        .with(|c, _| c.etcd_clusters()[0].member_ids())
+        .into_iter()
+        .find(|id| *id != st.member_id)
+        .unwrap();
+    let e = c
+        .machine()
+        .etcd_remove_member_by_id(pb::EtcdRemoveMemberByIdRequest { member_id: victim })
+        .await
+        .unwrap_err();
+    assert_ne!(e.code(), Code::Ok);
+    let snap = read_all(c.machine().etcd_snapshot(pb::EtcdSnapshotRequest {}).await.unwrap().into_inner()).await;
+    assert_eq!(snap.len() % 512, 32, "bbolt pages + sha256");
+    sim.stop().await;
+}
+
+async fn read_all(mut s: tonic::Streaming<runbook_proto::common::Data>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(d) = s.next().await {
+        out.extend(d.unwrap().bytes);
+    }
+    out
+}
+
+#[tokio::test]
+async fn usb_disk_shift_moves_the_apple_ssd_to_sdc() {
+    let sim = start(Scenario::UsbDiskShift, 100.0).await;
+    let c = sim.admin().await;
+    let disks = c.storage().disks(with_node((), MAC_49)).await.unwrap().into_inner();
+    let d = &disks.messages[0].disks;
+    let apple = d.iter().find(|d| d.model.starts_with("APPLE")).unwrap();
+    assert_eq!(apple.device_name, "/dev/sdc");
+    assert!(apple.system_disk);
+    let sda = d.iter().find(|d| d.device_name == "/dev/sda").unwrap();
+    assert_eq!(sda.model, "Multi-Card");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn stale_member_is_still_in_the_member_list() {
+    let sim = start(Scenario::StaleMember, 100.0).await;
+    let c = sim.admin().await;
+    let m = c
+        .machine()
+        .etcd_member_list(pb::EtcdMemberListRequest { query_local: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = m.messages[0].members.iter().map(|m| m.hostname.as_str()).collect();
+    assert!(names.contains(&"mac-48"), "{names:?}");
+    assert!(!names.contains(&"mac-49"), "{names:?}");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn snapshot_then_recover_round_trips_the_etcd_data() {
+    let sim = start(Scenario::QuorumLost, 100.0).await;
+    let c = sim.admin().await;
+    let snap = read_all(c.machine().etcd_snapshot(pb::EtcdSnapshotRequest {}).await.unwrap().into_inner()).await;
+    // Wipe .20's EPHEMERAL (etcd data) and reboot: etcd then waits for bootstrap.
+    c.machine()
+        .reset(pb::ResetRequest {
+            graceful: false,
+            reboot: true,
+            system_partitions_to_wipe: vec![pb::ResetPartitionSpec {
+                label: "EPHEMERAL".into(),
+                wipe: true,
+            }],
+            ..pb::ResetRequest::default()
+        })
+        .await
+        .unwrap();
+    let c = eventually("nuc-20 to wait for etcd recovery", 60, || async {
+        let c = sim.try_client(Role::Admin, NUC_20).await?;
+        let svc = c.machine().service_list(()).await.ok()?.into_inner();
+        let etcd = svc.messages[0].services.iter().find(|s| s.id == "etcd")?;
+        (etcd.state == "Preparing").then_some(c)
+    })
+    .await;
+    let chunks: Vec<runbook_proto::common::Data> = snap
+        .chunks(4096)
+        .map(|b| runbook_proto::common::Data { metadata: None, bytes: b.to_vec() })
+        .collect();
+    c.machine().etcd_recover(futures::stream::iter(chunks)).await.unwrap();
+    c.machine()
+        .bootstrap(pb::BootstrapRequest { recover_etcd: true, recover_skip_hash_check: false })
+        .await
+        .unwrap();
+    let members = eventually("the recovered single-member etcd to list itself", 60, || async {
+        let m = c
+            .machine()
+            .etcd_member_list(pb::EtcdMemberListRequest { query_local: true })
+            .await
+            .ok()?
+            .into_inner();
+        Some(m.messages[0].members.clone())
+    })
+    .await;
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].hostname, "nuc-20");
+    let key = sim.h.cluster().with(|c, _| {
+        c.etcd_clusters()
+            .last()
+            .and_then(|e| e.kv().entries.get("/registry/namespaces/default").cloned())
+    });
+    assert_eq!(key.as_deref(), Some("{\"kind\":\"Namespace\"}"));
+    let e = c
+        .machine()
+        .bootstrap(pb::BootstrapRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn the_call_log_records_each_mutating_call_once() {
+    let sim = start(Scenario::Healthy, 100.0).await;
+    let c = sim.client(Role::Operator, MAC_223).await;
+    c.machine()
+        .reboot(with_nodes(pb::RebootRequest::default(), &[NUC_20]))
+        .await
+        .unwrap();
+    c.machine().version(with_node((), NUC_20)).await.unwrap();
+    let reboots = sim.h.cluster().with(|c, _| {
+        c.call_log()
+            .iter()
+            .filter(|r| r.method == "Reboot" && r.node == NUC_20)
+            .count()
+    });
+    assert_eq!(reboots, 1, "Reboot was called exactly once on .20");
+    let text = std::fs::read_to_string(sim.h.calls_path()).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["method"], "Reboot");
+    assert_eq!(lines[0]["node"], NUC_20);
+    assert_eq!(lines[0]["result"], "ok");
     sim.stop().await;
 }
