@@ -653,3 +653,179 @@ async fn the_call_log_records_each_mutating_call_once() {
     assert_eq!(lines[0]["result"], "ok");
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn machine_service_methods_answer_like_talos() {
+    use pb::apply_configuration_request::Mode;
+    let sim = start(Scenario::Healthy, 100.0).await;
+    let c = sim.admin().await;
+    let m = c.machine();
+
+    // Read (streaming).
+    let boot_id = read_all(
+        m.clone()
+            .read(with_node(pb::ReadRequest { path: "/proc/sys/kernel/random/boot_id".into() }, MAC_223))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(String::from_utf8(boot_id).unwrap().trim().len(), 36);
+    let e = m.clone().read(pb::ReadRequest { path: "/nope".into() }).await.unwrap_err();
+    assert!(e.message().contains("no such file or directory"), "{e:?}");
+
+    // Kubeconfig: not available until the Kubernetes API server provides one.
+    let e = m.clone().kubeconfig(()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    sim.h.set_kubeconfig(b"apiVersion: v1\nkind: Config\n".to_vec());
+    let tgz = read_all(m.clone().kubeconfig(()).await.unwrap().into_inner()).await;
+    assert_eq!(
+        runbook::sim::talos_api::kubeconfig::untar_gz_stored(&tgz).unwrap(),
+        b"apiVersion: v1\nkind: Config\n"
+    );
+
+    // etcd reads.
+    let members = m
+        .clone()
+        .etcd_member_list(pb::EtcdMemberListRequest { query_local: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(members.messages[0].members.len(), 3);
+    let st = m.clone().etcd_status(with_nodes((), &[NUC_20, MAC_49])).await.unwrap().into_inner();
+    assert_eq!(st.messages.len(), 2);
+    assert_ne!(st.messages[0].member_status.as_ref().unwrap().leader, 0);
+    let alarms = m.clone().etcd_alarm_list(()).await.unwrap().into_inner();
+    assert!(alarms.messages[0].member_alarms.is_empty());
+
+    // Bootstrap on a bootstrapped node.
+    let e = m.clone().bootstrap(pb::BootstrapRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(e.message(), "etcd data directory is not empty");
+
+    // ApplyConfiguration: bad data, dry run, AUTO → no reboot for a kernel change.
+    let mc = m
+        .clone()
+        .apply_configuration(pb::ApplyConfigurationRequest {
+            data: b"version: v1alpha1\nmachine: {type: nonsense}\n".to_vec(),
+            mode: Mode::Auto as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(mc.code(), Code::InvalidArgument);
+    let current = sim.h.cluster().with(|c, now| c.machine_config(MAC_49, now)).unwrap();
+    let patched = current.replace("    wipe: true\n", "    wipe: true\n  kernel:\n    modules:\n      - name: br_netfilter\n");
+    let dry = m
+        .clone()
+        .apply_configuration(with_node(
+            pb::ApplyConfigurationRequest { data: patched.clone().into_bytes(), mode: Mode::Auto as i32, dry_run: true, try_mode_timeout: None },
+            MAC_49,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.messages[0].mode, Mode::NoReboot as i32);
+    let applied = m
+        .clone()
+        .apply_configuration(with_nodes(
+            pb::ApplyConfigurationRequest { data: patched.into_bytes(), mode: Mode::Auto as i32, dry_run: false, try_mode_timeout: None },
+            &[MAC_49],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.messages[0].metadata.as_ref().unwrap().hostname, MAC_49);
+    assert_eq!(applied.messages[0].mode, Mode::NoReboot as i32);
+
+    // Forfeit leadership on whichever node leads, then leave etcd from .49.
+    let leader = st.messages[0].member_status.as_ref().unwrap().leader;
+    let by_id: Vec<(u64, String)> = members.messages[0].members.iter().map(|m| (m.id, m.hostname.clone())).collect();
+    let leader_host = by_id.iter().find(|(id, _)| *id == leader).unwrap().1.clone();
+    let f = m
+        .clone()
+        .etcd_forfeit_leadership(with_node(pb::EtcdForfeitLeadershipRequest {}, &leader_host))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(f.messages[0].member.len(), 16, "the new leader's id");
+    m.clone()
+        .etcd_leave_cluster(with_node(pb::EtcdLeaveClusterRequest {}, MAC_49))
+        .await
+        .unwrap();
+    let after = eventually("two members after .49 left", 20, || async {
+        let r = m.clone().etcd_member_list(pb::EtcdMemberListRequest { query_local: false }).await.ok()?;
+        let n = r.into_inner().messages[0].members.len();
+        (n == 2).then_some(n)
+    })
+    .await;
+    assert_eq!(after, 2);
+
+    // Upgrade refuses with two members left; forced it goes; shutdown and reset answer at once.
+    let e = m
+        .clone()
+        .upgrade(with_node(pb::UpgradeRequest { image: "ghcr.io/siderolabs/installer:v1.11.6".into(), ..Default::default() }, MAC_223))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("is insufficient to maintain quorum"), "{e:?}");
+    let up = m
+        .clone()
+        .upgrade(with_node(pb::UpgradeRequest { image: "ghcr.io/siderolabs/installer:v1.11.6".into(), force: true, ..Default::default() }, MAC_223))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(up.messages[0].ack, "Upgrade request received");
+    m.clone().shutdown(with_node(pb::ShutdownRequest { force: false }, MAC_49)).await.unwrap();
+    let e = m
+        .clone()
+        .reset(with_node(
+            pb::ResetRequest {
+                system_partitions_to_wipe: vec![pb::ResetPartitionSpec { label: "BOGUS".into(), wipe: true }],
+                ..Default::default()
+            },
+            NUC_20,
+        ))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("not found"), "{e:?}");
+    m.clone()
+        .reboot(pb::RebootRequest { mode: pb::reboot_request::Mode::Powercycle as i32 })
+        .await
+        .unwrap();
+    let methods: Vec<String> = sim.h.cluster().with(|c, _| c.call_log().iter().map(|r| r.method.clone()).collect());
+    for want in ["Bootstrap", "ApplyConfiguration", "EtcdForfeitLeadership", "EtcdLeaveCluster", "Upgrade", "Shutdown", "Reset", "Reboot"] {
+        assert!(methods.iter().any(|m| m == want), "{want} not in {methods:?}");
+    }
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn events_stream_machine_status_changes() {
+    use runbook_proto::machine::MachineStatusEvent;
+    let sim = start(Scenario::Healthy, 10.0).await;
+    let c = sim.admin().await;
+    let mut events = c
+        .machine()
+        .events(with_node(pb::EventsRequest { tail_events: 1, ..Default::default() }, MAC_223))
+        .await
+        .unwrap()
+        .into_inner();
+    let decode = |e: pb::Event| {
+        let any = e.data.unwrap();
+        assert_eq!(any.type_url, "talos/runtime/machine.MachineStatusEvent");
+        MachineStatusEvent::decode(any.value.as_slice()).unwrap()
+    };
+    let first = decode(events.next().await.unwrap().unwrap());
+    assert_eq!(first.stage, 4, "running");
+    c.machine()
+        .reboot(with_node(pb::RebootRequest::default(), MAC_223))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event after the reboot")
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode(next).stage, 5, "rebooting");
+    sim.stop().await;
+}
