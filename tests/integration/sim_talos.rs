@@ -829,3 +829,13 @@ async fn events_stream_machine_status_changes() {
     assert_eq!(decode(next).stage, 5, "rebooting");
     sim.stop().await;
 }
+
+#[test]
+fn sim_scenarios_lists_one_line_per_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::harness::runbook(dir.path(), &["sim", "scenarios"]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    let text = crate::harness::stdout(&out);
+    assert_eq!(text.lines().count(), Scenario::ALL.len());
+    assert!(text.lines().any(|l| l.starts_with("quorum-lost ")));
+}
