@@ -27,7 +27,11 @@ pub struct UpOptions {
 
 /// `runbook sim scenarios`.
 pub fn scenarios() -> Result<(), Error> {
-    let width = Scenario::ALL.iter().map(|s| s.name().len()).max().unwrap_or(0);
+    let width = Scenario::ALL
+        .iter()
+        .map(|s| s.name().len())
+        .max()
+        .unwrap_or(0);
     let text: String = Scenario::ALL
         .iter()
         .map(|s| format!("{:width$}  {}\n", s.name(), s.description()))
@@ -47,8 +51,12 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         .scenario
         .parse()
         .map_err(|e: crate::sim::scenario::UnknownScenario| Error::Usage(e.to_string()))?;
-    let speed = Speed::new(opts.speed)
-        .ok_or_else(|| Error::Usage(format!("--speed must be a positive number, got {}", opts.speed)))?;
+    let speed = Speed::new(opts.speed).ok_or_else(|| {
+        Error::Usage(format!(
+            "--speed must be a positive number, got {}",
+            opts.speed
+        ))
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

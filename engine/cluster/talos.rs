@@ -26,9 +26,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Request;
 
 use super::talosconfig::Context;
 
@@ -113,7 +113,10 @@ pub fn pem_block_der(pem: &str) -> Option<Vec<u8>> {
     let start = pem.find("-----BEGIN ")?;
     let body_start = start + pem[start..].find('\n')? + 1;
     let end = body_start + pem[body_start..].find("-----END ")?;
-    let b64: String = pem[body_start..end].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = pem[body_start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
@@ -183,8 +186,9 @@ impl ServerCertVerifier for MaintenanceVerifier {
         let Some(want) = &self.fingerprint else {
             return Ok(ServerCertVerified::assertion());
         };
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         let got = base64::engine::general_purpose::STANDARD
             .encode(Sha256::digest(cert.tbs_certificate.subject_pki.raw));
         if &got == want {
@@ -256,7 +260,11 @@ async fn open(endpoint: &str, cfg: ClientConfig) -> Result<Channel, ClientError>
             message: "invalid host name".into(),
         })?,
     };
-    let uri_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let uri_host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
     let connector = TlsConnector::from(Arc::new(cfg));
     let ep = Endpoint::from_shared(format!("http://{uri_host}:{port}")).map_err(|e| {
         ClientError::Connect {
@@ -299,7 +307,10 @@ impl TalosClient {
     }
 
     /// Connects to `endpoint` with the identity of `ctx`.
-    pub async fn connect_endpoint(ctx: &Context, endpoint: &str) -> Result<TalosClient, ClientError> {
+    pub async fn connect_endpoint(
+        ctx: &Context,
+        endpoint: &str,
+    ) -> Result<TalosClient, ClientError> {
         let channel = open(endpoint, tls_config(ctx)?).await?;
         Ok(TalosClient {
             channel,
@@ -369,9 +380,18 @@ mod tests {
 
     #[test]
     fn endpoints_get_the_apid_port() {
-        assert_eq!(parse_endpoint("10.0.0.1").unwrap(), ("10.0.0.1".into(), 50000));
-        assert_eq!(parse_endpoint("127.0.0.1:4000").unwrap(), ("127.0.0.1".into(), 4000));
-        assert_eq!(parse_endpoint("https://talos.example").unwrap(), ("talos.example".into(), 443));
+        assert_eq!(
+            parse_endpoint("10.0.0.1").unwrap(),
+            ("10.0.0.1".into(), 50000)
+        );
+        assert_eq!(
+            parse_endpoint("127.0.0.1:4000").unwrap(),
+            ("127.0.0.1".into(), 4000)
+        );
+        assert_eq!(
+            parse_endpoint("https://talos.example").unwrap(),
+            ("talos.example".into(), 443)
+        );
         assert_eq!(parse_endpoint("[::1]:5").unwrap(), ("::1".into(), 5));
         assert_eq!(parse_endpoint("::1").unwrap(), ("::1".into(), 50000));
         assert!(parse_endpoint("h:x").is_err());
@@ -379,7 +399,9 @@ mod tests {
 
     #[test]
     fn pem_label_does_not_matter() {
-        let der = pem_block_der("-----BEGIN ED25519 PRIVATE KEY-----\nAAEC\n-----END ED25519 PRIVATE KEY-----\n");
+        let der = pem_block_der(
+            "-----BEGIN ED25519 PRIVATE KEY-----\nAAEC\n-----END ED25519 PRIVATE KEY-----\n",
+        );
         assert_eq!(der.unwrap(), vec![0, 1, 2]);
     }
 }

@@ -274,7 +274,11 @@ impl Talosconfig {
     }
 
     /// The context named `name`, or the current one; `path` is for errors.
-    pub fn context(&self, name: Option<&str>, path: &Path) -> Result<(&str, &Context), TalosconfigError> {
+    pub fn context(
+        &self,
+        name: Option<&str>,
+        path: &Path,
+    ) -> Result<(&str, &Context), TalosconfigError> {
         let name = name.unwrap_or(&self.context);
         self.contexts
             .get_key_value(name)
@@ -341,18 +345,34 @@ mod tests {
     fn errors_name_file_and_field() {
         let text = "context: a\ncontexts:\n  a:\n    endpoints: [1.2.3.4]\n    ca: '%%%'\n";
         let e = Talosconfig::parse(text, Path::new("/tmp/tc")).unwrap_err();
-        assert_eq!(e.to_string(), "/tmp/tc: field contexts.a.ca: not valid base64");
-        let t = Talosconfig::parse("context: b\ncontexts:\n  a:\n    target: 1.2.3.4\n", Path::new("f")).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "/tmp/tc: field contexts.a.ca: not valid base64"
+        );
+        let t = Talosconfig::parse(
+            "context: b\ncontexts:\n  a:\n    target: 1.2.3.4\n",
+            Path::new("f"),
+        )
+        .unwrap();
         assert_eq!(t.contexts["a"].endpoints, ["1.2.3.4"]);
         let e = t.context(None, Path::new("f")).unwrap_err();
-        assert!(e.to_string().contains("context \"b\" is not defined (known: a)"));
+        assert!(
+            e.to_string()
+                .contains("context \"b\" is not defined (known: a)")
+        );
     }
 
     #[test]
     fn lookup_order() {
         let flag = Path::new("/flag");
-        assert_eq!(lookup(Some(flag), Some("/env".into()), None), Some(flag.to_path_buf()));
-        assert_eq!(lookup(None, Some("/env".into()), None), Some(PathBuf::from("/env")));
+        assert_eq!(
+            lookup(Some(flag), Some("/env".into()), None),
+            Some(flag.to_path_buf())
+        );
+        assert_eq!(
+            lookup(None, Some("/env".into()), None),
+            Some(PathBuf::from("/env"))
+        );
         let home = tempfile::tempdir().unwrap();
         assert_eq!(
             lookup(None, None, Some(home.path())),

@@ -171,7 +171,9 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = params.self_signed(&key).map_err(pki_err("the CA certificate"))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(pki_err("the CA certificate"))?;
         Ok(Ca {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
@@ -191,7 +193,11 @@ impl Ca {
 
     /// A server certificate valid for the IPs and DNS names given (apid: node addresses,
     /// hostname; the simulator adds 127.0.0.1).
-    pub fn server_cert(&self, ips: &[std::net::IpAddr], dns: &[&str]) -> Result<CertAndKey, PkiError> {
+    pub fn server_cert(
+        &self,
+        ips: &[std::net::IpAddr],
+        dns: &[&str],
+    ) -> Result<CertAndKey, PkiError> {
         let key = new_key("a server key")?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -202,9 +208,10 @@ impl Ca {
         params.subject_alt_names = ips
             .iter()
             .map(|ip| SanType::IpAddress(*ip))
-            .chain(dns.iter().filter_map(|d| {
-                d.to_string().try_into().ok().map(SanType::DnsName)
-            }))
+            .chain(
+                dns.iter()
+                    .filter_map(|d| d.to_string().try_into().ok().map(SanType::DnsName)),
+            )
             .collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -261,7 +268,10 @@ impl SimPki {
 
     /// The client certificate of `role`.
     pub fn client(&self, role: Role) -> Option<&CertAndKey> {
-        self.clients.iter().find(|(r, _)| *r == role).map(|(_, c)| c)
+        self.clients
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, c)| c)
     }
 }
 

@@ -21,7 +21,9 @@ use tokio::task::JoinHandle;
 
 use super::pki::{PkiError, Role, SimPki};
 use super::talos_api::listener::{NodeTls, TlsSetupError, serve};
-use super::talos_api::{ApiContext, CallSink, KubeconfigSlot, NodeApi, ResourceVersions, WallClock};
+use super::talos_api::{
+    ApiContext, CallSink, KubeconfigSlot, NodeApi, ResourceVersions, WallClock,
+};
 use super::{ApiError, Scenario, SharedCluster, Speed};
 use crate::cluster::talosconfig::{Context, Talosconfig, TalosconfigError};
 use crate::secret::Secret;

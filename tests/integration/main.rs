@@ -2,5 +2,6 @@
 //!
 //! Modules are grouped by what they exercise; `harness` holds the shared helpers.
 
+#[allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 mod harness;
 mod sim_talos;

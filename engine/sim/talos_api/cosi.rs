@@ -23,12 +23,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::NodeApi;
 use super::auth::{Access, Conn};
 use super::events::POLL;
 use super::resources::{Kind, build, kind_of};
 use super::routing::Target;
 use super::status::to_status;
-use super::NodeApi;
 use crate::sim::pki::Role;
 
 /// A boxed stream of List replies.
@@ -115,7 +115,15 @@ impl NodeApi {
 
 fn by_id(rs: Vec<Resource>) -> BTreeMap<String, Resource> {
     rs.into_iter()
-        .map(|r| (r.metadata.as_ref().map(|m| m.id.clone()).unwrap_or_default(), r))
+        .map(|r| {
+            (
+                r.metadata
+                    .as_ref()
+                    .map(|m| m.id.clone())
+                    .unwrap_or_default(),
+                r,
+            )
+        })
         .collect()
 }
 
@@ -154,12 +162,18 @@ impl State for NodeApi {
         ))))
     }
 
-    async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
         self.begin(&req, Access::Admin)?;
         Err(Status::permission_denied("write access is not allowed"))
     }
 
-    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
         self.begin(&req, Access::Admin)?;
         Err(Status::permission_denied("write access is not allowed"))
     }

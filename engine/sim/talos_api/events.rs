@@ -43,10 +43,12 @@ pub fn machine_status_event(ms: &MachineStatus) -> pb::MachineStatusEvent {
             unmet_conditions: ms
                 .unmet_conditions
                 .iter()
-                .map(|(name, reason)| machine_status_event::machine_status::UnmetCondition {
-                    name: name.clone(),
-                    reason: reason.clone(),
-                })
+                .map(
+                    |(name, reason)| machine_status_event::machine_status::UnmetCondition {
+                        name: name.clone(),
+                        reason: reason.clone(),
+                    },
+                )
                 .collect(),
         }),
     }
@@ -84,7 +86,10 @@ impl Follow {
         let mut first = true;
         let mut seq: u64 = 0;
         loop {
-            let ms = self.ctx.cluster.with(|c, now| c.machine_status(&label, now));
+            let ms = self
+                .ctx
+                .cluster
+                .with(|c, now| c.machine_status(&label, now));
             match ms {
                 Ok(ms) => {
                     if last.as_ref() != Some(&ms) {
@@ -120,8 +125,13 @@ impl Follow {
 
 impl NodeApi {
     /// Starts following the targets; the stream ends when every target's stream has.
-    pub fn event_stream(&self, target: Target, req: &pb::EventsRequest) -> Result<EventStream, Status> {
-        let replay_current = req.tail_events != 0 || req.tail_seconds != 0 || !req.tail_id.is_empty();
+    pub fn event_stream(
+        &self,
+        target: Target,
+        req: &pb::EventsRequest,
+    ) -> Result<EventStream, Status> {
+        let replay_current =
+            req.tail_events != 0 || req.tail_seconds != 0 || !req.tail_id.is_empty();
         let (tx, rx) = mpsc::channel(64);
         let follows: Vec<(Result<String, crate::sim::ApiError>, Option<String>)> = match target {
             Target::Local => vec![(Ok(self.endpoint.to_string()), None)],

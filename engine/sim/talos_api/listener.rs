@@ -103,7 +103,10 @@ impl NodeTls {
             source,
         };
         let server = pki.os_ca.server_cert(&ips, &dns).map_err(pki_err)?;
-        let maint = pki.maintenance_ca.server_cert(&ips, &dns).map_err(pki_err)?;
+        let maint = pki
+            .maintenance_ca
+            .server_cert(&ips, &dns)
+            .map_err(pki_err)?;
 
         let mut roots = RootCertStore::empty();
         roots

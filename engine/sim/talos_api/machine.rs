@@ -12,10 +12,10 @@ use runbook_proto::machine::machine_service_server::MachineService;
 use runbook_proto::machine::{self as pb, reboot_request, upgrade_request};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::NodeApi;
 use super::auth::Access;
 use super::events::EventStream;
 use super::routing::DataStream;
-use super::NodeApi;
 use crate::sim::etcd::{Alarm, MemberInfo};
 use crate::sim::node::{ApplyMode, RebootMode, ResetRequest, Service, UpgradeRequest};
 use crate::sim::{ApiError, Code};
@@ -73,7 +73,12 @@ impl NodeApi {
     }
 }
 
-fn read_path(c: &mut crate::sim::Cluster, label: &str, path: &str, now: crate::sim::SimTime) -> Result<Vec<u8>, ApiError> {
+fn read_path(
+    c: &mut crate::sim::Cluster,
+    label: &str,
+    path: &str,
+    now: crate::sim::SimTime,
+) -> Result<Vec<u8>, ApiError> {
     let boot_id = c.boot_id(label, now)?;
     let node = c
         .node(label)
@@ -125,7 +130,10 @@ impl MachineService for NodeApi {
         req: Request<pb::BootstrapRequest>,
     ) -> Result<Response<pb::BootstrapResponse>, Status> {
         let conn = self.begin(&req, Access::Admin)?;
-        let (recover, skip) = (req.get_ref().recover_etcd, req.get_ref().recover_skip_hash_check);
+        let (recover, skip) = (
+            req.get_ref().recover_etcd,
+            req.get_ref().recover_skip_hash_check,
+        );
         let messages = self.unary(req.metadata(), &conn, |c, l, now| {
             c.bootstrap(l, recover, skip, now)?;
             Ok(vec![pb::Bootstrap::default()])
@@ -207,7 +215,9 @@ impl MachineService for NodeApi {
                 member: leader.map(crate::sim::etcd::format_id).unwrap_or_default(),
             }])
         })?;
-        Ok(Response::new(pb::EtcdForfeitLeadershipResponse { messages }))
+        Ok(Response::new(pb::EtcdForfeitLeadershipResponse {
+            messages,
+        }))
     }
 
     async fn etcd_recover(
@@ -324,7 +334,9 @@ impl MachineService for NodeApi {
     async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<DataStream>, Status> {
         let conn = self.begin(&req, Access::Admin)?;
         let path = req.get_ref().path.clone();
-        let stream = self.data(req.metadata(), &conn, |c, l, now| read_path(c, l, &path, now))?;
+        let stream = self.data(req.metadata(), &conn, |c, l, now| {
+            read_path(c, l, &path, now)
+        })?;
         Ok(Response::new(stream))
     }
 

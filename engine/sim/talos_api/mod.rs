@@ -65,7 +65,8 @@ impl WallClock {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0) as i128;
-        let delta = t.as_duration().as_nanos() as i128 - self.start_sim.as_duration().as_nanos() as i128;
+        let delta =
+            t.as_duration().as_nanos() as i128 - self.start_sim.as_duration().as_nanos() as i128;
         let nanos = (base + delta).max(0);
         prost_types::Timestamp {
             seconds: i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
@@ -98,7 +99,11 @@ impl ApiContext {
         let (res, new) = self.cluster.with(|c, now| {
             let before = c.call_log().len();
             let r = f(c, now);
-            let new = c.call_log().get(before..).map(<[_]>::to_vec).unwrap_or_default();
+            let new = c
+                .call_log()
+                .get(before..)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default();
             (r, new)
         });
         self.calls.write(&new);

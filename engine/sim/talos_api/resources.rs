@@ -67,13 +67,60 @@ pub const RESOURCE_DEFINITIONS: &str = "ResourceDefinitions.meta.cosi.dev";
 
 /// Every type the simulator serves.
 pub const KINDS: &[Kind] = &[
-    kind("MachineStatuses.runtime.talos.dev", "runtime", "MachineStatus", &["machinestatus", "machinestatuses", "ms"], "runtime.MachineStatusController"),
-    kind("Members.cluster.talos.dev", "cluster", "Member", &["member", "members"], "cluster.MemberController"),
-    kind("ExtensionStatuses.runtime.talos.dev", "runtime", "ExtensionStatus", &["extensionstatus", "extensionstatuses", "extensions", "es"], "runtime.ExtensionStatusController"),
-    kind("KernelModuleSpecs.runtime.talos.dev", "runtime", "KernelModuleSpec", &["kernelmodulespec", "kernelmodulespecs", "kms"], "runtime.KernelModuleConfigController"),
-    kind("LoadedKernelModules.runtime.talos.dev", "runtime", "LoadedKernelModule", &["loadedkernelmodule", "loadedkernelmodules", "modules", "lkm"], "runtime.LoadedKernelModuleController"),
-    kind("Disks.block.talos.dev", "runtime", "Disk", &["disk", "disks"], "block.DisksController"),
-    kind("SystemDisks.block.talos.dev", "runtime", "SystemDisk", &["systemdisk", "systemdisks"], "block.SystemDiskController"),
+    kind(
+        "MachineStatuses.runtime.talos.dev",
+        "runtime",
+        "MachineStatus",
+        &["machinestatus", "machinestatuses", "ms"],
+        "runtime.MachineStatusController",
+    ),
+    kind(
+        "Members.cluster.talos.dev",
+        "cluster",
+        "Member",
+        &["member", "members"],
+        "cluster.MemberController",
+    ),
+    kind(
+        "ExtensionStatuses.runtime.talos.dev",
+        "runtime",
+        "ExtensionStatus",
+        &["extensionstatus", "extensionstatuses", "extensions", "es"],
+        "runtime.ExtensionStatusController",
+    ),
+    kind(
+        "KernelModuleSpecs.runtime.talos.dev",
+        "runtime",
+        "KernelModuleSpec",
+        &["kernelmodulespec", "kernelmodulespecs", "kms"],
+        "runtime.KernelModuleConfigController",
+    ),
+    kind(
+        "LoadedKernelModules.runtime.talos.dev",
+        "runtime",
+        "LoadedKernelModule",
+        &[
+            "loadedkernelmodule",
+            "loadedkernelmodules",
+            "modules",
+            "lkm",
+        ],
+        "runtime.LoadedKernelModuleController",
+    ),
+    kind(
+        "Disks.block.talos.dev",
+        "runtime",
+        "Disk",
+        &["disk", "disks"],
+        "block.DisksController",
+    ),
+    kind(
+        "SystemDisks.block.talos.dev",
+        "runtime",
+        "SystemDisk",
+        &["systemdisk", "systemdisks"],
+        "block.SystemDiskController",
+    ),
     Kind {
         ty: MACHINE_CONFIGS,
         ns: "config",
@@ -82,12 +129,48 @@ pub const KINDS: &[Kind] = &[
         sensitive: true,
         owner: "",
     },
-    kind("Services.v1alpha1.talos.dev", "runtime", "Service", &["service", "services", "svc"], "v1alpha1.ServiceController"),
-    kind("EtcdMembers.etcd.talos.dev", "etcd", "EtcdMember", &["etcdmember", "etcdmembers"], "etcd.MemberController"),
-    kind("PCIDevices.hardware.talos.dev", "hardware", "PCIDevice", &["pcidevice", "pcidevices"], "hardware.PCIDevicesController"),
-    kind("Versions.runtime.talos.dev", "runtime", "Version", &["version", "versions"], "runtime.VersionController"),
-    kind("MachineTypes.config.talos.dev", "config", "MachineType", &["machinetype", "machinetypes"], "config.MachineTypeController"),
-    kind(RESOURCE_DEFINITIONS, "meta", "ResourceDefinition", &["resourcedefinition", "resourcedefinitions", "rd", "rds"], ""),
+    kind(
+        "Services.v1alpha1.talos.dev",
+        "runtime",
+        "Service",
+        &["service", "services", "svc"],
+        "v1alpha1.ServiceController",
+    ),
+    kind(
+        "EtcdMembers.etcd.talos.dev",
+        "etcd",
+        "EtcdMember",
+        &["etcdmember", "etcdmembers"],
+        "etcd.MemberController",
+    ),
+    kind(
+        "PCIDevices.hardware.talos.dev",
+        "hardware",
+        "PCIDevice",
+        &["pcidevice", "pcidevices"],
+        "hardware.PCIDevicesController",
+    ),
+    kind(
+        "Versions.runtime.talos.dev",
+        "runtime",
+        "Version",
+        &["version", "versions"],
+        "runtime.VersionController",
+    ),
+    kind(
+        "MachineTypes.config.talos.dev",
+        "config",
+        "MachineType",
+        &["machinetype", "machinetypes"],
+        "config.MachineTypeController",
+    ),
+    kind(
+        RESOURCE_DEFINITIONS,
+        "meta",
+        "ResourceDefinition",
+        &["resourcedefinition", "resourcedefinitions", "rd", "rds"],
+        "",
+    ),
 ];
 
 /// The kind of a type name.
@@ -111,9 +194,12 @@ pub struct Res {
 /// A YAML scalar: plain when unambiguous, else double-quoted (JSON strings are valid YAML).
 pub fn q(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '/')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '/')
         && !s.ends_with(' ')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || " ._/-+@:".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " ._/-+@:".contains(c))
         && !s.contains(": ")
         && !s.ends_with(':')
         && s.parse::<f64>().is_err()
@@ -170,7 +256,12 @@ pub fn build(c: &mut Cluster, label: &str, ty: &str, now: SimTime) -> Result<Vec
     }
 }
 
-fn build_inner(c: &mut Cluster, label: &str, kind: &'static Kind, now: SimTime) -> Result<Vec<Res>, ApiError> {
+fn build_inner(
+    c: &mut Cluster,
+    label: &str,
+    kind: &'static Kind,
+    now: SimTime,
+) -> Result<Vec<Res>, ApiError> {
     let out = match kind.ty {
         "MachineStatuses.runtime.talos.dev" => {
             let ms = c.machine_status(label, now)?;

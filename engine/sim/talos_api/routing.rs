@@ -21,9 +21,9 @@ use runbook_proto::common::{Data, Metadata};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
+use super::NodeApi;
 use super::auth::{Access, Conn, authorize, conn_of};
 use super::status::{error_metadata, ok_metadata, to_status};
-use super::NodeApi;
 use crate::sim::node::Stage;
 use crate::sim::{ApiError, Cluster, Code, SimTime};
 
@@ -44,9 +44,9 @@ pub fn target_of(meta: &MetadataMap, cosi: bool) -> Result<Target, Status> {
         meta.get_all(key)
             .iter()
             .map(|v| {
-                v.to_str()
-                    .map(str::to_string)
-                    .map_err(|_| Status::invalid_argument(format!("{key} metadata is not valid text")))
+                v.to_str().map(str::to_string).map_err(|_| {
+                    Status::invalid_argument(format!("{key} metadata is not valid text"))
+                })
             })
             .collect()
     };
@@ -63,7 +63,9 @@ pub fn target_of(meta: &MetadataMap, cosi: bool) -> Result<Target, Status> {
     match node.len() {
         0 => Ok(Target::Local),
         1 => Ok(Target::One(node.into_iter().next().unwrap_or_default())),
-        _ => Err(Status::invalid_argument("node metadata must be single-valued")),
+        _ => Err(Status::invalid_argument(
+            "node metadata must be single-valued",
+        )),
     }
 }
 
@@ -172,7 +174,9 @@ impl NodeApi {
 
     /// Resolves a target string to a node label, as apid would dial it.
     pub fn resolve(&self, target: &str) -> Result<String, ApiError> {
-        self.ctx.cluster.with(|c, _| resolve_in(c, &self.endpoint, target))
+        self.ctx
+            .cluster
+            .with(|c, _| resolve_in(c, &self.endpoint, target))
     }
 
     /// Runs a unary call for every target and wraps the replies as apid does.
@@ -259,14 +263,20 @@ pub fn resolve_in(c: &Cluster, endpoint: &str, target: &str) -> Result<String, A
         ));
     }
     if !ep.is_some_and(|n| n.is_control_plane()) {
-        return Err(ApiError::new(Code::PermissionDenied, "no request forwarding"));
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            "no request forwarding",
+        ));
     }
     let Some(node) = c
         .nodes()
         .iter()
         .find(|n| n.label() == target || n.hostname() == target)
     else {
-        return Err(ApiError::unreachable(target, crate::sim::cluster::APID_PORT));
+        return Err(ApiError::unreachable(
+            target,
+            crate::sim::cluster::APID_PORT,
+        ));
     };
     if node.api_up() && node.stage() == Stage::Maintenance {
         return Err(ApiError::new(

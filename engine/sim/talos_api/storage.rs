@@ -6,8 +6,8 @@ use runbook_proto::storage::storage_service_server::StorageService;
 use runbook_proto::storage::{self as pb, disk::DiskType};
 use tonic::{Request, Response, Status};
 
-use super::auth::Access;
 use super::NodeApi;
+use super::auth::Access;
 use crate::sim::node::Disk;
 
 fn disk_type(d: &Disk) -> DiskType {
