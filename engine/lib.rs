@@ -12,6 +12,7 @@
 
 pub mod action;
 pub mod cli;
+pub mod cluster;
 pub mod compile;
 pub mod condition;
 pub mod diagnostic;

@@ -54,6 +54,42 @@ pub enum Command {
 
     /// List the catalog: actions, guards and wait conditions with their arguments.
     Actions,
+
+    /// The simulated Talos cluster to rehearse runbooks against (see docs/simulator.md).
+    Sim {
+        /// What to do with the simulator.
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+}
+
+/// `runbook sim` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Run a simulated cluster in the foreground until Ctrl-C. Writes talosconfig (and
+    /// talosconfig-operator, talosconfig-reader) into DIR and prints how to point runbook,
+    /// talosctl and kubectl at it.
+    Up {
+        /// The cluster topology; `seed` is the three-node homelab (.20 NUC with GPU, .223 and
+        /// .49 Mac Minis).
+        #[arg(long, default_value = "seed")]
+        preset: String,
+
+        /// The starting state (see `runbook sim scenarios`).
+        #[arg(long, default_value = "healthy")]
+        scenario: String,
+
+        /// Time acceleration: 60 makes a one-minute reboot take one second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+
+        /// Run directory for talosconfig, kubeconfig and calls.jsonl (created if missing).
+        #[arg(long, default_value = ".runbook-sim")]
+        dir: PathBuf,
+    },
+
+    /// List the scenarios, one line each.
+    Scenarios,
 }
 
 /// Renderings of `runbook plan`.

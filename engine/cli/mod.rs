@@ -9,6 +9,7 @@ pub mod args;
 pub mod check;
 pub mod list;
 pub mod plan;
+pub mod sim;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -107,6 +108,20 @@ pub fn main() -> ExitCode {
             format,
         } => plan::run(&runbook, params, format),
         args::Command::Actions => actions::run(),
+        args::Command::Sim { command } => match command {
+            args::SimCommand::Up {
+                preset,
+                scenario,
+                speed,
+                dir,
+            } => sim::up(sim::UpOptions {
+                preset,
+                scenario,
+                speed,
+                dir,
+            }),
+            args::SimCommand::Scenarios => sim::scenarios(),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

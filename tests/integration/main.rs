@@ -11,3 +11,4 @@ mod harness;
 mod properties;
 mod rendering;
 mod runbooks;
+mod sim_talos;

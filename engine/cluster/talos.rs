@@ -1,0 +1,407 @@
+//! Our Talos API client: a tonic channel over rustls (ring) with the mTLS identity of a
+//! talosconfig context, or an insecure maintenance-mode connection.
+//!
+//! Like talosctl: the server certificate is verified against the context's CA with the
+//! endpoint host as server name (an IP ServerName for IP endpoints), ALPN is `h2`, the client
+//! presents the context's certificate, and replies may be 32 MiB. Talos writes Ed25519 keys
+//! with the PEM label `ED25519 PRIVATE KEY` over a PKCS#8 body; rustls only knows
+//! `PRIVATE KEY`, so the key is decoded as PKCS#8 whatever its label. Endpoints without a port
+//! get `:50000`. For maintenance mode ([`TalosClient::connect_insecure`]) no client
+//! certificate is sent and the server certificate is either not verified (`--insecure`) or
+//! pinned by its SPKI fingerprint (`--cert-fingerprint`). Routing metadata helpers:
+//! [`with_node`] (one-to-one, replies unwrapped) and [`with_nodes`] (fan-out, one metadata
+//! entry per node). Keys never appear in `Debug` output or logs.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hyper_util::rt::TokioIo;
+use runbook_proto::cosi::resource::state_client::StateClient;
+use runbook_proto::machine::machine_service_client::MachineServiceClient;
+use runbook_proto::storage::storage_service_client::StorageServiceClient;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use super::talosconfig::Context;
+
+/// The apid port added to endpoints without one.
+pub const DEFAULT_PORT: u16 = 50000;
+
+/// A client-side failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The context has no endpoints.
+    #[error("the talosconfig context has no endpoints")]
+    NoEndpoints,
+    /// An endpoint cannot be parsed.
+    #[error("invalid endpoint {endpoint:?}: {message}")]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A PEM field of the context is unusable.
+    #[error("talosconfig field {field}: {message}")]
+    Pem {
+        /// `ca`, `crt` or `key`.
+        field: &'static str,
+        /// What is wrong (never the key material).
+        message: String,
+    },
+    /// rustls refused the configuration.
+    #[error("cannot build the TLS configuration")]
+    Tls(#[source] rustls::Error),
+    /// Connecting failed.
+    #[error("cannot connect to {endpoint}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// Cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// A connected Talos API client.
+#[derive(Clone, Debug)]
+pub struct TalosClient {
+    channel: Channel,
+    endpoint: String,
+}
+
+/// Splits an endpoint (`host`, `host:port`, `[v6]:port`, `https://host[:port]`) into host and
+/// port, as the Go client does (`:50000` by default, `:443` for a URL without a port).
+pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), ClientError> {
+    let bad = |m: &str| ClientError::Endpoint {
+        endpoint: endpoint.to_string(),
+        message: m.to_string(),
+    };
+    let (rest, default) = match endpoint.split_once("://") {
+        Some((_, rest)) => (rest.trim_end_matches('/'), 443),
+        None => (endpoint, DEFAULT_PORT),
+    };
+    if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
+            None => default,
+        };
+        return Ok((host.to_string(), port));
+    }
+    if rest.parse::<IpAddr>().is_ok() {
+        return Ok((rest.to_string(), default));
+    }
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Ok((h.to_string(), p.parse().map_err(|_| bad("invalid port"))?)),
+        None if rest.is_empty() => Err(bad("empty host")),
+        None => Ok((rest.to_string(), default)),
+    }
+}
+
+/// The DER of the first PEM block in `pem`, whatever its label (Talos labels Ed25519 PKCS#8
+/// keys `ED25519 PRIVATE KEY`).
+pub fn pem_block_der(pem: &str) -> Option<Vec<u8>> {
+    let start = pem.find("-----BEGIN ")?;
+    let body_start = start + pem[start..].find('\n')? + 1;
+    let end = body_start + pem[body_start..].find("-----END ")?;
+    let b64: String = pem[body_start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+fn certs(pem: &str, field: &'static str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(i) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let block = &rest[i..];
+        let der = pem_block_der(block).ok_or_else(|| ClientError::Pem {
+            field,
+            message: "malformed PEM certificate".into(),
+        })?;
+        out.push(CertificateDer::from(der));
+        rest = &block["-----BEGIN CERTIFICATE-----".len()..];
+    }
+    if out.is_empty() {
+        return Err(ClientError::Pem {
+            field,
+            message: "no PEM certificate found".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The mTLS client configuration of a context.
+pub fn tls_config(ctx: &Context) -> Result<ClientConfig, ClientError> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(&ctx.ca_pem, "ca")? {
+        roots.add(c).map_err(ClientError::Tls)?;
+    }
+    let chain = certs(&ctx.crt_pem, "crt")?;
+    let key_der = pem_block_der(ctx.key_pem.expose()).ok_or_else(|| ClientError::Pem {
+        field: "key",
+        message: "no PEM private key found".into(),
+    })?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError::Tls)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(ClientError::Tls)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Accepts any server certificate, or only one whose SPKI fingerprint matches.
+#[derive(Debug)]
+struct MaintenanceVerifier {
+    fingerprint: Option<String>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for MaintenanceVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(want) = &self.fingerprint else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let got = base64::engine::general_purpose::STANDARD
+            .encode(Sha256::digest(cert.tbs_certificate.subject_pki.raw));
+        if &got == want {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate fingerprint mismatch: got {got}, want {want}"
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The maintenance-mode client configuration (no client certificate).
+pub fn insecure_tls_config(fingerprint: Option<&str>) -> Result<ClientConfig, ClientError> {
+    let verifier = MaintenanceVerifier {
+        fingerprint: fingerprint.map(str::to_string),
+        provider: provider(),
+    };
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError::Tls)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+async fn open(endpoint: &str, cfg: ClientConfig) -> Result<Channel, ClientError> {
+    let (host, port) = parse_endpoint(endpoint)?;
+    let server_name = match host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.clone()).map_err(|_| ClientError::Endpoint {
+            endpoint: endpoint.to_string(),
+            message: "invalid host name".into(),
+        })?,
+    };
+    let uri_host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    let connector = TlsConnector::from(Arc::new(cfg));
+    let ep = Endpoint::from_shared(format!("http://{uri_host}:{port}")).map_err(|e| {
+        ClientError::Connect {
+            endpoint: endpoint.to_string(),
+            source: e,
+        }
+    })?;
+    ep.connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
+        let connector = connector.clone();
+        let server_name = server_name.clone();
+        let host = host.clone();
+        async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    }))
+    .await
+    .map_err(|source| ClientError::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    })
+}
+
+impl TalosClient {
+    /// Connects to the first endpoint of `ctx` that accepts the connection.
+    pub async fn connect(ctx: &Context) -> Result<TalosClient, ClientError> {
+        let mut last = ClientError::NoEndpoints;
+        for ep in &ctx.endpoints {
+            match TalosClient::connect_endpoint(ctx, ep).await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::debug!(endpoint = %ep, error = %e, "endpoint refused");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Connects to `endpoint` with the identity of `ctx`.
+    pub async fn connect_endpoint(
+        ctx: &Context,
+        endpoint: &str,
+    ) -> Result<TalosClient, ClientError> {
+        let channel = open(endpoint, tls_config(ctx)?).await?;
+        Ok(TalosClient {
+            channel,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    /// Connects to a node in maintenance mode (`talosctl --insecure`), optionally pinning the
+    /// server certificate by SPKI fingerprint (`--cert-fingerprint`).
+    pub async fn connect_insecure(
+        endpoint: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<TalosClient, ClientError> {
+        let channel = open(endpoint, insecure_tls_config(fingerprint)?).await?;
+        Ok(TalosClient {
+            channel,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    /// The endpoint this client is connected to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// `MachineService` (32 MiB limits).
+    pub fn machine(&self) -> MachineServiceClient<Channel> {
+        runbook_proto::machine_client(self.channel.clone())
+    }
+
+    /// `StorageService` (32 MiB limits).
+    pub fn storage(&self) -> StorageServiceClient<Channel> {
+        runbook_proto::storage_client(self.channel.clone())
+    }
+
+    /// COSI `State` (32 MiB limits).
+    pub fn cosi(&self) -> StateClient<Channel> {
+        runbook_proto::state_client(self.channel.clone())
+    }
+}
+
+/// A request proxied one-to-one to `node` (metadata `node`): the reply is not wrapped and
+/// the node's error is the call's status.
+pub fn with_node<T>(message: T, node: &str) -> Request<T> {
+    let mut req = Request::new(message);
+    if let Ok(v) = MetadataValue::try_from(node) {
+        req.metadata_mut().insert("node", v);
+    }
+    req
+}
+
+/// A request fanned out to `nodes` (one `nodes` metadata entry per node): each reply entry
+/// carries `metadata.hostname`, failures are entries with `metadata.error`.
+pub fn with_nodes<T, S: AsRef<str>>(message: T, nodes: &[S]) -> Request<T> {
+    let mut req = Request::new(message);
+    for n in nodes {
+        if let Ok(v) = MetadataValue::try_from(n.as_ref()) {
+            req.metadata_mut().append("nodes", v);
+        }
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_the_apid_port() {
+        assert_eq!(
+            parse_endpoint("10.0.0.1").unwrap(),
+            ("10.0.0.1".into(), 50000)
+        );
+        assert_eq!(
+            parse_endpoint("127.0.0.1:4000").unwrap(),
+            ("127.0.0.1".into(), 4000)
+        );
+        assert_eq!(
+            parse_endpoint("https://talos.example").unwrap(),
+            ("talos.example".into(), 443)
+        );
+        assert_eq!(parse_endpoint("[::1]:5").unwrap(), ("::1".into(), 5));
+        assert_eq!(parse_endpoint("::1").unwrap(), ("::1".into(), 50000));
+        assert!(parse_endpoint("h:x").is_err());
+    }
+
+    #[test]
+    fn pem_label_does_not_matter() {
+        let der = pem_block_der(
+            "-----BEGIN ED25519 PRIVATE KEY-----\nAAEC\n-----END ED25519 PRIVATE KEY-----\n",
+        );
+        assert_eq!(der.unwrap(), vec![0, 1, 2]);
+    }
+}
