@@ -6,5 +6,6 @@
 //! `node`/`nodes` routing metadata. The engine's actions talk to real clusters and to the
 //! simulator through exactly this code.
 
+pub mod observe;
 pub mod talos;
 pub mod talosconfig;

@@ -8,6 +8,7 @@
 mod authoring;
 mod cli;
 mod harness;
+mod observe;
 mod properties;
 mod rendering;
 mod runbooks;
