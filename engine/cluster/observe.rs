@@ -247,20 +247,18 @@ impl Observer {
             "machine-type",
         ))
         .await
-        {
-            if let Ok(spec) =
+            && let Ok(spec) =
                 runbook_proto::resource::config::MachineTypeSpec::decode(bytes.as_slice())
-            {
-                v.machine_type = Some(
-                    match spec.machine_type {
-                        1 => "init",
-                        2 => "controlplane",
-                        3 => "worker",
-                        _ => "unknown",
-                    }
-                    .to_string(),
-                );
-            }
+        {
+            v.machine_type = Some(
+                match spec.machine_type {
+                    1 => "init",
+                    2 => "controlplane",
+                    3 => "worker",
+                    _ => "unknown",
+                }
+                .to_string(),
+            );
         }
         if let Ok(items) = within(self.list(label, "runtime", "Disks.block.talos.dev")).await {
             v.disks = items
