@@ -176,8 +176,7 @@ impl Journal {
     /// every side effect still has its intent fsynced before it.
     pub fn append_batch(&mut self, records: Vec<Record>) -> Result<&[Entry]> {
         let at_ms = time::now_ms();
-        let mut seq = self.file.next_seq();
-        for (i, record) in records.iter().enumerate() {
+        for (i, (seq, record)) in (self.file.next_seq()..).zip(&records).enumerate() {
             let entry = Entry {
                 seq,
                 at_ms,
@@ -194,7 +193,6 @@ impl Journal {
                     source,
                 });
             }
-            seq += 1;
         }
         let refs: Vec<&Record> = records.iter().collect();
         let written = match self.file.append_batch_at(&refs, at_ms) {
