@@ -241,3 +241,93 @@ async fn a_guard_refusal_pauses_and_resume_checks_it_again() {
     let state = Journal::read(&run).unwrap().state;
     assert_eq!(state.step("cordon").unwrap().attempts, 2);
 }
+
+/// Declares an intent for `step` in a fresh journal and "crashes" (drops the journal).
+fn crash_after_intent(p: &Plan, dir: &Path, step: &str) -> RunDir {
+    let (run, mut journal) = create(p, dir);
+    let session = journal.session().to_owned();
+    journal
+        .append(Record::StepStarted {
+            step: step.to_owned(),
+            attempt: 1,
+            session,
+            pre_state: Fields::new(),
+        })
+        .unwrap();
+    run
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_confirm_step_waits_for_a_person_not_for_yes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("markers");
+    let p = plan(&format!(
+        "  - id: wipe\n    action: marker\n    with: {{ path: \"{}\", text: wiped }}\n    idempotency: confirm\n",
+        marker.display()
+    ));
+    let run = crash_after_intent(&p, tmp.path(), "wipe");
+    let effects = Scripted::default();
+    let yes = Options {
+        yes: true,
+        ..options()
+    };
+    let opened = Journal::open(&run).unwrap();
+    let report = Runner::new(&p, opened.journal, &effects, &Collect::default(), yes)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        report.stop,
+        Stop::AwaitingApproval,
+        "--yes never confirms an in-doubt step"
+    );
+    assert!(
+        report.next[0].contains("interrupted with an unknown outcome"),
+        "{:?}",
+        report.next
+    );
+    assert!(!marker.exists(), "nothing was repeated");
+
+    let mut journal = Journal::open(&run).unwrap().journal;
+    journal
+        .append(Record::Approved {
+            step: "wipe".into(),
+            by: "alice".into(),
+            at: "2026-01-01T00:00:00.000Z".into(),
+        })
+        .unwrap();
+    let report = Runner::new(&p, journal, &effects, &Collect::default(), options())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stop, Stop::Succeeded);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "wiped\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_verify_step_is_settled_by_its_condition_not_repeated() {
+    let p = plan(
+        "  - id: cordon\n    action: kube.cordon\n    with: { node: n1 }\n    idempotency: verify\n    verify: { condition: kube.ready, with: { node: n1 }, timeout: 10s, interval: 1s }\n",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let run = crash_after_intent(&p, tmp.path(), "cordon");
+    let effects = Scripted::default();
+    let opened = Journal::open(&run).unwrap();
+    let report = Runner::new(&p, opened.journal, &effects, &Collect::default(), options())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stop, Stop::Succeeded);
+    assert_eq!(
+        effects.cordons.load(Ordering::SeqCst),
+        0,
+        "verified done: not repeated"
+    );
+    assert!(records(&run).iter().any(|r| matches!(
+        r,
+        Record::InDoubt {
+            resolution: runbook::journal::InDoubtResolution::VerifiedDone,
+            ..
+        }
+    )));
+}
