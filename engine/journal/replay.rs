@@ -1221,6 +1221,47 @@ mod tests {
         assert_eq!(state, before);
     }
 
+    /// The undo snapshot of `apply` must cover everything any record can touch: try every
+    /// record type against states where most of them are illegal.
+    #[test]
+    fn every_refused_record_leaves_state_unchanged() {
+        let bases = [
+            run(start()).unwrap(),
+            run(with(start(), [started(S, 1)])).unwrap(),
+            run(with(
+                start(),
+                [
+                    started(S, 1),
+                    Record::StepSucceeded {
+                        step: S.into(),
+                        outputs: Fields::new(),
+                    },
+                ],
+            ))
+            .unwrap(),
+        ];
+        let mut refused = 0;
+        for base in &bases {
+            for (i, record) in crate::journal::record::tests::one_of_each()
+                .into_iter()
+                .enumerate()
+            {
+                let mut state = base.clone();
+                let entry = Entry {
+                    seq: base.last_seq + 1 + i as u64,
+                    at_ms: 1,
+                    offset: 0,
+                    record,
+                };
+                if apply(&mut state, &entry).is_err() {
+                    assert_eq!(&state, base, "{:?}", entry.record);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 20, "{refused}");
+    }
+
     #[test]
     fn rollback_marks_both_steps_and_is_in_doubt_until_done() {
         let base = with(

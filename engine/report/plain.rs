@@ -41,7 +41,11 @@ fn figures(f: &Fields) -> String {
 }
 
 fn secs(ms: u64) -> String {
-    format!("{:.1}s", ms as f64 / 1000.0)
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
 }
 
 /// The text for one event, or `None` for events plain output leaves out (wait polls).
