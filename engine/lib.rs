@@ -5,7 +5,7 @@
 //! ```text
 //! library ─▶ source ─▶ dsl (YAML | rhai → AST) ─▶ compile (→ Plan, a step DAG) ─▶ plan::render
 //!                                                          │
-//!                                      journal (append-only, fsync'd) ◀── exec (later)
+//!                                      journal (append-only, fsync'd) ◀── exec ──▶ event ──▶ report
 //! ```
 //! Authoring errors from every stage are [`diagnostic::Diagnostic`]s that point at
 //! `file:line:column`.
@@ -17,11 +17,15 @@ pub mod compile;
 pub mod condition;
 pub mod diagnostic;
 pub mod dsl;
+pub mod event;
+pub mod exec;
 pub mod exit_code;
 pub mod journal;
 pub mod library;
 pub mod plan;
+pub mod report;
 pub mod sandbox;
 pub mod secret;
 pub mod sim;
 pub mod source;
+pub mod test_hook;

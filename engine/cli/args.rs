@@ -16,6 +16,10 @@ pub struct Args {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Where runs live (default: $XDG_STATE_HOME/runbook, else ~/.local/state/runbook).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -55,6 +59,94 @@ pub enum Command {
     /// List the catalog: actions, guards and wait conditions with their arguments.
     Actions,
 
+    /// Execute a runbook durably: every step is journaled in a new run directory, so the run
+    /// can be killed at any instant and continued with `runbook resume`.
+    ///
+    /// Exit codes: 0 success, 1 a step failed (rollbacks ran), 4 a guard refused (paused),
+    /// 5 waiting for approval (paused), 6 journal failure, 7 locked (see docs/cli.md).
+    Run {
+        /// A runbook name (see `runbook list`) or a path to a runbook file.
+        #[arg(value_name = "NAME|PATH")]
+        runbook: String,
+
+        /// A parameter value, e.g. `--param nodes=192.168.2.20,192.168.2.223`. Repeatable.
+        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// Walk the plan and print what would happen: evaluate expression guards, perform no
+        /// side effect, write no journal.
+        #[arg(long)]
+        dry_run: bool,
+
+        /// Pre-approve approval gates that declare `allow_yes: true` (never the others).
+        #[arg(long)]
+        yes: bool,
+
+        /// How to show progress: auto (bars on a terminal, else plain), plain, or json (one
+        /// event per line on stdout).
+        #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
+        output: OutputArg,
+    },
+
+    /// Continue an interrupted or paused run where it stopped: replay the journal, recompile the
+    /// stored runbook copy with the stored params, check the plan hash, settle interrupted
+    /// steps, continue.
+    Resume {
+        /// The run id (default: the latest unfinished run).
+        #[arg(value_name = "RUN_ID")]
+        run: Option<String>,
+
+        /// Secret parameters must be given again (they are never stored): `--param key=value`.
+        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// Pre-approve approval gates that declare `allow_yes: true`.
+        #[arg(long)]
+        yes: bool,
+
+        /// How to show progress: auto, plain or json.
+        #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
+        output: OutputArg,
+    },
+
+    /// Approve a step that waits for approval (durably, in the journal); then `runbook resume`.
+    Approve {
+        /// The run id.
+        #[arg(value_name = "RUN_ID")]
+        run: String,
+
+        /// The step id, as `runbook status` shows it.
+        #[arg(value_name = "STEP")]
+        step: String,
+    },
+
+    /// List runs with their status, age and current step.
+    Runs,
+
+    /// Show one run: each step's state, attempts, timing, outcome, and the guard and wait
+    /// figures it saw.
+    Status {
+        /// The run id.
+        #[arg(value_name = "RUN_ID")]
+        run: String,
+    },
+
+    /// Abort a run that is not being driven: run the rollbacks of its completed steps, newest
+    /// first, and finish it as aborted (exit 8).
+    Abort {
+        /// The run id.
+        #[arg(value_name = "RUN_ID")]
+        run: String,
+
+        /// Secret parameters, given again.
+        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// How to show progress: auto, plain or json.
+        #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
+        output: OutputArg,
+    },
+
     /// The simulated Talos cluster to rehearse runbooks against (see docs/simulator.md).
     Sim {
         /// What to do with the simulator.
@@ -90,6 +182,17 @@ pub enum SimCommand {
 
     /// List the scenarios, one line each.
     Scenarios,
+}
+
+/// `--output` of the commands that drive a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// Progress bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Plain lines on stderr.
+    Plain,
+    /// One JSON event per line on stdout (docs/cli.md).
+    Json,
 }
 
 /// Renderings of `runbook plan`.

@@ -4,12 +4,19 @@
 //! Only this module (and the reporters) write to the terminal: data to stdout, diagnostics,
 //! progress and errors to stderr.
 
+pub mod abort;
 pub mod actions;
+pub mod approve;
 pub mod args;
 pub mod check;
 pub mod list;
 pub mod plan;
+pub mod resume;
+pub mod run;
+pub mod runs;
+pub mod session;
 pub mod sim;
+pub mod status;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -42,6 +49,30 @@ pub enum Error {
     /// Writing the output failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+    /// Reading, writing or locking a run's journal failed.
+    #[error(transparent)]
+    Journal(crate::journal::Error),
+    /// The executor stopped without finishing its session.
+    #[error(transparent)]
+    Exec(crate::exec::Error),
+    /// The stored runbook no longer compiles to the plan the run started with.
+    #[error(
+        "the plan of run `{run}` changed (journal: {stored}, now: {now}); refusing to resume a different procedure"
+    )]
+    PlanChanged {
+        /// The run.
+        run: String,
+        /// The hash in the journal.
+        stored: String,
+        /// The hash of the recompiled plan.
+        now: String,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// A session stopped with this exit code; the reporter already showed why.
+    #[error("the run stopped with exit code {0}")]
+    Stopped(i32),
 }
 
 impl Error {
@@ -54,8 +85,22 @@ impl Error {
             Error::Diagnostics(_) | Error::CheckFailed { .. } => exit_code::INVALID_RUNBOOK,
             Error::Library(crate::library::Error::NotFound { .. }) => exit_code::USAGE,
             Error::Library(_) | Error::Usage(_) => exit_code::USAGE,
-            Error::Output(_) => exit_code::INTERNAL,
+            Error::Output(_) | Error::Runtime(_) => exit_code::INTERNAL,
+            Error::Journal(e) | Error::Exec(crate::exec::Error::Journal(e)) => journal_code(e),
+            Error::Exec(crate::exec::Error::Settle { .. }) => exit_code::RUN_FAILED,
+            Error::Exec(crate::exec::Error::UnknownStep { .. }) => exit_code::JOURNAL,
+            Error::PlanChanged { .. } => exit_code::INVALID_RUNBOOK,
+            Error::Stopped(code) => *code,
         }
+    }
+}
+
+fn journal_code(e: &crate::journal::Error) -> i32 {
+    use crate::journal::Error as J;
+    match e {
+        J::Locked { .. } => exit_code::LOCKED,
+        J::RunNotFound { .. } | J::Finished { .. } | J::NoStateDir => exit_code::USAGE,
+        _ => exit_code::JOURNAL,
     }
 }
 
@@ -99,6 +144,7 @@ fn init_tracing(verbose: u8) {
 pub fn main() -> ExitCode {
     let args = args::Args::parse();
     init_tracing(args.verbose);
+    let state_dir = args.state_dir.as_deref();
     let result = match args.command {
         args::Command::List => list::run(),
         args::Command::Check { paths } => check::run(&paths),
@@ -122,6 +168,27 @@ pub fn main() -> ExitCode {
             }),
             args::SimCommand::Scenarios => sim::scenarios(),
         },
+        args::Command::Run {
+            runbook,
+            params,
+            dry_run,
+            yes,
+            output,
+        } => run::run(&runbook, params, dry_run, yes, output, state_dir),
+        args::Command::Resume {
+            run,
+            params,
+            yes,
+            output,
+        } => resume::run(run.as_deref(), params, yes, output, state_dir),
+        args::Command::Approve { run, step } => approve::run(&run, &step, state_dir),
+        args::Command::Runs => runs::run(state_dir),
+        args::Command::Status { run } => status::run(&run, state_dir),
+        args::Command::Abort {
+            run,
+            params,
+            output,
+        } => abort::run(&run, params, output, state_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,6 +203,7 @@ fn report(e: &Error) {
     match e {
         Error::Diagnostics(d) => print_diagnostics(d),
         Error::CheckFailed { .. } => eprintln!("error: {e}"),
+        Error::Stopped(_) => {}
         Error::Library(crate::library::Error::NotFound { help, .. }) => {
             eprintln!("error: {e}\n  help: {help}");
         }

@@ -1,0 +1,23 @@
+//! `runbook abort RUN_ID`: journal the abort, run the rollbacks of the completed steps (newest
+//! first), and finish the run as aborted.
+
+use crate::cli::Error;
+use crate::cli::args::OutputArg;
+use crate::cli::session;
+use crate::journal::Journal;
+
+/// Aborts a run.
+pub fn run(
+    run_id: &str,
+    params: Vec<(String, String)>,
+    output: OutputArg,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    let state = session::state_dir(state_dir)?;
+    let run = state.open_run(run_id).map_err(Error::Journal)?;
+    let plan = session::load_plan(&run, &params)?;
+    let opened = Journal::open(&run).map_err(Error::Journal)?;
+    let events = session::reporters(output);
+    session::torn(&events, opened.torn.as_ref());
+    session::drive(&plan, opened.journal, &events, output, false, true)
+}

@@ -1,0 +1,41 @@
+//! `runbook resume [RUN_ID]`: continue an interrupted or paused run exactly where it stopped.
+//!
+//! Checks first without the lock (recompile the stored source with the stored params, compare
+//! the plan hash), then opens the journal under the lock (a second resume is refused, naming
+//! the holder), truncating a torn last record, and drives the run.
+
+use crate::cli::Error;
+use crate::cli::args::OutputArg;
+use crate::cli::session;
+use crate::journal::Journal;
+
+/// Resumes a run.
+pub fn run(
+    run_id: Option<&str>,
+    params: Vec<(String, String)>,
+    yes: bool,
+    output: OutputArg,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    let state = session::state_dir(state_dir)?;
+    let run = match run_id {
+        Some(id) => state.open_run(id).map_err(Error::Journal)?,
+        None => {
+            state
+                .latest_unfinished()
+                .map_err(Error::Journal)?
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "no unfinished run in `{}`",
+                        state.runs_dir().display()
+                    ))
+                })?
+                .run
+        }
+    };
+    let plan = session::load_plan(&run, &params)?;
+    let opened = Journal::open(&run).map_err(Error::Journal)?;
+    let events = session::reporters(output);
+    session::torn(&events, opened.torn.as_ref());
+    session::drive(&plan, opened.journal, &events, output, yes, false)
+}

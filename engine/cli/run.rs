@@ -1,0 +1,55 @@
+//! `runbook run NAME|PATH`: compile, create a run directory and journal, and drive it (or,
+//! with `--dry-run`, only say what would happen).
+
+use crate::cli::Error;
+use crate::cli::args::OutputArg;
+use crate::cli::session;
+use crate::compile::{self, Mode};
+use crate::journal::{FORMAT_VERSION, Fields, Journal, RunHeader, SourceKind, identity, time};
+use crate::library;
+use crate::source::Format;
+
+/// Runs a runbook.
+pub fn run(
+    name: &str,
+    params: Vec<(String, String)>,
+    dry_run: bool,
+    yes: bool,
+    output: OutputArg,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    let entry = library::find(name)?;
+    let plan =
+        compile::compile_source(&entry.source, &Mode::Plan(params)).map_err(Error::Diagnostics)?;
+    let events = session::reporters(output);
+    if dry_run {
+        let report = session::dry_run(&plan, &events);
+        return session::stop(report.stop);
+    }
+    let state = session::state_dir(state_dir)?;
+    // ParamValue serializes secrets as `<redacted>`: params.json and the header never hold them.
+    let stored: Fields = match serde_json::to_value(&plan.params) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => Fields::new(),
+    };
+    let kind = match entry.source.format {
+        Format::Yaml => SourceKind::Yaml,
+        Format::Rhai => SourceKind::Rhai,
+    };
+    let run = state
+        .create_run(kind, &entry.source.text, &stored)
+        .map_err(Error::Journal)?;
+    let header = RunHeader {
+        format_version: FORMAT_VERSION,
+        run_id: run.id().to_owned(),
+        runbook: plan.runbook.clone(),
+        source_file: entry.source.name.clone(),
+        plan_hash: plan.hash.clone(),
+        params: stored,
+        host: identity::host_name(),
+        pid: identity::pid(),
+        started_at: time::now_rfc3339(),
+    };
+    let journal = Journal::create(&run, header).map_err(Error::Journal)?;
+    session::drive(&plan, journal, &events, output, yes, false)
+}

@@ -1,0 +1,148 @@
+//! The side-effect boundary: everything the executor does to the world goes through [`Effects`].
+//!
+//! The executor decides *when* to act (intent first, guard fresh, outcome after); an `Effects`
+//! implementation decides *how*. Keeping the two apart is what lets the same runner drive the
+//! local actions today, a cluster tomorrow (one object holding the Talos and kube clients that
+//! implements this trait and delegates local names to [`super::LocalEffects`]), and a scripted
+//! fake in tests with tokio's paused clock. Waits are plain polls (kube-rs' conditions): the
+//! runner applies the timeout from outside and journals only the outcome.
+
+use std::future::Future;
+
+use crate::journal::Fields;
+
+/// One action to perform, with its arguments already evaluated.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionCall<'a> {
+    /// The step id.
+    pub step: &'a str,
+    /// The catalog name, e.g. `marker`.
+    pub name: &'a str,
+    /// Arguments by name (live values: may hold secrets, never log them).
+    pub args: &'a Fields,
+    /// The attempt number, from the journal (1 = first).
+    pub attempt: u32,
+    /// Observations journaled with the intent (`step-started.pre_state`).
+    pub pre_state: &'a Fields,
+}
+
+/// A named guard or wait condition to check, with evaluated arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckCall<'a> {
+    /// The step id.
+    pub step: &'a str,
+    /// The catalog name, e.g. `etcd.safe-down`.
+    pub name: &'a str,
+    /// Arguments by name.
+    pub args: &'a Fields,
+}
+
+/// What an action returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActionOutcome {
+    /// Its result fields (`result.<field>` in `outputs:`), journaled in `action-completed`.
+    pub outputs: Fields,
+    /// Messages for the operator (not journaled), e.g. the `log` action's text.
+    pub messages: Vec<String>,
+}
+
+/// A guard's verdict from fresh observations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Whether the action may go ahead.
+    pub passed: bool,
+    /// Why it refused (empty when it passed).
+    pub reason: String,
+    /// The figures it decided on (journaled and shown by `runbook status`).
+    pub figures: Fields,
+}
+
+/// One poll of a wait condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poll {
+    /// Whether the condition holds.
+    pub satisfied: bool,
+    /// What was observed.
+    pub figures: Fields,
+}
+
+/// A side effect, check or poll that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EffectError {
+    /// The action needs a cluster connection, which this build's effects do not have.
+    #[error(
+        "`{name}` needs a cluster connection: cluster actions, guards and conditions arrive with the Talos/Kubernetes client; only the local actions (noop, sleep, log, fail, marker) and expression guards run today"
+    )]
+    NeedsCluster {
+        /// The action, guard or condition.
+        name: String,
+    },
+    /// An argument is missing or has the wrong type at run time.
+    #[error("argument `{arg}` of `{name}`: {reason}")]
+    BadArgument {
+        /// The action.
+        name: String,
+        /// The argument.
+        arg: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The effect failed.
+    #[error("{message}")]
+    Failed {
+        /// What happened.
+        message: String,
+        /// Whether trying again may help (the step's retry policy decides how often).
+        retryable: bool,
+    },
+}
+
+impl EffectError {
+    /// Whether the retry policy may try again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            EffectError::Failed {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Performs actions, checks named guards and polls wait conditions.
+///
+/// Implementations must not journal, print or sleep beyond what the effect needs; the runner
+/// owns timeouts, retries and records. Futures are `Send` so a daemon can drive runs on a
+/// multi-threaded runtime.
+pub trait Effects {
+    /// Performs an action once.
+    fn perform(
+        &self,
+        call: ActionCall<'_>,
+    ) -> impl Future<Output = Result<ActionOutcome, EffectError>> + Send;
+
+    /// Checks a named guard from fresh observations (read-only).
+    fn check_guard(
+        &self,
+        call: CheckCall<'_>,
+    ) -> impl Future<Output = Result<Verdict, EffectError>> + Send;
+
+    /// Polls a wait condition once (read-only).
+    fn poll(&self, call: CheckCall<'_>) -> impl Future<Output = Result<Poll, EffectError>> + Send;
+
+    /// The action's built-in probe, for an attempt interrupted with an unknown outcome:
+    /// `Some(true)` if its effect is there, `Some(false)` if not, `None` if the action has no
+    /// probe.
+    fn probe(
+        &self,
+        call: ActionCall<'_>,
+    ) -> impl Future<Output = Result<Option<bool>, EffectError>> + Send;
+
+    /// Observations to journal with the intent (`pre_state`), so an interrupted attempt can
+    /// be verified later (e.g. the node's boot id before a reboot). Default: none.
+    fn pre_state(&self, call: ActionCall<'_>) -> impl Future<Output = Fields> + Send {
+        let _ = call;
+        std::future::ready(Fields::new())
+    }
+}

@@ -1,0 +1,191 @@
+//! Run-time evaluation of `when`, expression guards, argument expressions and templates, and
+//! `outputs`, through the one sandboxed rhai engine ([`crate::sandbox`]).
+//!
+//! The compiler folded everything that depends only on params; what is left reads `steps.<id>`
+//! (outputs of earlier steps, taken from the journal state, so a resumed run sees exactly what
+//! the live run saw) or `result` (the action's result, for `outputs:`). The scope is the one the
+//! compiler checked against: `params`, `steps`, the step's `foreach` bindings and `result`.
+//! Params hold live values, secrets included, so results must be redacted before they are
+//! journaled or shown (see [`super::redact`]).
+
+use std::collections::BTreeMap;
+
+use rhai::{Dynamic, Engine, Scope};
+
+use crate::compile::expr::to_dynamic;
+use crate::journal::{Fields, RunState, StepState};
+use crate::plan::{Plan, Step, Value};
+use crate::sandbox;
+
+/// An expression failed at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot evaluate `{expr}` in step `{step}`: {reason}")]
+pub struct EvalError {
+    /// The step.
+    pub step: String,
+    /// The expression text.
+    pub expr: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Evaluates a plan's run-time expressions.
+pub struct Evaluator {
+    engine: Engine,
+    params: Dynamic,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Evaluator")
+    }
+}
+
+impl Evaluator {
+    /// An evaluator for `plan` (its params hold the live values).
+    pub fn new(plan: &Plan) -> Self {
+        let params: serde_json::Map<String, serde_json::Value> = plan
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect();
+        Evaluator {
+            engine: sandbox::engine(sandbox::EXPR_MAX_OPERATIONS),
+            params: to_dynamic(&serde_json::Value::Object(params)),
+        }
+    }
+
+    fn scope(&self, step: &Step, state: &RunState, result: Option<&Fields>) -> Scope<'static> {
+        let mut scope = Scope::new();
+        scope.push_constant("params", self.params.clone());
+        let mut steps = rhai::Map::new();
+        for (declared, concrete) in &step.scope {
+            if let StepState::Succeeded { outputs } = state.step_state(concrete) {
+                steps.insert(
+                    declared.as_str().into(),
+                    to_dynamic(&serde_json::Value::Object(outputs.clone())),
+                );
+            }
+        }
+        scope.push_constant("steps", Dynamic::from_map(steps));
+        for (k, v) in &step.bindings {
+            scope.push_constant(k.clone(), to_dynamic(v));
+        }
+        if let Some(result) = result {
+            scope.push_constant(
+                "result",
+                to_dynamic(&serde_json::Value::Object(result.clone())),
+            );
+        }
+        scope
+    }
+
+    fn eval(
+        &self,
+        step: &Step,
+        state: &RunState,
+        result: Option<&Fields>,
+        expr: &str,
+    ) -> Result<serde_json::Value, EvalError> {
+        let err = |reason: String| EvalError {
+            step: step.id.clone(),
+            expr: expr.to_owned(),
+            reason,
+        };
+        let mut scope = self.scope(step, state, result);
+        let value: Dynamic = self
+            .engine
+            .eval_expression_with_scope(&mut scope, expr)
+            .map_err(|e| err(e.to_string()))?;
+        rhai::serde::from_dynamic(&value).map_err(|e| err(e.to_string()))
+    }
+
+    /// Evaluates an expression to a value.
+    pub fn value(
+        &self,
+        step: &Step,
+        state: &RunState,
+        expr: &str,
+    ) -> Result<serde_json::Value, EvalError> {
+        self.eval(step, state, None, expr)
+    }
+
+    /// Evaluates a condition (`when`, an expression guard); it must give a boolean.
+    pub fn truth(&self, step: &Step, state: &RunState, expr: &str) -> Result<bool, EvalError> {
+        match self.value(step, state, expr)? {
+            serde_json::Value::Bool(b) => Ok(b),
+            other => Err(EvalError {
+                step: step.id.clone(),
+                expr: expr.to_owned(),
+                reason: format!("expected true or false, got `{other}`"),
+            }),
+        }
+    }
+
+    /// Evaluates arguments (literals pass through).
+    pub fn args(
+        &self,
+        step: &Step,
+        state: &RunState,
+        args: &BTreeMap<String, Value>,
+    ) -> Result<Fields, EvalError> {
+        args.iter()
+            .map(|(k, v)| Ok((k.clone(), self.arg(step, state, v)?)))
+            .collect()
+    }
+
+    /// Evaluates one argument value.
+    pub fn arg(
+        &self,
+        step: &Step,
+        state: &RunState,
+        v: &Value,
+    ) -> Result<serde_json::Value, EvalError> {
+        match v {
+            Value::Literal(v) => Ok(v.clone()),
+            Value::Expr(e) => self.value(step, state, &e.expr),
+            Value::Template { template } => self
+                .template(step, state, template)
+                .map(serde_json::Value::String),
+        }
+    }
+
+    /// Fills the `${{ … }}` parts of a template.
+    pub fn template(&self, step: &Step, state: &RunState, text: &str) -> Result<String, EvalError> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 3..];
+            let Some(end) = after.find("}}") else {
+                return Err(EvalError {
+                    step: step.id.clone(),
+                    expr: text.to_owned(),
+                    reason: "unclosed `${{`".into(),
+                });
+            };
+            match self.value(step, state, after[..end].trim())? {
+                serde_json::Value::String(s) => out.push_str(&s),
+                other => out.push_str(&other.to_string()),
+            }
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// The step's outputs: the action's result fields plus its `outputs:` expressions.
+    pub fn outputs(
+        &self,
+        step: &Step,
+        state: &RunState,
+        result: &Fields,
+    ) -> Result<Fields, EvalError> {
+        let mut out = result.clone();
+        for (name, e) in &step.outputs {
+            let v = self.eval(step, state, Some(result), &e.expr)?;
+            out.insert(name.clone(), v);
+        }
+        Ok(out)
+    }
+}
