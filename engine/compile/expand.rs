@@ -23,10 +23,22 @@ pub struct Instance<'a> {
     pub ast: &'a ast::Step,
     /// `foreach` variables.
     pub bindings: BTreeMap<String, serde_json::Value>,
-    /// Declared id → concrete id of steps visible by name from here.
-    pub scope: BTreeMap<String, String>,
+    /// The naming context it was declared in (an index into [`Expander::contexts`]).
+    pub ctx: usize,
     /// Dependencies from declaration order (used when `needs` is absent).
     pub default_needs: Vec<String>,
+}
+
+/// A naming context: the steps of one level (the top, or one `foreach` iteration of a group),
+/// declared id → concrete id. Names resolve in the innermost context first, then outwards;
+/// whether the named step really runs before is checked separately (ancestry), so one map per
+/// context is enough and the compiler stays linear in the number of steps.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The enclosing context.
+    pub parent: Option<usize>,
+    /// Declared id → concrete id of single-instance steps at this level.
+    pub map: BTreeMap<String, String>,
 }
 
 /// Expands the main steps into instances in declaration order.
@@ -39,6 +51,8 @@ pub struct Expander<'a, 'c> {
     pub instances: Vec<Instance<'a>>,
     /// Declared id → every concrete id that came from it (groups: their exits).
     pub by_declared: BTreeMap<String, Vec<String>>,
+    /// Naming contexts; 0 is the top level.
+    pub contexts: Vec<Context>,
     /// Problems found.
     pub diags: Diagnostics,
 }
@@ -58,6 +72,7 @@ impl<'a, 'c> Expander<'a, 'c> {
             all_steps,
             instances: Vec::new(),
             by_declared: BTreeMap::new(),
+            contexts: vec![Context::default()],
             diags: Diagnostics::default(),
         }
     }
@@ -68,7 +83,7 @@ impl<'a, 'c> Expander<'a, 'c> {
         steps: &'a [ast::Step],
         prefix: &str,
         bindings: &BTreeMap<String, serde_json::Value>,
-        scope: &mut BTreeMap<String, String>,
+        ctx: usize,
         entry: Vec<String>,
     ) -> Vec<String> {
         let mut prev = entry;
@@ -76,8 +91,10 @@ impl<'a, 'c> Expander<'a, 'c> {
             let exits = match &s.foreach {
                 None => {
                     let id = format!("{prefix}{}", s.id.value);
-                    self.push(s, id.clone(), bindings, scope, prev.clone());
-                    scope.insert(s.id.value.clone(), id.clone());
+                    self.push(s, id.clone(), bindings, ctx, prev.clone());
+                    self.contexts[ctx]
+                        .map
+                        .insert(s.id.value.clone(), id.clone());
                     vec![id]
                 }
                 Some(fe) => {
@@ -102,18 +119,16 @@ impl<'a, 'c> Expander<'a, 'c> {
                         b.insert(fe.var.clone(), serde_json::Value::String(item.clone()));
                         if s.steps.is_empty() {
                             let id = format!("{prefix}{}[{item}]", s.id.value);
-                            self.push(s, id.clone(), &b, scope, iter_entry);
+                            self.push(s, id.clone(), &b, ctx, iter_entry);
                             iter_entry = vec![id];
                         } else {
                             let inner_prefix = format!("{prefix}{}[{item}].", s.id.value);
-                            let mut inner_scope = scope.clone();
-                            iter_entry = self.list(
-                                &s.steps,
-                                &inner_prefix,
-                                &b,
-                                &mut inner_scope,
-                                iter_entry,
-                            );
+                            self.contexts.push(Context {
+                                parent: Some(ctx),
+                                map: BTreeMap::new(),
+                            });
+                            let inner = self.contexts.len() - 1;
+                            iter_entry = self.list(&s.steps, &inner_prefix, &b, inner, iter_entry);
                         }
                     }
                     self.by_declared
@@ -133,7 +148,7 @@ impl<'a, 'c> Expander<'a, 'c> {
         s: &'a ast::Step,
         id: String,
         bindings: &BTreeMap<String, serde_json::Value>,
-        scope: &BTreeMap<String, String>,
+        ctx: usize,
         default_needs: Vec<String>,
     ) {
         self.by_declared
@@ -144,7 +159,7 @@ impl<'a, 'c> Expander<'a, 'c> {
             id,
             ast: s,
             bindings: bindings.clone(),
-            scope: scope.clone(),
+            ctx,
             default_needs,
         });
     }
@@ -177,6 +192,16 @@ impl<'a, 'c> Expander<'a, 'c> {
                 fe.expr.span,
                 "`foreach` must be known at plan time: use params and outer `foreach` variables, not step outputs".to_string(),
                 "reads step outputs",
+            ));
+            return None;
+        }
+        if checked.secret {
+            self.diags.push(Diagnostic::new(
+                Code::ExprEval,
+                self.source,
+                fe.expr.span,
+                "`foreach` may not use a secret parameter: its elements become step ids, which are printed and journaled".to_string(),
+                "reads a secret",
             ));
             return None;
         }
@@ -220,12 +245,25 @@ impl<'a, 'c> Expander<'a, 'c> {
         Some(out)
     }
 
+    /// The concrete id a declared name refers to from `ctx` (innermost context first).
+    pub fn lookup(&self, ctx: usize, declared: &str) -> Option<String> {
+        let mut cur = Some(ctx);
+        while let Some(c) = cur {
+            let context = self.contexts.get(c)?;
+            if let Some(id) = context.map.get(declared) {
+                return Some(id.clone());
+            }
+            cur = context.parent;
+        }
+        None
+    }
+
     /// Resolves explicit `needs` of an instance to concrete ids.
     pub fn resolve_needs(&mut self, inst: &Instance<'a>, needs: &[Spanned<String>]) -> Vec<String> {
         let mut out = Vec::new();
         for n in needs {
-            if let Some(id) = inst.scope.get(&n.value) {
-                out.push(id.clone());
+            if let Some(id) = self.lookup(inst.ctx, &n.value) {
+                out.push(id);
             } else if let Some(ids) = self.by_declared.get(&n.value) {
                 out.extend(ids.iter().cloned());
             } else {

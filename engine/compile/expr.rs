@@ -41,6 +41,16 @@ pub struct Names<'a> {
 pub struct Checked {
     /// True if the expression reads `steps` or `result`, so it can only be evaluated at run time.
     pub runtime: bool,
+    /// True if it reads a `secret` parameter: its value must never be folded into the plan
+    /// (plans are printed and hashed into the journal), so it is evaluated at run time.
+    pub secret: bool,
+}
+
+impl Checked {
+    /// Whether the value may be computed when the plan is made.
+    pub fn foldable(&self) -> bool {
+        !self.runtime && !self.secret
+    }
 }
 
 /// A checker with its own sandboxed engine.
@@ -124,6 +134,7 @@ impl Checker {
             })?;
         let mut problem: Option<Diagnostic> = None;
         let mut runtime = false;
+        let mut secret = false;
         ast.walk(&mut |path: &[ASTNode]| {
             let Some(ASTNode::Expr(expr)) = path.last() else {
                 return true;
@@ -143,6 +154,14 @@ impl Checker {
                             return false;
                         }
                         let chain = prop_chain(&bin.rhs);
+                        if v.1 == "params"
+                            && chain
+                                .first()
+                                .and_then(|(name, _)| names.params.get(name))
+                                .is_some_and(|p| p.secret)
+                        {
+                            secret = true;
+                        }
                         if let Err(d) = check_chain(source, e, names, &v.1, &chain) {
                             problem = Some(d);
                             return false;
@@ -155,7 +174,7 @@ impl Checker {
         });
         match problem {
             Some(d) => Err(d),
-            None => Ok(Checked { runtime }),
+            None => Ok(Checked { runtime, secret }),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod expand;
 pub mod expr;
 pub mod graph;
 pub mod params;
+pub mod refs;
 pub mod step;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,13 +55,7 @@ pub fn compile(source: &Source, rb: &ast::Runbook, mode: &Mode) -> Result<Plan, 
     let checker = expr::Checker::new();
     let all_steps = all_ids(rb);
     let mut ex = expand::Expander::new(source, &checker, &params, &all_steps);
-    ex.list(
-        &rb.steps,
-        "",
-        &BTreeMap::new(),
-        &mut BTreeMap::new(),
-        Vec::new(),
-    );
+    ex.list(&rb.steps, "", &BTreeMap::new(), 0, Vec::new());
     let instances = std::mem::take(&mut ex.instances);
     let index: BTreeMap<&str, usize> = instances
         .iter()
@@ -139,20 +134,28 @@ pub fn compile(source: &Source, rb: &ast::Runbook, mode: &Mode) -> Result<Plan, 
     let mut rollbacks: Vec<plan::Step> = Vec::new();
     for (i, inst) in instances.iter().enumerate() {
         let ancestors = deps.ancestors(i);
-        let ancestor_ids: BTreeSet<&str> = ancestors
-            .iter()
-            .map(|a| instances[*a].id.as_str())
-            .collect();
-        let visible: BTreeMap<String, Vec<String>> = inst
-            .scope
-            .iter()
-            .filter(|(_, concrete)| ancestor_ids.contains(concrete.as_str()))
-            .filter_map(|(declared, concrete)| {
-                index
-                    .get(concrete.as_str())
-                    .map(|j| (declared.clone(), outputs_of(instances[*j].ast)))
-            })
-            .collect();
+        // Only the steps this step's expressions (and its rollbacks') mention, and only those
+        // that finish before it, are visible by name.
+        let mut wanted = refs::mentioned(inst.ast);
+        for r in &inst.ast.rollback {
+            if let Some(decl) = rollback_decls.get(r.value.as_str()) {
+                wanted.extend(refs::mentioned(decl));
+            }
+        }
+        let mut scope_all: BTreeMap<String, String> = BTreeMap::new();
+        let mut visible: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in &wanted {
+            let Some(concrete) = ex.lookup(inst.ctx, name) else {
+                continue;
+            };
+            let Some(&j) = index.get(concrete.as_str()) else {
+                continue;
+            };
+            if ancestors.contains(&j) {
+                visible.insert(name.clone(), outputs_of(instances[j].ast));
+                scope_all.insert(name.clone(), concrete);
+            }
+        }
         let cx = step::StepCx {
             source,
             checker: &checker,
@@ -192,7 +195,7 @@ pub fn compile(source: &Source, rb: &ast::Runbook, mode: &Mode) -> Result<Plan, 
             let rid = format!("{}@{}", r.value, inst.id);
             let mut r_visible = visible.clone();
             r_visible.insert(inst.ast.id.value.clone(), outputs_of(inst.ast));
-            let mut r_scope = inst.scope.clone();
+            let mut r_scope = scope_all.clone();
             r_scope.insert(inst.ast.id.value.clone(), inst.id.clone());
             let rcx = step::StepCx {
                 names: expr::Names {
@@ -218,7 +221,7 @@ pub fn compile(source: &Source, rb: &ast::Runbook, mode: &Mode) -> Result<Plan, 
             rollbacks.push(rstep);
             rollback_ids.push(rid);
         }
-        let mut scope = inst.scope.clone();
+        let mut scope = scope_all;
         scope.insert(inst.ast.id.value.clone(), inst.id.clone());
         built.push(step::build(
             &cx,

@@ -483,7 +483,7 @@ fn arg_value(
                     return None;
                 }
             };
-            if checked.runtime {
+            if !checked.foldable() {
                 return Some(Value::Expr(Expr {
                     expr: e.text.clone(),
                     span: e.span,
@@ -517,7 +517,7 @@ fn arg_value(
                     TemplatePart::Expr(e) => {
                         text.push_str(&format!("${{{{ {} }}}}", e.text));
                         match cx.checker.check(cx.source, e, &cx.names) {
-                            Ok(c) if c.runtime => runtime = true,
+                            Ok(c) if !c.foldable() => runtime = true,
                             Ok(_) => match cx.checker.eval(cx.source, e, &cx.names) {
                                 Ok(serde_json::Value::String(s)) => folded.push_str(&s),
                                 Ok(other) => folded.push_str(&other.to_string()),

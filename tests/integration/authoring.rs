@@ -472,3 +472,14 @@ fn rhai_field_errors_point_at_the_call() {
         (Code::UnknownAction, "3:4", "unknown action `talos.rebot`")
     );
 }
+
+#[test]
+fn foreach_over_a_secret_is_refused() {
+    let text = "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nparams:\n  s: { type: secret, default: \"a\" }\nsteps:\n  - id: f\n    foreach: \"[params.s]\"\n    action: noop\n";
+    let (code, _, msg) = only(check_yaml(text));
+    assert_eq!(code, Code::ExprEval);
+    assert!(
+        msg.starts_with("`foreach` may not use a secret parameter"),
+        "{msg}"
+    );
+}

@@ -43,7 +43,7 @@ fn secret_params_are_redacted_in_every_rendering() {
     let src = runbook::source::Source::new(
         "s.yaml",
         runbook::source::Format::Yaml,
-        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: s }\nparams:\n  token: { type: secret, required: true }\nsteps:\n  - id: a\n    action: log\n    with: { message: hello }\n",
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: s }\nparams:\n  token: { type: secret, required: true }\nsteps:\n  - id: a\n    action: log\n    with: { message: \"token ${{ params.token }}\" }\n  - id: b\n    action: log\n    with: { message: \"${{ params.token + \\\"!\\\" }}\" }\n",
     );
     let plan = compile::compile_source(
         &src,
@@ -60,4 +60,20 @@ fn secret_params_are_redacted_in_every_rendering() {
         assert!(!out.contains("hunter2-s3cret"), "secret leaked:\n{out}");
     }
     assert!(render::text(&plan).contains("token = <redacted>"));
+    // Arguments computed from a secret stay expressions, evaluated only at run time; the
+    // plan hash (journaled) covers the expression text, not the value.
+    assert!(
+        render::text(&plan).contains("message=token ${{ params.token }}"),
+        "{}",
+        render::text(&plan)
+    );
+    let other = compile::compile_source(
+        &src,
+        &Mode::Plan(vec![("token".into(), "different".into())]),
+    )
+    .unwrap();
+    assert_eq!(
+        plan.hash, other.hash,
+        "the plan hash must not depend on a secret's value"
+    );
 }
