@@ -414,6 +414,7 @@ impl<E: Effects> Runner<'_, E> {
                 (expr.expr.clone(), verdict)
             }
             Guard::Named { name, args } => {
+                let pre_state = self.recorded_pre_state(step);
                 let verdict = match self.eval.args(step, self.journal.state(), args) {
                     Ok(args) => match self
                         .effects
@@ -421,6 +422,7 @@ impl<E: Effects> Runner<'_, E> {
                             step: &step.id,
                             name,
                             args: &args,
+                            pre_state: &pre_state,
                         })
                         .await
                     {
@@ -434,6 +436,16 @@ impl<E: Effects> Runner<'_, E> {
         }
     }
 
+    /// What the step's latest intent recorded before acting (empty if nothing).
+    fn recorded_pre_state(&self, step: &Step) -> Fields {
+        self.journal
+            .state()
+            .steps
+            .get(&step.id)
+            .map(|r| r.pre_state.clone())
+            .unwrap_or_default()
+    }
+
     /// Polls `wait` until it holds or its timeout, which wraps the polling from outside.
     /// Polls become [`Event::WaitProgress`]; nothing here is journaled.
     pub(super) async fn wait_for(&self, step: &Step, wait: &Wait) -> WaitEnd {
@@ -441,6 +453,7 @@ impl<E: Effects> Runner<'_, E> {
             Ok(args) => args,
             Err(e) => return WaitEnd::Error(e.to_string()),
         };
+        let pre_state = self.recorded_pre_state(step);
         let start = Instant::now();
         let timeout_ms = ms(wait.timeout);
         let mut last = Fields::new();
@@ -450,6 +463,7 @@ impl<E: Effects> Runner<'_, E> {
                     step: &step.id,
                     name: &wait.condition,
                     args: &args,
+                    pre_state: &pre_state,
                 };
                 let (satisfied, error) = match self.effects.poll(call).await {
                     Ok(p) => {

@@ -35,6 +35,9 @@ pub struct CheckCall<'a> {
     pub name: &'a str,
     /// Arguments by name.
     pub args: &'a Fields,
+    /// What the step's latest intent recorded before acting (e.g. `boot_id`), for conditions
+    /// that compare against it (`talos.rebooted` without an explicit `boot_id`).
+    pub pre_state: &'a Fields,
 }
 
 /// What an action returned.

@@ -224,6 +224,9 @@ pub struct StepRecord {
     pub waits: Vec<WaitResult>,
     /// For a rollback step: the forward step it undoes.
     pub rollback_of: Option<String>,
+    /// The observations journaled with the latest intent (e.g. the boot id before a reboot),
+    /// kept after the action so its wait condition can compare against them.
+    pub pre_state: Fields,
 }
 
 /// A process that drove the run (one per `session-started`).
@@ -527,6 +530,7 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
             rec.attempts = *attempt;
             rec.first_started_ms.get_or_insert(at);
             rec.ended_ms = None;
+            rec.pre_state = pre_state.clone();
             rec.state = StepState::Started {
                 attempt: *attempt,
                 session: session.clone(),
