@@ -2,8 +2,8 @@
 //! first), and finish the run as aborted.
 
 use crate::cli::Error;
-use crate::cli::args::OutputArg;
-use crate::cli::session;
+use crate::cli::args::{ClusterArgs, OutputArg};
+use crate::cli::session::{self, Session, Target};
 use crate::journal::Journal;
 
 /// Aborts a run.
@@ -11,13 +11,26 @@ pub fn run(
     run_id: &str,
     params: Vec<(String, String)>,
     output: OutputArg,
+    cluster: &ClusterArgs,
     state_dir: Option<&std::path::Path>,
 ) -> Result<(), Error> {
     let state = session::state_dir(state_dir)?;
     let run = state.open_run(run_id).map_err(Error::Journal)?;
     let plan = session::load_plan(&run, &params)?;
+    let target = Target::for_resume(&run, cluster)?;
     let opened = Journal::open(&run).map_err(Error::Journal)?;
     let events = session::reporters(output);
     session::torn(&events, opened.torn.as_ref());
-    session::drive(&plan, opened.journal, &events, output, false, true)
+    session::drive(
+        Session {
+            plan: &plan,
+            journal: opened.journal,
+            events: &events,
+            output,
+            yes: false,
+            abort: true,
+        },
+        &target,
+        &run,
+    )
 }

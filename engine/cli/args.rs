@@ -86,6 +86,10 @@ pub enum Command {
         /// event per line on stdout).
         #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
         output: OutputArg,
+
+        /// Where the cluster is.
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 
     /// Continue an interrupted or paused run where it stopped: replay the journal, recompile the
@@ -107,6 +111,9 @@ pub enum Command {
         /// How to show progress: auto, plain or json.
         #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
         output: OutputArg,
+        /// Where the cluster is.
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 
     /// Approve a step that waits for approval (durably, in the journal); then `runbook resume`.
@@ -145,6 +152,9 @@ pub enum Command {
         /// How to show progress: auto, plain or json.
         #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
         output: OutputArg,
+        /// Where the cluster is.
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 
     /// The simulated Talos cluster to rehearse runbooks against (see docs/simulator.md).
@@ -182,6 +192,42 @@ pub enum SimCommand {
 
     /// List the scenarios, one line each.
     Scenarios,
+}
+
+/// Where the cluster is, for commands that drive a run. Without any of these, only local
+/// actions and expression guards can run.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// Rehearse on a simulated cluster started inside this process (see `runbook sim
+    /// scenarios`); it ends with the process, so interrupted rehearsals are resumed against
+    /// `runbook sim up` instead.
+    #[arg(long, conflicts_with = "talosconfig")]
+    pub sim: bool,
+
+    /// The simulator's starting state, with `--sim`.
+    #[arg(long, default_value = "healthy", requires = "sim")]
+    pub scenario: String,
+
+    /// The simulator's time acceleration, with `--sim` (60: a one-minute reboot takes a second).
+    #[arg(long, default_value_t = 60.0, requires = "sim")]
+    pub speed: f64,
+
+    /// The talosconfig to reach the cluster with (like talosctl's `--talosconfig`).
+    #[arg(long, value_name = "PATH", env = "TALOSCONFIG")]
+    pub talosconfig: Option<PathBuf>,
+
+    /// The talosconfig context (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "talosconfig")]
+    pub context: Option<String>,
+
+    /// A kubeconfig for the Kubernetes actions and checks.
+    #[arg(long, value_name = "PATH", requires = "talosconfig")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// A JSON map of node label → direct endpoint (the simulator writes `endpoints.json`);
+    /// needed to reach nodes in maintenance mode when labels are not addresses.
+    #[arg(long, value_name = "FILE", requires = "talosconfig")]
+    pub endpoints: Option<PathBuf>,
 }
 
 /// `--output` of the commands that drive a run.

@@ -174,13 +174,15 @@ pub fn main() -> ExitCode {
             dry_run,
             yes,
             output,
-        } => run::run(&runbook, params, dry_run, yes, output, state_dir),
+            cluster,
+        } => run::run(&runbook, params, dry_run, yes, output, &cluster, state_dir),
         args::Command::Resume {
             run,
             params,
             yes,
             output,
-        } => resume::run(run.as_deref(), params, yes, output, state_dir),
+            cluster,
+        } => resume::run(run.as_deref(), params, yes, output, &cluster, state_dir),
         args::Command::Approve { run, step } => approve::run(&run, &step, state_dir),
         args::Command::Runs => runs::run(state_dir),
         args::Command::Status { run } => status::run(&run, state_dir),
@@ -188,7 +190,8 @@ pub fn main() -> ExitCode {
             run,
             params,
             output,
-        } => abort::run(&run, params, output, state_dir),
+            cluster,
+        } => abort::run(&run, params, output, &cluster, state_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,8 +5,8 @@
 //! the holder), truncating a torn last record, and drives the run.
 
 use crate::cli::Error;
-use crate::cli::args::OutputArg;
-use crate::cli::session;
+use crate::cli::args::{ClusterArgs, OutputArg};
+use crate::cli::session::{self, Session, Target};
 use crate::journal::Journal;
 
 /// Resumes a run.
@@ -15,6 +15,7 @@ pub fn run(
     params: Vec<(String, String)>,
     yes: bool,
     output: OutputArg,
+    cluster: &ClusterArgs,
     state_dir: Option<&std::path::Path>,
 ) -> Result<(), Error> {
     let state = session::state_dir(state_dir)?;
@@ -34,8 +35,20 @@ pub fn run(
         }
     };
     let plan = session::load_plan(&run, &params)?;
+    let target = Target::for_resume(&run, cluster)?;
     let opened = Journal::open(&run).map_err(Error::Journal)?;
     let events = session::reporters(output);
     session::torn(&events, opened.torn.as_ref());
-    session::drive(&plan, opened.journal, &events, output, yes, false)
+    session::drive(
+        Session {
+            plan: &plan,
+            journal: opened.journal,
+            events: &events,
+            output,
+            yes,
+            abort: false,
+        },
+        &target,
+        &run,
+    )
 }

@@ -2,8 +2,8 @@
 //! with `--dry-run`, only say what would happen).
 
 use crate::cli::Error;
-use crate::cli::args::OutputArg;
-use crate::cli::session;
+use crate::cli::args::{ClusterArgs, OutputArg};
+use crate::cli::session::{self, Session, Target};
 use crate::compile::{self, Mode};
 use crate::journal::{FORMAT_VERSION, Fields, Journal, RunHeader, SourceKind, identity, time};
 use crate::library;
@@ -16,8 +16,10 @@ pub fn run(
     dry_run: bool,
     yes: bool,
     output: OutputArg,
+    cluster: &ClusterArgs,
     state_dir: Option<&std::path::Path>,
 ) -> Result<(), Error> {
+    let target = Target::from_args(cluster)?.unwrap_or(Target::Local);
     let entry = library::find(name)?;
     let plan =
         compile::compile_source(&entry.source, &Mode::Plan(params)).map_err(Error::Diagnostics)?;
@@ -50,6 +52,18 @@ pub fn run(
         pid: identity::pid(),
         started_at: time::now_rfc3339(),
     };
+    target.save(&run)?;
     let journal = Journal::create(&run, header).map_err(Error::Journal)?;
-    session::drive(&plan, journal, &events, output, yes, false)
+    session::drive(
+        Session {
+            plan: &plan,
+            journal,
+            events: &events,
+            output,
+            yes,
+            abort: false,
+        },
+        &target,
+        &run,
+    )
 }

@@ -5,10 +5,12 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use crate::cli::Error;
+use crate::cli::args::ClusterArgs;
 use crate::cli::args::OutputArg;
+use crate::cluster::effects::Connection;
 use crate::compile::{self, Mode};
 use crate::event::{Event, Stop};
-use crate::exec::{self, Approver, EventSink, LocalEffects, Options, Runner};
+use crate::exec::{self, Approver, Effects, EventSink, LocalEffects, Options, Runner};
 use crate::journal::{Journal, RunDir, SourceKind, StateDir};
 use crate::plan::Plan;
 use crate::report::{Output, Reporters};
@@ -140,32 +142,193 @@ fn param_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Drives a session to its stop and turns the stop into the exit status.
-pub fn drive(
-    plan: &Plan,
-    journal: Journal,
-    events: &Reporters,
-    output: OutputArg,
-    yes: bool,
-    abort: bool,
-) -> Result<(), Error> {
+/// Where a run's side effects go; saved as `target.json` in the run directory so `resume` and
+/// `abort` reach the same cluster.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Target {
+    /// Local actions only.
+    Local,
+    /// A cluster reached through a talosconfig (real, or a `runbook sim up` simulator).
+    Cluster(Connection),
+    /// A simulator embedded in the driving process (`--sim`).
+    Sim {
+        /// The starting scenario.
+        scenario: String,
+        /// Time acceleration.
+        speed: f64,
+    },
+}
+
+const TARGET_FILE: &str = "target.json";
+
+impl Target {
+    /// The target the command-line flags ask for, if they name one.
+    pub fn from_args(args: &ClusterArgs) -> Result<Option<Target>, Error> {
+        if args.sim {
+            return Ok(Some(Target::Sim {
+                scenario: args.scenario.clone(),
+                speed: args.speed,
+            }));
+        }
+        let Some(talosconfig) = &args.talosconfig else {
+            return Ok(None);
+        };
+        let endpoints = match &args.endpoints {
+            None => Default::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::Usage(format!("cannot read `{}`: {e}", path.display())))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    Error::Usage(format!(
+                        "`{}` is not a JSON map of node label to endpoint: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+        };
+        Ok(Some(Target::Cluster(Connection {
+            talosconfig: absolute(talosconfig),
+            context: args.context.clone(),
+            kubeconfig: args.kubeconfig.as_deref().map(absolute),
+            endpoints,
+            nodes: Vec::new(),
+        })))
+    }
+
+    /// Saves the target in a run directory.
+    pub fn save(&self, run: &RunDir) -> Result<(), Error> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Usage(format!("cannot record the run's target: {e}")))?;
+        crate::journal::durable::write_atomic(&run.path().join(TARGET_FILE), &json)
+            .map_err(|e| Error::Journal(e))
+    }
+
+    /// The target a run was started with (local if it recorded none).
+    pub fn load(run: &RunDir) -> Result<Target, Error> {
+        match std::fs::read(run.path().join(TARGET_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Usage(format!(
+                    "`{TARGET_FILE}` of run `{}` is unreadable: {e}",
+                    run.id()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Target::Local),
+            Err(e) => Err(Error::Usage(format!(
+                "cannot read `{TARGET_FILE}` of run `{}`: {e}",
+                run.id()
+            ))),
+        }
+    }
+
+    /// The target for continuing a run: flags win over what the run recorded. A run on an
+    /// embedded simulator cannot continue in another process (its cluster ended with it).
+    pub fn for_resume(run: &RunDir, args: &ClusterArgs) -> Result<Target, Error> {
+        if let Some(t) = Target::from_args(args)? {
+            return Ok(t);
+        }
+        match Target::load(run)? {
+            Target::Sim { scenario, .. } => Err(Error::Usage(format!(
+                "run `{}` rehearsed on a simulator embedded in its process (`--sim`, scenario `{scenario}`), which ended with it; \
+                 to rehearse interruptions, start `runbook sim up --dir DIR` and run with `--talosconfig DIR/talosconfig --kubeconfig DIR/kubeconfig --endpoints DIR/endpoints.json`",
+                run.id()
+            ))),
+            other => Ok(other),
+        }
+    }
+}
+
+fn absolute(p: &std::path::Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map_or_else(|_| p.to_path_buf(), |d| d.join(p))
+    }
+}
+
+/// Everything a session needs besides its effects.
+pub struct Session<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The opened journal.
+    pub journal: Journal,
+    /// Reporters.
+    pub events: &'a Reporters,
+    /// `--output`.
+    pub output: OutputArg,
+    /// `--yes`.
+    pub yes: bool,
+    /// Run the rollbacks and finish as aborted.
+    pub abort: bool,
+}
+
+async fn go<E: Effects>(effects: &E, s: Session<'_>) -> Result<crate::event::Report, Error> {
     let user = user();
     let options = Options {
-        yes,
-        approver: approver(output),
+        yes: s.yes,
+        approver: approver(s.output),
         user: &user,
     };
-    let effects = LocalEffects;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let mut runner = Runner::new(s.plan, s.journal, effects, s.events, options);
+    if s.abort {
+        runner.request_abort().map_err(Error::Exec)?;
+    }
+    runner.run().await.map_err(Error::Exec)
+}
+
+/// Drives a session against its target to its stop and turns the stop into the exit status.
+pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
     let report = runtime.block_on(async {
-        let mut runner = Runner::new(plan, journal, &effects, events, options);
-        if abort {
-            runner.request_abort().map_err(Error::Exec)?;
+        match target {
+            Target::Local => go(&LocalEffects, s).await,
+            Target::Cluster(conn) => {
+                let effects = conn
+                    .open()
+                    .await
+                    .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
+                go(&effects, s).await
+            }
+            Target::Sim { scenario, speed } => {
+                let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
+                    Error::Usage(format!(
+                        "unknown scenario `{scenario}`: {e} (see `runbook sim scenarios`)"
+                    ))
+                })?;
+                let speed = crate::sim::Speed::new(*speed)
+                    .ok_or_else(|| Error::Usage(format!("invalid speed `{speed}`")))?;
+                let handle = crate::sim::Simulator::start(crate::sim::SimConfig {
+                    scenario,
+                    speed,
+                    dir: run_dir.path().join("sim"),
+                })
+                .await
+                .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
+                let dir = handle.dir().to_path_buf();
+                let kubeconfig = dir.join("kubeconfig");
+                let conn = Connection {
+                    talosconfig: handle.talosconfig().to_path_buf(),
+                    context: None,
+                    kubeconfig: kubeconfig.exists().then_some(kubeconfig),
+                    endpoints: handle
+                        .nodes()
+                        .iter()
+                        .map(|(l, a)| (l.clone(), a.to_string()))
+                        .collect(),
+                    nodes: handle.nodes().keys().cloned().collect(),
+                };
+                let result = match conn.open().await {
+                    Ok(effects) => go(&effects, s).await,
+                    Err(e) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
+                };
+                handle.shutdown().await;
+                result
+            }
         }
-        runner.run().await.map_err(Error::Exec)
     })?;
     stop(report.stop)
 }

@@ -36,12 +36,37 @@ pub struct Observer {
     pub kube: Option<kube::Client>,
 }
 
-async fn within<T, E: std::fmt::Display>(
+/// An error as an operator should read it: a gRPC status by its message and code, anything
+/// else by its display.
+pub trait Brief {
+    /// The short text.
+    fn brief(&self) -> String;
+}
+
+impl Brief for tonic::Status {
+    fn brief(&self) -> String {
+        format!("{} ({:?})", self.message(), self.code())
+    }
+}
+
+impl Brief for kube::Error {
+    fn brief(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Brief for crate::cluster::talos::ClientError {
+    fn brief(&self) -> String {
+        self.to_string()
+    }
+}
+
+async fn within<T, E: Brief>(
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(CALL_DEADLINE, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e.brief()),
         Err(_) => Err("timed out".into()),
     }
 }
@@ -313,7 +338,7 @@ impl Observer {
                 v.maintenance = true;
                 v.stage = Some("maintenance".into());
             }
-            Err(e) if e.contains(&format!("{:?}", Code::Unimplemented)) => {
+            Err(e) if e.ends_with(&format!("({:?})", Code::Unimplemented)) => {
                 v.reachable = true;
                 v.maintenance = true;
                 v.stage = Some("maintenance".into());

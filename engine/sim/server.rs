@@ -247,6 +247,15 @@ impl Simulator {
             talosconfigs.insert(*role, path);
         }
 
+        // Label → loopback endpoint, for clients that must reach a node directly (maintenance
+        // mode has no routing): `runbook run --talosconfig DIR/talosconfig --endpoints
+        // DIR/endpoints.json`.
+        let endpoints_path = config.dir.join("endpoints.json");
+        let endpoint_map: BTreeMap<&String, String> =
+            addrs.iter().map(|(l, a)| (l, a.to_string())).collect();
+        let json = serde_json::to_vec_pretty(&endpoint_map).unwrap_or_default();
+        std::fs::write(&endpoints_path, json).map_err(write_err(&endpoints_path))?;
+
         let kube = start_kubernetes_api(KubeApiStart {
             cluster: cluster.clone(),
             pki: &pki,

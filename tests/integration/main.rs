@@ -15,5 +15,6 @@ mod properties;
 mod rendering;
 mod run;
 mod run_harness;
+mod run_sim;
 mod runbooks;
 mod sim_talos;

@@ -1,0 +1,999 @@
+//! The cluster implementation of [`Effects`]: Talos, etcd and Kubernetes actions, guards and
+//! waits, through our own Talos client and the kube client.
+//!
+//! Actions are single API calls (or one stream), never retried here: the executor owns intent
+//! records, retries and timeouts. Guards and waits observe the cluster afresh on every check
+//! ([`Observer`]) and decide with the plain functions of [`crate::condition`]. Errors that may
+//! pass (a node rebooting answers `Unavailable`; etcd refuses membership changes for a few
+//! seconds after a peer reconnects: `unhealthy cluster`) are marked retryable. Local actions
+//! (`noop`, `sleep`, `log`, `fail`, `marker`) are delegated to [`LocalEffects`]. Machine
+//! configs are read from files and sent as they are: never logged, never journaled.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use runbook_proto::common::Data;
+use runbook_proto::cosi::resource::GetRequest;
+use runbook_proto::machine::{
+    ApplyConfigurationRequest, BootstrapRequest, EtcdForfeitLeadershipRequest,
+    EtcdLeaveClusterRequest, EtcdMemberListRequest, EtcdRemoveMemberByIdRequest,
+    EtcdSnapshotRequest, ReadRequest, RebootRequest, ResetPartitionSpec, ResetRequest,
+    ShutdownRequest, UpgradeRequest,
+};
+
+use crate::cluster::observe::{Observer, evictable};
+use crate::cluster::talos::{TalosClient, with_node};
+use crate::condition::check;
+use crate::condition::talos::Poll as CondPoll;
+use crate::exec::LocalEffects;
+use crate::exec::effects::{
+    ActionCall, ActionOutcome, CheckCall, EffectError, Effects, Poll, Verdict,
+};
+use crate::journal::Fields;
+
+/// Effects against a real (or simulated) cluster.
+pub struct ClusterEffects {
+    observer: Observer,
+    local: LocalEffects,
+    started: std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>,
+}
+
+impl ClusterEffects {
+    /// Effects through an observer (which holds the Talos and Kubernetes clients).
+    pub fn new(observer: Observer) -> ClusterEffects {
+        ClusterEffects {
+            observer,
+            local: LocalEffects,
+            started: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn talos(&self) -> &TalosClient {
+        &self.observer.talos
+    }
+
+    fn waited(&self, step: &str, condition: &str) -> Duration {
+        let key = format!("{step}\u{0}{condition}");
+        let mut map = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let start = *map.entry(key).or_insert_with(tokio::time::Instant::now);
+        start.elapsed()
+    }
+}
+
+fn status_error(action: &str, s: &tonic::Status) -> EffectError {
+    let msg = s.message();
+    let retryable = matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted
+    ) || msg.contains("unhealthy cluster")
+        || msg.contains("no leader")
+        || msg.contains("too many learner");
+    EffectError::Failed {
+        message: format!("`{action}`: {} ({:?})", msg, s.code()),
+        retryable,
+    }
+}
+
+fn done<T>(name: &str, r: Result<T, tonic::Status>) -> Result<ActionOutcome, EffectError> {
+    r.map(|_| ActionOutcome::default())
+        .map_err(|s| status_error(name, &s))
+}
+
+fn arg<'a>(call: &ActionCall<'a>, name: &str) -> Result<&'a str, EffectError> {
+    opt(call, name)?.ok_or_else(|| EffectError::BadArgument {
+        name: call.name.into(),
+        arg: name.into(),
+        reason: "missing".into(),
+    })
+}
+
+fn opt<'a>(call: &ActionCall<'a>, name: &str) -> Result<Option<&'a str>, EffectError> {
+    match call.args.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(EffectError::BadArgument {
+            name: call.name.into(),
+            arg: name.into(),
+            reason: format!("expected a string, found {other}"),
+        }),
+    }
+}
+
+fn flag(call: &ActionCall<'_>, name: &str) -> bool {
+    call.args
+        .get(name)
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn outputs(pairs: impl IntoIterator<Item = (&'static str, serde_json::Value)>) -> ActionOutcome {
+    ActionOutcome {
+        outputs: pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        messages: Vec::new(),
+    }
+}
+
+fn io_error(action: &str, what: &str, e: impl std::fmt::Display) -> EffectError {
+    EffectError::Failed {
+        message: format!("`{action}`: {what}: {e}"),
+        retryable: false,
+    }
+}
+
+impl ClusterEffects {
+    async fn read(&self, node: &str, path: &str) -> Result<String, tonic::Status> {
+        let req = ReadRequest { path: path.into() };
+        let mut stream = self
+            .talos()
+            .machine()
+            .read(with_node(req, node))
+            .await?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend(chunk?.bytes);
+        }
+        Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+    }
+
+    async fn boot_id(&self, node: &str) -> Result<String, tonic::Status> {
+        self.read(node, "/proc/sys/kernel/random/boot_id").await
+    }
+
+    /// The Kubernetes node name of a Talos node label (its hostname).
+    async fn kube_name(&self, node: &str) -> String {
+        match self.read(node, "/proc/sys/kernel/hostname").await {
+            Ok(h) if !h.is_empty() => h,
+            _ => node.to_string(),
+        }
+    }
+
+    fn kube(&self, action: &str) -> Result<&kube::Client, EffectError> {
+        self.observer
+            .kube
+            .as_ref()
+            .ok_or_else(|| EffectError::Failed {
+                message: format!("`{action}` needs the Kubernetes API: give a kubeconfig"),
+                retryable: false,
+            })
+    }
+
+    async fn member_id(&self, via: &str, member: &str) -> Result<Option<u64>, EffectError> {
+        if member.len() == 16
+            && let Ok(id) = u64::from_str_radix(member, 16)
+        {
+            return Ok(Some(id));
+        }
+        let resp = self
+            .talos()
+            .machine()
+            .etcd_member_list(with_node(EtcdMemberListRequest { query_local: false }, via))
+            .await
+            .map_err(|s| status_error("etcd.remove-member", &s))?;
+        Ok(resp
+            .into_inner()
+            .messages
+            .into_iter()
+            .flat_map(|m| m.members)
+            .find(|m| m.hostname == member)
+            .map(|m| m.id))
+    }
+
+    async fn apply_config(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+        let node = arg(call, "node")?;
+        let mode = match opt(call, "mode")?.unwrap_or("auto") {
+            "reboot" => 0,
+            "auto" => 1,
+            "no-reboot" => 2,
+            "staged" => 3,
+            "try" => 4,
+            other => {
+                return Err(EffectError::BadArgument {
+                    name: call.name.into(),
+                    arg: "mode".into(),
+                    reason: format!("unknown mode `{other}`"),
+                });
+            }
+        };
+        let insecure = flag(call, "insecure");
+        let data = match (opt(call, "config")?, call.args.get("patch")) {
+            (Some(path), None) => std::fs::read(path)
+                .map_err(|e| io_error(call.name, &format!("cannot read `{path}`"), e))?,
+            (None, Some(patch)) => {
+                let current = self.current_config(node).await?;
+                patch_config(&current, patch)
+                    .map_err(|e| io_error(call.name, "cannot patch the running config", e))?
+                    .into_bytes()
+            }
+            (Some(_), Some(_)) => {
+                return Err(EffectError::BadArgument {
+                    name: call.name.into(),
+                    arg: "patch".into(),
+                    reason: "give `config` or `patch`, not both".into(),
+                });
+            }
+            (None, None) => {
+                return Err(EffectError::BadArgument {
+                    name: call.name.into(),
+                    arg: "config".into(),
+                    reason: "give `config` (a file) or `patch`".into(),
+                });
+            }
+        };
+        let req = ApplyConfigurationRequest {
+            data,
+            mode,
+            dry_run: flag(call, "dry_run"),
+            try_mode_timeout: None,
+        };
+        let resp = if insecure {
+            let endpoint = self
+                .observer
+                .endpoint_of(node)
+                .ok_or_else(|| EffectError::Failed {
+                    message: format!("no maintenance endpoint known for `{node}`"),
+                    retryable: false,
+                })?;
+            let client = TalosClient::connect_insecure(&endpoint, None)
+                .await
+                .map_err(|e| EffectError::Failed {
+                    message: format!(
+                        "`{}`: cannot reach `{node}` in maintenance mode: {e}",
+                        call.name
+                    ),
+                    retryable: true,
+                })?;
+            client.machine().apply_configuration(req).await
+        } else {
+            self.talos()
+                .machine()
+                .apply_configuration(with_node(req, node))
+                .await
+        }
+        .map_err(|s| status_error(call.name, &s))?;
+        let reply = resp
+            .into_inner()
+            .messages
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        Ok(outputs([
+            ("mode", serde_json::json!(reply.mode)),
+            ("mode_details", serde_json::json!(reply.mode_details)),
+        ]))
+    }
+
+    async fn current_config(&self, node: &str) -> Result<String, EffectError> {
+        let req = GetRequest {
+            namespace: "config".into(),
+            r#type: "MachineConfigs.config.talos.dev".into(),
+            id: "v1alpha1".into(),
+            options: None,
+        };
+        let resp = self
+            .talos()
+            .cosi()
+            .get(with_node(req, node))
+            .await
+            .map_err(|s| status_error("talos.apply-config", &s))?;
+        Ok(resp
+            .into_inner()
+            .resource
+            .and_then(|r| r.spec)
+            .map(|s| s.yaml_spec)
+            .unwrap_or_default())
+    }
+
+    async fn snapshot(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+        let node = arg(call, "node")?;
+        let dir = PathBuf::from(arg(call, "dir")?);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| io_error(call.name, &format!("cannot create `{}`", dir.display()), e))?;
+        let stamp = crate::journal::time::compact(crate::journal::time::now_ms());
+        let name = format!("{stamp}_{}.db", node.replace(['/', ':'], "_"));
+        let final_path = dir.join(&name);
+        let mut stream = self
+            .talos()
+            .machine()
+            .etcd_snapshot(with_node(EtcdSnapshotRequest {}, node))
+            .await
+            .map_err(|s| status_error(call.name, &s))?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend(chunk.map_err(|s| status_error(call.name, &s))?.bytes);
+        }
+        verify_snapshot(&bytes).map_err(|e| io_error(call.name, "snapshot rejected", e))?;
+        crate::journal::durable::write_atomic(&final_path, &bytes)
+            .map_err(|e| io_error(call.name, "cannot store the snapshot", e))?;
+        Ok(outputs([
+            ("path", final_path.display().to_string().into()),
+            ("sha256", hex::encode(Sha256::digest(&bytes)).into()),
+            ("size", bytes.len().into()),
+        ]))
+    }
+
+    async fn bootstrap(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+        let node = arg(call, "node")?;
+        let recover = opt(call, "recover_from")?;
+        if let Some(path) = recover {
+            let bytes = std::fs::read(path)
+                .map_err(|e| io_error(call.name, &format!("cannot read `{path}`"), e))?;
+            let chunks: Vec<Data> = bytes
+                .chunks(4096)
+                .map(|c| Data {
+                    metadata: None,
+                    bytes: c.to_vec(),
+                })
+                .collect();
+            let stream = tokio_stream::iter(chunks);
+            self.talos()
+                .machine()
+                .etcd_recover(with_node(stream, node))
+                .await
+                .map_err(|s| status_error(call.name, &s))?;
+        }
+        let req = BootstrapRequest {
+            recover_etcd: recover.is_some(),
+            recover_skip_hash_check: flag(call, "skip_hash_check"),
+        };
+        match self.talos().machine().bootstrap(with_node(req, node)).await {
+            Ok(_) => Ok(outputs([("already", false.into())])),
+            // The node's etcd data exists: it was bootstrapped (by this run's earlier attempt).
+            Err(s) if s.code() == Code::AlreadyExists => Ok(outputs([("already", true.into())])),
+            Err(s) => Err(status_error(call.name, &s)),
+        }
+    }
+
+    async fn drain(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::{Api, EvictParams, ListParams};
+        let node = arg(call, "node")?;
+        let client = self.kube(call.name)?.clone();
+        let name = self.kube_name(node).await;
+        let pods: Api<Pod> = Api::all(client.clone());
+        let list = pods
+            .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
+            .await
+            .map_err(|e| EffectError::Failed {
+                message: format!("`kube.drain`: cannot list pods on `{name}`: {e}"),
+                retryable: true,
+            })?;
+        let mut evicted = 0;
+        let mut blocked = Vec::new();
+        for p in list.items.iter().filter(|p| evictable(p)) {
+            let (Some(ns), Some(pname)) =
+                (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
+            else {
+                continue;
+            };
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            match api.evict(pname, &EvictParams::default()).await {
+                Ok(_) => evicted += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(kube::Error::Api(e)) if e.code == 429 => blocked.push(format!("{ns}/{pname}")),
+                Err(e) => {
+                    return Err(EffectError::Failed {
+                        message: format!("`kube.drain`: evicting {ns}/{pname}: {e}"),
+                        retryable: true,
+                    });
+                }
+            }
+        }
+        if !blocked.is_empty() {
+            return Err(EffectError::Failed {
+                message: format!(
+                    "`kube.drain`: a PodDisruptionBudget blocks evicting {}",
+                    blocked.join(", ")
+                ),
+                retryable: true,
+            });
+        }
+        Ok(outputs([("evicted", evicted.into())]))
+    }
+
+    async fn set_unschedulable(
+        &self,
+        call: &ActionCall<'_>,
+        value: bool,
+    ) -> Result<ActionOutcome, EffectError> {
+        use k8s_openapi::api::core::v1::Node;
+        use kube::api::{Api, Patch, PatchParams};
+        let node = arg(call, "node")?;
+        let client = self.kube(call.name)?.clone();
+        let name = self.kube_name(node).await;
+        let api: Api<Node> = Api::all(client);
+        let patch = serde_json::json!({ "spec": { "unschedulable": value } });
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| EffectError::Failed {
+                message: format!("`{}` on `{name}`: {e}", call.name),
+                retryable: true,
+            })?;
+        Ok(ActionOutcome::default())
+    }
+
+    async fn act(&self, call: ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+        let m = || self.talos().machine();
+        let name = call.name;
+        match name {
+            "talos.reboot" => {
+                let node = arg(&call, "node")?;
+                let mode = i32::from(opt(&call, "mode")? == Some("powercycle"));
+                let before = call.pre_state.get("boot_id").cloned().unwrap_or_default();
+                m().reboot(with_node(RebootRequest { mode }, node))
+                    .await
+                    .map_err(|s| status_error(name, &s))?;
+                Ok(outputs([("boot_id_before", before)]))
+            }
+            "talos.shutdown" => {
+                let node = arg(&call, "node")?;
+                done(
+                    name,
+                    m().shutdown(with_node(
+                        ShutdownRequest {
+                            force: flag(&call, "force"),
+                        },
+                        node,
+                    ))
+                    .await,
+                )
+            }
+            "talos.upgrade" => {
+                let node = arg(&call, "node")?;
+                let req = UpgradeRequest {
+                    image: arg(&call, "image")?.into(),
+                    preserve: false,
+                    stage: flag(&call, "stage"),
+                    force: false,
+                    reboot_mode: i32::from(opt(&call, "reboot_mode")? == Some("powercycle")),
+                };
+                let before = call.pre_state.get("boot_id").cloned().unwrap_or_default();
+                m().upgrade(with_node(req, node))
+                    .await
+                    .map_err(|s| status_error(name, &s))?;
+                Ok(outputs([("boot_id_before", before)]))
+            }
+            "talos.apply-config" => self.apply_config(&call).await,
+            "talos.reset" => {
+                let node = arg(&call, "node")?;
+                let labels: Vec<ResetPartitionSpec> = call
+                    .args
+                    .get("wipe")
+                    .and_then(|w| w.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|l| l.as_str())
+                            .map(|l| ResetPartitionSpec {
+                                label: l.into(),
+                                wipe: true,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let req = ResetRequest {
+                    graceful: call
+                        .args
+                        .get("graceful")
+                        .and_then(|g| g.as_bool())
+                        .unwrap_or(true),
+                    reboot: call
+                        .args
+                        .get("reboot")
+                        .and_then(|g| g.as_bool())
+                        .unwrap_or(true),
+                    system_partitions_to_wipe: labels,
+                    user_disks_to_wipe: Vec::new(),
+                    mode: 0,
+                };
+                done(name, m().reset(with_node(req, node)).await)
+            }
+            "talos.bootstrap" => self.bootstrap(&call).await,
+            "talos.read-boot-id" => {
+                let node = arg(&call, "node")?;
+                let id = self
+                    .boot_id(node)
+                    .await
+                    .map_err(|s| status_error(name, &s))?;
+                Ok(outputs([("boot_id", id.into())]))
+            }
+            "talos.machine-status" => {
+                let v = self.observer.node(arg(&call, "node")?).await;
+                if !v.reachable {
+                    return Err(EffectError::Failed {
+                        message: format!("`{name}`: `{}` does not answer", v.label),
+                        retryable: true,
+                    });
+                }
+                Ok(outputs([
+                    ("stage", v.stage.clone().unwrap_or_default().into()),
+                    ("ready", v.ready.unwrap_or(false).into()),
+                    ("unmet_conditions", v.unmet.clone().into()),
+                ]))
+            }
+            "talos.services" => {
+                let v = self.observer.node(arg(&call, "node")?).await;
+                let not_running: Vec<String> = v
+                    .services
+                    .iter()
+                    .filter(|s| s.state != "Running")
+                    .map(|s| s.id.clone())
+                    .collect();
+                Ok(outputs([
+                    (
+                        "services",
+                        serde_json::to_value(&v.services).unwrap_or_default(),
+                    ),
+                    ("not_running", not_running.into()),
+                ]))
+            }
+            "talos.disks" => {
+                let node = arg(&call, "node")?;
+                let v = self.observer.node(node).await;
+                if v.disks.is_empty() {
+                    return Err(EffectError::Failed {
+                        message: format!("`{name}`: no disks reported by `{node}`"),
+                        retryable: true,
+                    });
+                }
+                Ok(outputs([(
+                    "disks",
+                    serde_json::to_value(&v.disks).unwrap_or_default(),
+                )]))
+            }
+            "talos.kubeconfig" => {
+                let node = arg(&call, "node")?;
+                let path = PathBuf::from(arg(&call, "path")?);
+                let mut stream = m()
+                    .kubeconfig(with_node((), node))
+                    .await
+                    .map_err(|s| status_error(name, &s))?
+                    .into_inner();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    bytes.extend(chunk.map_err(|s| status_error(name, &s))?.bytes);
+                }
+                let text = extract_kubeconfig(&bytes)
+                    .map_err(|e| io_error(name, "cannot unpack the kubeconfig archive", e))?;
+                crate::journal::durable::write_atomic(&path, &text).map_err(|e| {
+                    io_error(name, &format!("cannot write `{}`", path.display()), e)
+                })?;
+                Ok(outputs([("path", path.display().to_string().into())]))
+            }
+            "etcd.members" => {
+                let node = arg(&call, "node")?;
+                let resp = m()
+                    .etcd_member_list(with_node(
+                        EtcdMemberListRequest { query_local: false },
+                        node,
+                    ))
+                    .await
+                    .map_err(|s| status_error(name, &s))?;
+                let members: Vec<_> = resp
+                    .into_inner()
+                    .messages
+                    .into_iter()
+                    .flat_map(|x| x.members)
+                    .collect();
+                let voters = members.iter().filter(|x| !x.is_learner).count();
+                let list: Vec<serde_json::Value> = members
+                    .iter()
+                    .map(|x| serde_json::json!({ "id": format!("{:016x}", x.id), "hostname": x.hostname, "learner": x.is_learner }))
+                    .collect();
+                Ok(outputs([
+                    ("members", list.into()),
+                    ("voters", voters.into()),
+                    ("learners", (members.len() - voters).into()),
+                ]))
+            }
+            "etcd.status" => {
+                let node = arg(&call, "node")?;
+                let resp = m()
+                    .etcd_status(with_node((), node))
+                    .await
+                    .map_err(|s| status_error(name, &s))?;
+                let st = resp
+                    .into_inner()
+                    .messages
+                    .into_iter()
+                    .find_map(|x| x.member_status)
+                    .unwrap_or_default();
+                Ok(outputs([
+                    ("member_id", format!("{:016x}", st.member_id).into()),
+                    ("leader", format!("{:016x}", st.leader).into()),
+                    ("raft_index", st.raft_index.into()),
+                    ("errors", st.errors.into()),
+                    ("is_learner", st.is_learner.into()),
+                ]))
+            }
+            "etcd.snapshot" => self.snapshot(&call).await,
+            "etcd.remove-member" => {
+                let via = arg(&call, "node")?;
+                let member = arg(&call, "member")?;
+                let Some(id) = self.member_id(via, member).await? else {
+                    // Already gone: removal is done.
+                    return Ok(outputs([("member_id", serde_json::Value::Null)]));
+                };
+                match m()
+                    .etcd_remove_member_by_id(with_node(
+                        EtcdRemoveMemberByIdRequest { member_id: id },
+                        via,
+                    ))
+                    .await
+                {
+                    Ok(_) => Ok(outputs([("member_id", format!("{id:016x}").into())])),
+                    Err(s) if s.code() == Code::NotFound => {
+                        Ok(outputs([("member_id", format!("{id:016x}").into())]))
+                    }
+                    Err(s) => Err(status_error(name, &s)),
+                }
+            }
+            "etcd.leave" => {
+                let node = arg(&call, "node")?;
+                done(
+                    name,
+                    m().etcd_leave_cluster(with_node(EtcdLeaveClusterRequest {}, node))
+                        .await,
+                )
+            }
+            "etcd.forfeit-leadership" => {
+                let node = arg(&call, "node")?;
+                let resp = m()
+                    .etcd_forfeit_leadership(with_node(EtcdForfeitLeadershipRequest {}, node))
+                    .await
+                    .map_err(|s| status_error(name, &s))?;
+                let member = resp
+                    .into_inner()
+                    .messages
+                    .into_iter()
+                    .next()
+                    .map(|x| x.member)
+                    .unwrap_or_default();
+                Ok(outputs([("leader", member.into())]))
+            }
+            "kube.cordon" => self.set_unschedulable(&call, true).await,
+            "kube.uncordon" => self.set_unschedulable(&call, false).await,
+            "kube.drain" => self.drain(&call).await,
+            "kube.delete-node" => {
+                use k8s_openapi::api::core::v1::Node;
+                use kube::api::{Api, DeleteParams};
+                let node = arg(&call, "node")?;
+                let api: Api<Node> = Api::all(self.kube(name)?.clone());
+                match api.delete(node, &DeleteParams::default()).await {
+                    Ok(_) => Ok(ActionOutcome::default()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(ActionOutcome::default()),
+                    Err(e) => Err(EffectError::Failed {
+                        message: format!("`{name}`: {e}"),
+                        retryable: true,
+                    }),
+                }
+            }
+            _ => self.local.perform(call).await,
+        }
+    }
+}
+
+/// Checks the sha256 trailer Talos appends to an API snapshot (`size % 512 == 32`).
+pub fn verify_snapshot(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 32 || bytes.len() % 512 != 32 {
+        return Err(format!(
+            "{} bytes: not an etcd API snapshot with a sha256 trailer (size % 512 must be 32)",
+            bytes.len()
+        ));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != trailer {
+        return Err("sha256 trailer does not match the snapshot body".into());
+    }
+    Ok(())
+}
+
+/// The `kubeconfig` file inside the `.tar.gz` that `MachineService/Kubeconfig` streams.
+pub fn extract_kubeconfig(archive: &[u8]) -> Result<Vec<u8>, String> {
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(archive)
+        .read_to_end(&mut tar)
+        .map_err(|e| format!("not gzip: {e}"))?;
+    let mut off = 0;
+    while off + 512 <= tar.len() {
+        let header = &tar[off..off + 512];
+        if header.iter().all(|b| *b == 0) {
+            break;
+        }
+        let name_end = header[..100].iter().position(|b| *b == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&header[..name_end]).to_string();
+        let size_text = String::from_utf8_lossy(&header[124..136]);
+        let size =
+            usize::from_str_radix(size_text.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+                .map_err(|_| "bad tar header".to_string())?;
+        let start = off + 512;
+        let end = start + size;
+        if end > tar.len() {
+            return Err("truncated tar archive".into());
+        }
+        if name.trim_start_matches("./") == "kubeconfig" {
+            return Ok(tar[start..end].to_vec());
+        }
+        off = start + size.div_ceil(512) * 512;
+    }
+    Err("no `kubeconfig` in the archive".into())
+}
+
+/// Applies a strategic-merge-style patch (maps merge, lists append, scalars replace) to a
+/// machine config; returns the patched config as JSON text (a subset of YAML, which Talos
+/// parses). Only the first (v1alpha1) document is patched; others are kept.
+pub fn patch_config(current: &str, patch: &serde_json::Value) -> Result<String, String> {
+    let docs: Vec<&str> = current
+        .split("\n---")
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && *d != "---")
+        .collect();
+    let mut out = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let src = crate::source::Source::new(
+            "machine config",
+            crate::source::Format::Yaml,
+            doc.trim_start_matches("---"),
+        );
+        let node = crate::dsl::yaml::parse(&src).map_err(|d| d.to_string())?;
+        let mut value = node.to_json();
+        if i == 0 {
+            merge(&mut value, patch);
+        }
+        out.push(serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+    }
+    if out.is_empty() {
+        let mut value = serde_json::json!({});
+        merge(&mut value, patch);
+        out.push(serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+    }
+    Ok(out.join("\n---\n"))
+}
+
+fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value as J;
+    match (base, patch) {
+        (J::Object(b), J::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (J::Array(b), J::Array(p)) => {
+            for item in p {
+                if !b.contains(item) {
+                    b.push(item.clone());
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+fn verdict(v: crate::condition::view::Verdict) -> Verdict {
+    if v.holds {
+        // A pass has no reason field of its own: keep why it passed with the figures.
+        Verdict {
+            passed: true,
+            reason: String::new(),
+            figures: with_reason(v.figures, &v.reason),
+        }
+    } else {
+        Verdict {
+            passed: false,
+            reason: v.reason,
+            figures: v.figures,
+        }
+    }
+}
+
+fn with_reason(mut figures: Fields, reason: &str) -> Fields {
+    figures.insert("reason".into(), reason.into());
+    figures
+}
+
+fn check_error(name: &str, e: check::Error) -> EffectError {
+    EffectError::BadArgument {
+        name: name.into(),
+        arg: "-".into(),
+        reason: e.to_string(),
+    }
+}
+
+impl Effects for ClusterEffects {
+    async fn perform(&self, call: ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+        self.act(call).await
+    }
+
+    async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
+        let view = self.observer.view().await;
+        let args = call.args.clone().into_iter().collect();
+        check::guard(call.name, &args, &view)
+            .map(verdict)
+            .map_err(|e| check_error(call.name, e))
+    }
+
+    async fn poll(&self, call: CheckCall<'_>) -> Result<Poll, EffectError> {
+        let view = self.observer.view().await;
+        let args = call.args.clone().into_iter().collect();
+        let waited = self.waited(call.step, call.name);
+        let before = call.pre_state.get("boot_id").and_then(|b| b.as_str());
+        match check::wait(call.name, &args, &view, waited, before)
+            .map_err(|e| check_error(call.name, e))?
+        {
+            CondPoll::Holds(v) => Ok(Poll {
+                satisfied: true,
+                figures: with_reason(v.figures, &v.reason),
+            }),
+            CondPoll::NotYet(v) => Ok(Poll {
+                satisfied: false,
+                figures: with_reason(v.figures, &v.reason),
+            }),
+            CondPoll::GiveUp(v) => Err(EffectError::Failed {
+                message: v.reason,
+                retryable: false,
+            }),
+        }
+    }
+
+    async fn probe(&self, call: ActionCall<'_>) -> Result<Option<bool>, EffectError> {
+        match call.name {
+            "talos.reboot" | "talos.upgrade" => {
+                let node = arg(&call, "node")?;
+                let Some(before) = call.pre_state.get("boot_id").and_then(|b| b.as_str()) else {
+                    return Ok(None);
+                };
+                match self.boot_id(node).await {
+                    Ok(now) => Ok(Some(now != before)),
+                    // Not answering: it is rebooting, so the call got through.
+                    Err(s) if s.code() == Code::Unavailable => Ok(Some(true)),
+                    Err(s) => Err(status_error(call.name, &s)),
+                }
+            }
+            "etcd.remove-member" => {
+                let via = arg(&call, "node")?;
+                let member = arg(&call, "member")?;
+                Ok(Some(self.member_id(via, member).await?.is_none()))
+            }
+            "etcd.leave" => {
+                let node = arg(&call, "node")?;
+                let v = self.observer.view().await;
+                Ok(Some(crate::condition::talos::not_member(&v, node).holds))
+            }
+            _ => self.local.probe(call).await,
+        }
+    }
+
+    async fn pre_state(&self, call: ActionCall<'_>) -> Fields {
+        let mut out = Fields::new();
+        if matches!(call.name, "talos.reboot" | "talos.upgrade")
+            && let Ok(node) = arg(&call, "node")
+            && let Ok(id) = self.boot_id(node).await
+        {
+            out.insert("boot_id".into(), id.into());
+        }
+        out
+    }
+}
+
+impl Observer {
+    /// The direct endpoint of a node (maintenance mode): from the endpoint map when one is
+    /// given (the simulator's), else the label itself (a real node's address).
+    pub fn endpoint_of(&self, label: &str) -> Option<String> {
+        if self.endpoints.is_empty() {
+            Some(label.to_string())
+        } else {
+            self.endpoints.get(label).cloned()
+        }
+    }
+}
+
+/// Where a run's cluster is: saved in the run directory so `resume` reconnects.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Connection {
+    /// The talosconfig file.
+    pub talosconfig: PathBuf,
+    /// Its context (default: the current one).
+    pub context: Option<String>,
+    /// A kubeconfig, if any.
+    pub kubeconfig: Option<PathBuf>,
+    /// Label → direct endpoint (the simulator's `endpoints.json`); empty for real clusters.
+    pub endpoints: BTreeMap<String, String>,
+    /// The nodes to observe (default: the talosconfig context's nodes).
+    pub nodes: Vec<String>,
+}
+
+/// Connecting to a cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The talosconfig could not be read.
+    #[error(transparent)]
+    Talosconfig(#[from] crate::cluster::talosconfig::TalosconfigError),
+    /// No endpoint accepted the connection.
+    #[error(transparent)]
+    Client(#[from] crate::cluster::talos::ClientError),
+    /// The kubeconfig could not be used.
+    #[error("cannot use kubeconfig `{path}`: {message}")]
+    Kube {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Connection {
+    /// Opens the clients.
+    pub async fn open(&self) -> Result<ClusterEffects, ConnectError> {
+        let cfg = crate::cluster::talosconfig::Talosconfig::load(&self.talosconfig)?;
+        let (_, ctx) = cfg.context(self.context.as_deref(), &self.talosconfig)?;
+        let talos = TalosClient::connect(ctx).await?;
+        let nodes = if self.nodes.is_empty() {
+            ctx.nodes.clone()
+        } else {
+            self.nodes.clone()
+        };
+        let kube = match &self.kubeconfig {
+            None => None,
+            Some(path) => Some(kube_client(path).await?),
+        };
+        Ok(ClusterEffects::new(Observer {
+            talos,
+            nodes,
+            endpoints: self.endpoints.clone(),
+            kube,
+        }))
+    }
+}
+
+async fn kube_client(path: &Path) -> Result<kube::Client, ConnectError> {
+    let err = |message: String| ConnectError::Kube {
+        path: path.to_path_buf(),
+        message,
+    };
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_appends_modules_and_keeps_the_rest() {
+        let current = "version: v1alpha1\nmachine:\n  type: controlplane\n  kernel:\n    modules:\n      - name: zfs\n";
+        let patch = serde_json::json!({"machine": {"kernel": {"modules": [{"name": "nvidia"}]}}});
+        let out = patch_config(current, &patch).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["machine"]["type"], "controlplane");
+        assert_eq!(
+            v["machine"]["kernel"]["modules"].as_array().unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn snapshot_trailer_is_checked() {
+        let body = vec![7u8; 512];
+        let mut snap = body.clone();
+        snap.extend(Sha256::digest(&body));
+        assert!(verify_snapshot(&snap).is_ok());
+        snap[0] = 8;
+        assert!(verify_snapshot(&snap).is_err());
+        assert!(verify_snapshot(&body).is_err());
+    }
+}
