@@ -201,7 +201,7 @@ impl Target {
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::Usage(format!("cannot record the run's target: {e}")))?;
         crate::journal::durable::write_atomic(&run.path().join(TARGET_FILE), &json)
-            .map_err(|e| Error::Journal(e))
+            .map_err(Error::Journal)
     }
 
     /// The target a run was started with (local if it recorded none).
