@@ -225,17 +225,16 @@ fn check_chain(
     };
     let at = |pos: Position, name: &str| span_in(source, e, pos, Some(name.len()));
     match var {
-        "params"
-            if !names.params.contains_key(first) => {
-                return Err(Diagnostic::new(
-                    Code::ExprName,
-                    source,
-                    at(*pos, first),
-                    format!("unknown parameter `{first}`"),
-                    "not declared under `params`",
-                )
-                .with_help_opt(did_you_mean(first, names.params.keys().map(String::as_str))));
-            }
+        "params" if !names.params.contains_key(first) => {
+            return Err(Diagnostic::new(
+                Code::ExprName,
+                source,
+                at(*pos, first),
+                format!("unknown parameter `{first}`"),
+                "not declared under `params`",
+            )
+            .with_help_opt(did_you_mean(first, names.params.keys().map(String::as_str))));
+        }
         "steps" => {
             let Some(outputs) = names.steps.get(first) else {
                 if names.all_steps.contains(first) {
@@ -261,42 +260,42 @@ fn check_chain(
                 )));
             };
             if let Some((field, fpos)) = chain.get(1)
-                && !outputs.iter().any(|o| o == field) {
-                    return Err(Diagnostic::new(
-                        Code::ExprName,
-                        source,
-                        at(*fpos, field),
-                        format!("step `{first}` has no output `{field}`"),
-                        "unknown output",
-                    )
-                    .with_help(
-                        did_you_mean(field, outputs.iter().map(String::as_str)).unwrap_or_else(
-                            || {
-                                if outputs.is_empty() {
-                                    format!("step `{first}` has no outputs")
-                                } else {
-                                    format!("its outputs are: {}", outputs.join(", "))
-                                }
-                            },
-                        ),
-                    ));
-                }
+                && !outputs.iter().any(|o| o == field)
+            {
+                return Err(Diagnostic::new(
+                    Code::ExprName,
+                    source,
+                    at(*fpos, field),
+                    format!("step `{first}` has no output `{field}`"),
+                    "unknown output",
+                )
+                .with_help(
+                    did_you_mean(field, outputs.iter().map(String::as_str)).unwrap_or_else(|| {
+                        if outputs.is_empty() {
+                            format!("step `{first}` has no outputs")
+                        } else {
+                            format!("its outputs are: {}", outputs.join(", "))
+                        }
+                    }),
+                ));
+            }
         }
         "result" => {
             if let Some(fields) = names.result
-                && !fields.contains(&first.as_str()) {
-                    return Err(Diagnostic::new(
-                        Code::ExprName,
-                        source,
-                        at(*pos, first),
-                        format!("the action's result has no field `{first}`"),
-                        "unknown field",
-                    )
-                    .with_help(
-                        did_you_mean(first, fields.iter().copied())
-                            .unwrap_or_else(|| format!("its fields are: {}", fields.join(", "))),
-                    ));
-                }
+                && !fields.contains(&first.as_str())
+            {
+                return Err(Diagnostic::new(
+                    Code::ExprName,
+                    source,
+                    at(*pos, first),
+                    format!("the action's result has no field `{first}`"),
+                    "unknown field",
+                )
+                .with_help(
+                    did_you_mean(first, fields.iter().copied())
+                        .unwrap_or_else(|| format!("its fields are: {}", fields.join(", "))),
+                ));
+            }
         }
         _ => {}
     }

@@ -214,49 +214,53 @@ impl<'a> Builder<'a> {
         let f = self.fields(root, "the runbook", TOP_FIELDS)?;
         if let Some(v) = self.required(&f, "apiVersion", "the runbook")
             && let Some(s) = self.string(v, "apiVersion")
-                && s.value != API_VERSION {
-                    self.diags.push(
-                        Diagnostic::new(
-                            Code::InvalidValue,
-                            self.source,
-                            s.span,
-                            format!("unsupported apiVersion `{}`", s.value),
-                            "unsupported",
-                        )
-                        .with_help(format!("this build reads `{API_VERSION}`")),
-                    );
-                }
+            && s.value != API_VERSION
+        {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    self.source,
+                    s.span,
+                    format!("unsupported apiVersion `{}`", s.value),
+                    "unsupported",
+                )
+                .with_help(format!("this build reads `{API_VERSION}`")),
+            );
+        }
         if let Some(v) = self.required(&f, "kind", "the runbook")
             && let Some(s) = self.string(v, "kind")
-                && s.value != "Runbook" {
-                    self.err(
-                        Code::InvalidValue,
-                        s.span,
-                        format!("unsupported kind `{}`: expected `Runbook`", s.value),
-                        "expected `Runbook`",
-                    );
-                }
+            && s.value != "Runbook"
+        {
+            self.err(
+                Code::InvalidValue,
+                s.span,
+                format!("unsupported kind `{}`: expected `Runbook`", s.value),
+                "expected `Runbook`",
+            );
+        }
         let mut name = Spanned::new(String::new(), f.span);
         let mut description = String::new();
         if let Some(meta) = self.required(&f, "metadata", "the runbook")
-            && let Some(m) = self.fields(meta, "metadata", &["name", "description"]) {
-                if let Some(n) = self.required(&m, "name", "metadata")
-                    && let Some(s) = self.string(n, "name") {
-                        if !valid_id(&s.value) {
-                            self.err(
-                                Code::InvalidValue,
-                                s.span,
-                                format!("invalid runbook name `{}`", s.value),
-                                "use letters, digits, `-` and `_`",
-                            );
-                        }
-                        name = s;
-                    }
-                description = self
-                    .opt_string(&m, "description")
-                    .map(|s| s.value)
-                    .unwrap_or_default();
+            && let Some(m) = self.fields(meta, "metadata", &["name", "description"])
+        {
+            if let Some(n) = self.required(&m, "name", "metadata")
+                && let Some(s) = self.string(n, "name")
+            {
+                if !valid_id(&s.value) {
+                    self.err(
+                        Code::InvalidValue,
+                        s.span,
+                        format!("invalid runbook name `{}`", s.value),
+                        "use letters, digits, `-` and `_`",
+                    );
+                }
+                name = s;
             }
+            description = self
+                .opt_string(&m, "description")
+                .map(|s| s.value)
+                .unwrap_or_default();
+        }
         let params = match f.get("params") {
             Some(p) => self.params(p),
             None => Vec::new(),

@@ -67,9 +67,9 @@ fn span_of(source: &Source, node: &MarkedYamlOwned) -> Span {
             node.data,
             YamlDataOwned::Mapping(_) | YamlDataOwned::Sequence(_)
         ) || nl > 0)
-        {
-            span.len = nl;
-        }
+    {
+        span.len = nl;
+    }
     span
 }
 

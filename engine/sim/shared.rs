@@ -40,7 +40,9 @@ impl SharedCluster {
     fn lock(&self) -> MutexGuard<'_, Cluster> {
         // A panic while holding the lock only happens in a test that already failed; the model
         // is still the best state we have, so keep serving it.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the model at the current time (after advancing the model to it).

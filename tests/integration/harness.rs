@@ -21,7 +21,10 @@ pub fn check_yaml(text: &str) -> Result<runbook::plan::Plan, Diagnostics> {
 /// Compiles YAML text with parameters.
 pub fn plan_yaml(text: &str, params: &[(&str, &str)]) -> Result<runbook::plan::Plan, Diagnostics> {
     let src = Source::new("t.yaml", Format::Yaml, text);
-    let params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let params = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     compile::compile_source(&src, &Mode::Plan(params))
 }
 
