@@ -3,3 +3,4 @@
 //! Modules are grouped by what they exercise; `harness` holds the shared helpers.
 
 mod harness;
+mod sim_kube;
