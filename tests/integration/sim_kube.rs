@@ -6,7 +6,6 @@
 //! down. Waiting is bounded polling with a message saying what was awaited; no test asserts on
 //! elapsed time.
 
-use std::future::Future;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -98,21 +97,6 @@ impl Sim {
                 .collect()
         })
     }
-}
-
-/// Polls `check` every 100 ms, up to `tries` times, until it returns Some.
-async fn eventually<T, F, Fut>(what: &str, tries: u32, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    for _ in 0..tries {
-        if let Some(v) = check().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("gave up waiting for {what} after {tries} polls");
 }
 
 fn api_code(e: &kube::Error) -> Option<u16> {
@@ -619,5 +603,42 @@ async fn sim_kube_real_kubectl_gets_cordons_and_uncordons() {
         "{stderr}"
     );
     assert_eq!(sim.calls("PatchNode"), ["mac-223", "mac-223"]);
+
+    // Drain: cordon, list the node's pods by field selector, look up DaemonSets, skip mirror
+    // pods, evict the rest through policy/v1 and wait for them to go.
+    let on_mac49: Vec<String> = sim
+        .shared
+        .with(|c, now| c.k8s_list_pods(Some("mac-49"), now))
+        .expect("pods")
+        .into_iter()
+        .filter(|p| matches!(p.owner, runbook::sim::cluster::PodOwner::ReplicaSet(_)))
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        on_mac49.len(),
+        1,
+        "the scenario runs one coredns replica on mac-49"
+    );
+    let out = kubectl(
+        &bin,
+        &dir,
+        &["drain", "mac-49", "--ignore-daemonsets", "--timeout=60s"],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    eprintln!("$ kubectl drain mac-49 --ignore-daemonsets --timeout=60s\n{stdout}{stderr}");
+    assert!(out.status.success(), "kubectl drain failed: {stderr}");
+    assert!(stdout.contains("node/mac-49 cordoned"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("pod/{} evicted", on_mac49[0])),
+        "{stdout}"
+    );
+    assert!(stdout.contains("node/mac-49 drained"), "{stdout}");
+    assert!(
+        stderr.contains("ignoring DaemonSet-managed Pods"),
+        "{stderr}"
+    );
+    assert!(sim.unschedulable_in_model("mac-49"));
+    assert_eq!(sim.calls("EvictPod"), on_mac49, "evicted exactly once");
     sim.stop().await;
 }

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::{
     PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, MicroTime, ObjectMeta, OwnerReference, Time,
 };
@@ -216,6 +217,20 @@ fn node_taints(n: &NodeFacts) -> Vec<Taint> {
     taints
 }
 
+/// `status.capacity` / `status.allocatable` (so `kubectl describe node` can compute its
+/// percentages).
+fn resources(n: &NodeFacts, pods: u32) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_string(), Quantity(n.cpus.to_string())),
+        (
+            "memory".to_string(),
+            Quantity(format!("{}Gi", n.memory_gib)),
+        ),
+        ("ephemeral-storage".to_string(), Quantity("100Gi".into())),
+        ("pods".to_string(), Quantity(pods.to_string())),
+    ])
+}
+
 fn node(entry: &Entry, n: &NodeFacts, clock: WallClock) -> Node {
     let taints = node_taints(n);
     Node {
@@ -237,6 +252,8 @@ fn node(entry: &Entry, n: &NodeFacts, clock: WallClock) -> Node {
                 },
             ]),
             conditions: Some(node_conditions(n, &entry.meta, clock)),
+            capacity: Some(resources(n, 110)),
+            allocatable: Some(resources(n, 110)),
             node_info: Some(NodeSystemInfo {
                 architecture: "amd64".into(),
                 boot_id: n.boot_id.clone(),

@@ -239,7 +239,7 @@ fn one(
         let include = Include::parse(q.get("includeObject").map(String::as_str));
         let t = table::table(
             kind,
-            &[entry.clone()],
+            std::slice::from_ref(&entry),
             entry.meta.rv,
             &s.store,
             version,

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::sim::cluster::{Cluster, KubeNode, Pod, PodDisruptionBudget};
 use crate::sim::error::KubeError;
-use crate::sim::node::splitmix;
+use crate::sim::node::{HardwareModel, splitmix};
 use crate::sim::{SharedCluster, SimTime};
 
 /// How many change events are kept for watches that resume from a resource version.
@@ -70,6 +70,10 @@ pub struct NodeFacts {
     pub node: KubeNode,
     /// `/proc/sys/kernel/random/boot_id` of the machine (`status.nodeInfo.bootID`).
     pub boot_id: String,
+    /// CPU cores (`status.capacity.cpu`).
+    pub cpus: u32,
+    /// Memory in GiB (`status.capacity.memory`).
+    pub memory_gib: u32,
 }
 
 /// A node lease, its renew time cut to whole seconds so a running kubelet changes it (and
@@ -233,16 +237,27 @@ fn snapshot(c: &mut Cluster, now: SimTime) -> Result<Snapshot, KubeError> {
     let pdbs = c.k8s_list_pdbs(now)?;
     let mut objects = Vec::new();
     for node in nodes {
-        let boot_id = c
-            .node(&node.internal_ip)
-            .map(|n| n.boot_id().to_string())
-            .unwrap_or_default();
+        let machine = c.node(&node.internal_ip);
+        let boot_id = machine.map(|n| n.boot_id().to_string()).unwrap_or_default();
+        let (cpus, memory_gib) = match machine.map(|n| n.hardware().model) {
+            Some(HardwareModel::Nuc) => (8, 32),
+            Some(HardwareModel::MacMini) => (4, 16),
+            _ => (4, 8),
+        };
         let key = Key {
             kind: Kind::Node,
             namespace: String::new(),
             name: node.name.clone(),
         };
-        objects.push((key, Content::Node(NodeFacts { node, boot_id })));
+        objects.push((
+            key,
+            Content::Node(NodeFacts {
+                node,
+                boot_id,
+                cpus,
+                memory_gib,
+            }),
+        ));
     }
     for pdb in pdbs {
         let selected = pods
