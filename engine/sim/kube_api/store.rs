@@ -587,6 +587,32 @@ mod tests {
         assert!(store.get(Kind::Node, "", &name).unwrap().is_none());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn history_is_bounded_and_older_versions_expire() {
+        let store = store();
+        let (_, nodes) = store.list(Kind::Node, None).unwrap();
+        {
+            let mut st = store.lock();
+            for _ in 0..HISTORY + 10 {
+                st.rv += 1;
+                let rv = st.rv;
+                push(
+                    &mut st,
+                    Event {
+                        rv,
+                        kind: EventType::Modified,
+                        entry: nodes[0].clone(),
+                    },
+                );
+            }
+            assert_eq!(st.history.len(), HISTORY);
+        }
+        let expired = store.events_since(1).unwrap_err();
+        assert_eq!(expired.requested, 1);
+        let latest = store.lock().rv;
+        assert_eq!(store.events_since(latest - 5).unwrap().len(), 5);
+    }
+
     #[test]
     fn uids_look_like_uuids_and_differ() {
         let (a, b) = (uid(1), uid(2));
