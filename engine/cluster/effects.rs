@@ -962,10 +962,13 @@ async fn kube_client(path: &Path) -> Result<kube::Client, ConnectError> {
         message,
     };
     let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config =
+    let mut config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(|e| err(e.to_string()))?;
+    // The executor owns retries: a PDB-blocked eviction (429) or an API server without etcd
+    // quorum (503) must come back to it at once, not after kube's own backoff.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| err(e.to_string()))
 }
 

@@ -211,6 +211,9 @@ pub struct Cluster {
     pdbs: Vec<PodDisruptionBudget>,
     unschedulable: BTreeSet<String>,
     node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Nodes whose Node object was deleted while their kubelet ran, with that kubelet's
+    /// start time: a running kubelet does not re-register, the next start does.
+    deleted_k8s_nodes: BTreeSet<(usize, SimTime)>,
 }
 
 impl Cluster {
@@ -230,6 +233,7 @@ impl Cluster {
             pdbs: Vec::new(),
             unschedulable: BTreeSet::new(),
             node_labels: BTreeMap::new(),
+            deleted_k8s_nodes: BTreeSet::new(),
         }
     }
 
@@ -867,7 +871,13 @@ impl Cluster {
         if self.k8s_api_available() {
             for i in 0..self.nodes.len() {
                 let n = &self.nodes[i];
-                if n.api_up() && n.kubelet_started_at.is_some_and(|k| now >= k) && !n.k8s_registered
+                let deleted = n
+                    .kubelet_started_at
+                    .is_some_and(|k| self.deleted_k8s_nodes.contains(&(i, k)));
+                if n.api_up()
+                    && n.kubelet_started_at.is_some_and(|k| now >= k)
+                    && !n.k8s_registered
+                    && !deleted
                 {
                     self.register_k8s_node(i);
                 }
@@ -1821,8 +1831,13 @@ impl Cluster {
     /// `DELETE /api/v1/nodes/{name}` (the kubelet re-registers on its next start).
     pub fn k8s_delete_node(&mut self, name: &str, now: SimTime) -> Result<(), KubeError> {
         let res = self.k8s_get_node(name, now).map(|_| {
-            for n in self.nodes.iter_mut().filter(|n| n.hostname == name) {
-                n.k8s_registered = false;
+            for (i, n) in self.nodes.iter_mut().enumerate() {
+                if n.hostname == name {
+                    n.k8s_registered = false;
+                    if let Some(k) = n.kubelet_started_at {
+                        self.deleted_k8s_nodes.insert((i, k));
+                    }
+                }
             }
             self.pods.retain(|p| p.node.as_deref() != Some(name));
             self.unschedulable.remove(name);

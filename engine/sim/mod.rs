@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cluster;
 pub mod error;
 pub mod etcd;
+pub mod kube_api;
 pub mod node;
 pub mod pki;
 pub mod scenario;

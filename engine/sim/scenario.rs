@@ -44,11 +44,14 @@ pub enum Scenario {
     StaleMember,
     /// `.49` powered off for good.
     NodeDead,
+    /// Plex on `.20` is guarded by a PodDisruptionBudget it cannot satisfy: draining `.20`
+    /// is refused (429), as it would be on a real cluster.
+    PdbBlocksDrain,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Healthy,
         Scenario::GpuModulesMissing,
         Scenario::NvidiaImageOnNonGpuNode,
@@ -57,6 +60,7 @@ impl Scenario {
         Scenario::TwoVoterWindow,
         Scenario::StaleMember,
         Scenario::NodeDead,
+        Scenario::PdbBlocksDrain,
     ];
 
     /// Stable name.
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::TwoVoterWindow => "two-voter-window",
             Scenario::StaleMember => "stale-member",
             Scenario::NodeDead => "node-dead",
+            Scenario::PdbBlocksDrain => "pdb-blocks-drain",
         }
     }
 
@@ -94,6 +99,9 @@ impl Scenario {
                 "the Mac moved from .48 to .49 with a new hostname; its old etcd member blocks the join"
             }
             Scenario::NodeDead => ".49 is powered off and will not come back",
+            Scenario::PdbBlocksDrain => {
+                "plex on .20 has a PodDisruptionBudget (minAvailable 1, one replica): draining .20 is refused"
+            }
         }
     }
 
@@ -272,12 +280,14 @@ fn build(sc: Scenario, timings: Timings) -> Result<Cluster, ApiError> {
         &["nuc-20", mac_host],
     );
     c.add_deployment_pods("media", "plex", "plex-7f9c6d5b8", &["nuc-20"]);
-    c.add_pdb(PodDisruptionBudget {
-        namespace: "media".into(),
-        name: "plex".into(),
-        app: "plex".into(),
-        min_available: 1,
-    });
+    if sc == Scenario::PdbBlocksDrain {
+        c.add_pdb(PodDisruptionBudget {
+            namespace: "media".into(),
+            name: "plex".into(),
+            app: "plex".into(),
+            min_available: 1,
+        });
+    }
 
     match sc {
         Scenario::UsbDiskShift => {
@@ -885,7 +895,7 @@ mod tests {
 
     #[test]
     fn pdb_blocks_eviction_and_cordon_roundtrip() {
-        let mut c = seed(fast()).unwrap();
+        let mut c = Scenario::PdbBlocksDrain.build(fast()).unwrap();
         let now = c.now();
         let pods = c.k8s_list_pods(Some("nuc-20"), now).unwrap();
         let plex = pods.iter().find(|p| p.app == "plex").unwrap();

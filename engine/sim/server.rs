@@ -110,14 +110,25 @@ pub struct KubeApi {
     pub task: JoinHandle<()>,
 }
 
-/// **Hook**: starts the simulated Kubernetes API server over the same model.
-///
-/// Built in parallel by another engineer and wired here at merge: bind `127.0.0.1:0`, serve
-/// until `start.shutdown` flips, return the kubeconfig. Until then there is no Kubernetes
-/// API: this returns `None`, and Talos `Kubeconfig` answers `FailedPrecondition`.
+/// Starts the simulated Kubernetes API server over the same model (its own throwaway CA,
+/// `127.0.0.1:0`), writes `<dir>/kubeconfig`, and stops it when `start.shutdown` flips.
 pub async fn start_kubernetes_api(start: KubeApiStart<'_>) -> Result<Option<KubeApi>, SimError> {
-    let _ = start;
-    Ok(None)
+    let handle = crate::sim::kube_api::start(start.cluster.clone(), start.dir)
+        .await
+        .map_err(|e| SimError::Kubernetes(e.to_string()))?;
+    let kubeconfig = handle.kubeconfig_bytes.clone();
+    let mut shutdown = start.shutdown.clone();
+    let task = tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = handle.shutdown().await {
+            tracing::warn!(error = %e, "simulated Kubernetes API server did not stop cleanly");
+        }
+    });
+    Ok(Some(KubeApi { kubeconfig, task }))
 }
 
 /// Starts simulators.

@@ -17,4 +17,5 @@ mod run;
 mod run_harness;
 mod run_sim;
 mod runbooks;
+mod sim_kube;
 mod sim_talos;

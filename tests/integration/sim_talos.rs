@@ -907,9 +907,19 @@ async fn machine_service_methods_answer_like_talos() {
         .unwrap_err();
     assert!(e.message().contains("no such file or directory"), "{e:?}");
 
-    // Kubeconfig: not available until the Kubernetes API server provides one.
-    let e = m.clone().kubeconfig(()).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+    // Kubeconfig: the simulated Kubernetes API's kubeconfig, as a .tar.gz like machined's,
+    // readable by the engine's own unpacker (flate2) as well as the simulator's.
+    let tgz = read_all(m.clone().kubeconfig(()).await.unwrap().into_inner()).await;
+    let inside = runbook::sim::talos_api::kubeconfig::untar_gz_stored(&tgz).unwrap();
+    assert_eq!(
+        runbook::cluster::effects::extract_kubeconfig(&tgz).unwrap(),
+        inside
+    );
+    assert!(
+        String::from_utf8(inside)
+            .unwrap()
+            .contains("certificate-authority-data")
+    );
     sim.h
         .set_kubeconfig(b"apiVersion: v1\nkind: Config\n".to_vec());
     let tgz = read_all(m.clone().kubeconfig(()).await.unwrap().into_inner()).await;
