@@ -197,12 +197,14 @@ impl Simulator {
             })
             .collect();
         let wall = WallClock::new(model.now());
-        let cluster = SharedCluster::new(model);
+        let calls = Arc::new(calls);
+        let hook_calls = calls.clone();
+        let cluster = SharedCluster::new(model)
+            .with_call_hook(Arc::new(move |records| hook_calls.write(records)));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let kubeconfig: KubeconfigSlot = Arc::new(RwLock::new(None));
         let ctx = Arc::new(ApiContext {
             cluster: cluster.clone(),
-            calls,
             kubeconfig: kubeconfig.clone(),
             versions: ResourceVersions::default(),
             shutdown: shutdown_rx.clone(),

@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use crate::sim::cluster::CallRecord;
 use crate::sim::{Cluster, SimTime};
+
+/// Called with the mutating calls each model access recorded (outside the lock).
+pub type CallHook = Arc<dyn Fn(&[CallRecord]) + Send + Sync>;
 
 /// A cloneable handle on the one model of a running simulator.
 #[derive(Clone)]
@@ -19,6 +23,7 @@ pub struct SharedCluster {
     inner: Arc<Mutex<Cluster>>,
     start: Instant,
     base: SimTime,
+    hook: Option<CallHook>,
 }
 
 impl SharedCluster {
@@ -29,7 +34,14 @@ impl SharedCluster {
             inner: Arc::new(Mutex::new(cluster)),
             start: Instant::now(),
             base,
+            hook: None,
         }
+    }
+
+    /// Reports every mutating call, from any API server, to `hook` (e.g. `calls.jsonl`).
+    pub fn with_call_hook(mut self, hook: CallHook) -> SharedCluster {
+        self.hook = Some(hook);
+        self
     }
 
     /// The model time now.
@@ -48,9 +60,25 @@ impl SharedCluster {
     /// Runs `f` on the model at the current time (after advancing the model to it).
     pub fn with<R>(&self, f: impl FnOnce(&mut Cluster, SimTime) -> R) -> R {
         let now = self.now();
-        let mut cluster = self.lock();
-        cluster.advance_to(now);
-        f(&mut cluster, now)
+        let (result, new) = {
+            let mut cluster = self.lock();
+            cluster.advance_to(now);
+            let before = cluster.call_log().len();
+            let result = f(&mut cluster, now);
+            let new = match &self.hook {
+                Some(_) => cluster
+                    .call_log()
+                    .get(before..)
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            (result, new)
+        };
+        if let (Some(hook), false) = (&self.hook, new.is_empty()) {
+            hook(&new);
+        }
+        result
     }
 }
 

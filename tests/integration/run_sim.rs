@@ -208,5 +208,8 @@ fn reboot_verify_rolls_back_the_cordon_when_a_pdb_blocks_the_drain() {
         "{t}"
     );
     assert!(t.contains("FAILED and rolled back"), "{t}");
-    assert!(calls(&only_run_dir(dir.path()), "Reboot").is_empty());
+    let run = only_run_dir(dir.path());
+    assert!(calls(&run, "Reboot").is_empty());
+    // Kubernetes calls reach calls.jsonl too: cordoned, then uncordoned by the rollback.
+    assert_eq!(calls(&run, "PatchNode"), vec!["nuc-20", "nuc-20"]);
 }

@@ -80,8 +80,6 @@ impl WallClock {
 pub struct ApiContext {
     /// The model.
     pub cluster: SharedCluster,
-    /// Mutating calls are appended here (and to the model's own call log).
-    pub calls: CallSink,
     /// Kubeconfig for `MachineService.Kubeconfig`.
     pub kubeconfig: KubeconfigSlot,
     /// COSI resource versions (bumped when a spec changes).
@@ -93,21 +91,10 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
-    /// Runs `f` on the model and writes any calls it recorded to the call sink (outside the
-    /// model lock).
+    /// Runs `f` on the model; the calls it records reach `calls.jsonl` through the shared
+    /// model's call hook (so Kubernetes API calls are logged there too).
     pub fn call<R>(&self, f: impl FnOnce(&mut Cluster, SimTime) -> R) -> R {
-        let (res, new) = self.cluster.with(|c, now| {
-            let before = c.call_log().len();
-            let r = f(c, now);
-            let new = c
-                .call_log()
-                .get(before..)
-                .map(<[_]>::to_vec)
-                .unwrap_or_default();
-            (r, new)
-        });
-        self.calls.write(&new);
-        res
+        self.cluster.with(f)
     }
 }
 
