@@ -78,7 +78,7 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         }
         let tc = handle.talosconfig().display().to_string();
         text.push_str(&format!(
-            "\nfiles in {dir}:\n  talosconfig (admin), talosconfig-operator, talosconfig-reader\n  calls.jsonl (every mutating call, one JSON line each)\n",
+            "\nfiles in {dir}:\n  talosconfig (admin), talosconfig-operator, talosconfig-reader\n  calls.jsonl (every mutating call, one JSON line each), endpoints.json (node → port)\n",
             dir = handle.dir().display()
         ));
         let kubeconfig = handle.dir().join("kubeconfig");
@@ -93,6 +93,13 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         } else {
             text.push_str("  (no Kubernetes API in this build: kubectl has nothing to talk to)\n");
         }
+        let labels: Vec<&str> = handle.nodes().keys().map(String::as_str).collect();
+        text.push_str(&format!(
+            "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --endpoints {} --param nodes={}\n",
+            kubeconfig.display(),
+            handle.dir().join("endpoints.json").display(),
+            labels.join(",")
+        ));
         text.push_str("\nCtrl-C stops the simulator.\n");
         print_out(&text)?;
         let _ = tokio::signal::ctrl_c().await;

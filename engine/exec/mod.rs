@@ -18,7 +18,7 @@
 //!
 //! Pieces, one idea per file: [`schedule`] (pure next step), [`attempt`] (one attempt),
 //! [`retry`], [`rollback`], [`in_doubt`], [`eval`] (rhai at run time), [`effects`] (the side
-//! effect trait) and [`local`] (the local actions), [`redact`] (secrets), [`dry_run`] and
+//! effect trait) and [`local`] (the local actions), [`redact`] (secrets), [`dry_run()`] and
 //! [`summary`] (the report when a run stops).
 
 pub mod attempt;

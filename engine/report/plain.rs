@@ -1,6 +1,6 @@
 //! Plain lines, one per event, for logs, CI and pipes (no colour, no cursor movement).
 //!
-//! [`line`] is also what the progress reporter prints above its bars, so both tell the same
+//! [`line()`] is also what the progress reporter prints above its bars, so both tell the same
 //! story in the same words.
 
 use std::fmt::Write as _;
