@@ -213,3 +213,109 @@ fn reboot_verify_rolls_back_the_cordon_when_a_pdb_blocks_the_drain() {
     // Kubernetes calls reach calls.jsonl too: cordoned, then uncordoned by the rollback.
     assert_eq!(calls(&run, "PatchNode"), vec!["nuc-20", "nuc-20"]);
 }
+
+/// Kills `runbook run` (SIGKILL, through the journal hook) after every one of its journal
+/// records while it reboots a simulated node, resumes, and checks the node was rebooted exactly
+/// once each time: the boot-id probe and the journal keep a non-idempotent reboot from being
+/// repeated or lost.
+#[test]
+fn reboot_is_never_repeated_when_killed_at_any_record() {
+    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario: Scenario::Healthy,
+            speed: Speed::new(200.0).unwrap(),
+            dir: dir.path().join("sim"),
+        }))
+        .unwrap();
+    let sim = dir.path().join("sim");
+    let runbook_file = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
+    let reboots = || {
+        handle
+            .cluster()
+            .with(|c, _| c.call_log().iter().filter(|r| r.method == "Reboot").count())
+    };
+    let run = |state: &Path, kill: Option<usize>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.arg("run")
+            .arg(&runbook_file)
+            .args(["--param", "node=192.168.2.223", "--output", "plain"])
+            .arg("--talosconfig")
+            .arg(sim.join("talosconfig"))
+            .arg("--kubeconfig")
+            .arg(sim.join("kubeconfig"))
+            .arg("--endpoints")
+            .arg(sim.join("endpoints.json"))
+            .arg("--state-dir")
+            .arg(state)
+            .env("NO_COLOR", "1");
+        if let Some(k) = kill {
+            cmd.env("RUNBOOK_TEST_KILL_AFTER_RECORD", k.to_string());
+        }
+        cmd.output().unwrap()
+    };
+    let resume = |state: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["resume", "--output", "plain", "--state-dir"])
+            .arg(state)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+
+    // An uninterrupted run: how many records, and exactly one reboot.
+    let state = dir.path().join("state-full");
+    let before = reboots();
+    let out = run(&state, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(reboots() - before, 1);
+    let run_dir = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let records = std::fs::read_to_string(run_dir.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(records > 8, "{records} records");
+
+    let mut kill_points = 0;
+    for k in 1..records {
+        let state = dir.path().join(format!("state-{k}"));
+        let before = reboots();
+        let out = run(&state, Some(k));
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "kill point {k} did not kill:\n{}",
+            text(&out)
+        );
+        kill_points += 1;
+        let mut finished = false;
+        for _ in 0..3 {
+            let out = resume(&state);
+            if out.status.code() == Some(0) {
+                finished = true;
+                break;
+            }
+        }
+        assert!(finished, "kill point {k}: resume did not finish");
+        assert_eq!(
+            reboots() - before,
+            1,
+            "kill point {k}: the node must be rebooted exactly once"
+        );
+    }
+    assert_eq!(kill_points, records - 1);
+    eprintln!("reboot crash test: {kill_points} kill points, one reboot each");
+    rt.block_on(handle.shutdown());
+}
