@@ -23,8 +23,8 @@ use runbook_proto::cosi::resource::GetRequest;
 use runbook_proto::machine::{
     ApplyConfigurationRequest, BootstrapRequest, EtcdForfeitLeadershipRequest,
     EtcdLeaveClusterRequest, EtcdMemberListRequest, EtcdRemoveMemberByIdRequest,
-    EtcdSnapshotRequest, ReadRequest, RebootRequest, ResetPartitionSpec, ResetRequest,
-    ShutdownRequest, UpgradeRequest,
+    EtcdSnapshotRequest, RebootRequest, ResetPartitionSpec, ResetRequest, ShutdownRequest,
+    UpgradeRequest,
 };
 
 use crate::cluster::observe::{Observer, evictable};
@@ -128,18 +128,7 @@ fn io_error(action: &str, what: &str, e: impl std::fmt::Display) -> EffectError 
 
 impl ClusterEffects {
     async fn read(&self, node: &str, path: &str) -> Result<String, tonic::Status> {
-        let req = ReadRequest { path: path.into() };
-        let mut stream = self
-            .talos()
-            .machine()
-            .read(with_node(req, node))
-            .await?
-            .into_inner();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            bytes.extend(chunk?.bytes);
-        }
-        Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+        self.observer.read(node, path).await
     }
 
     async fn boot_id(&self, node: &str) -> Result<String, tonic::Status> {

@@ -152,7 +152,8 @@ impl Observer {
         Ok(out)
     }
 
-    async fn read(&self, label: &str, path: &str) -> Result<String, tonic::Status> {
+    /// Reads a small file from a node (`MachineService/Read`), trimmed.
+    pub async fn read(&self, label: &str, path: &str) -> Result<String, tonic::Status> {
         let req = ReadRequest { path: path.into() };
         let mut stream = self
             .talos
