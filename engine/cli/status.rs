@@ -99,5 +99,29 @@ pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Erro
             );
         }
     }
+    // Steps the journal never mentions: from the stored runbook copy (secret values are not
+    // needed to know the steps: they are never folded into the plan).
+    let placeholders: Vec<(String, String)> = s
+        .header
+        .iter()
+        .flat_map(|h| h.params.iter())
+        .filter(|(_, v)| v.as_str() == Some(crate::secret::REDACTED))
+        .map(|(k, _)| (k.clone(), crate::secret::REDACTED.to_owned()))
+        .collect();
+    if let Ok(plan) = session::load_plan(&run, &placeholders) {
+        let pending: Vec<&str> = plan
+            .steps()
+            .map(|st| st.id.as_str())
+            .filter(|id| !s.step_order.iter().any(|o| o == id))
+            .collect();
+        if !pending.is_empty() {
+            let _ = writeln!(
+                out,
+                "not started ({}): {}",
+                pending.len(),
+                pending.join(", ")
+            );
+        }
+    }
     print_out(&out)
 }
