@@ -319,3 +319,96 @@ fn reboot_is_never_repeated_when_killed_at_any_record() {
     eprintln!("reboot crash test: {kill_points} kill points, one reboot each");
     rt.block_on(handle.shutdown());
 }
+
+/// etcd-quorum-recovery on the simulated quorum loss: approval gate, snapshot from the
+/// survivor, EPHEMERAL wipe, exactly one bootstrap from the snapshot, a healthy one-member
+/// cluster at the end (the dead machines are replaced later with node-replace).
+#[test]
+fn quorum_recovery_restores_etcd_from_the_survivor_with_one_bootstrap() {
+    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario: Scenario::QuorumLost,
+            speed: Speed::new(200.0).unwrap(),
+            dir: dir.path().join("sim"),
+        }))
+        .unwrap();
+    let sim = dir.path().join("sim");
+    let state = dir.path().join("state");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let talosconfig = sim.join("talosconfig");
+    let kubeconfig = sim.join("kubeconfig");
+    let endpoints = sim.join("endpoints.json");
+    let snaps = dir.path().join("snaps");
+    let out = cli(&[
+        "run",
+        "etcd-quorum-recovery",
+        "--output",
+        "plain",
+        "--talosconfig",
+        talosconfig.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--endpoints",
+        endpoints.to_str().unwrap(),
+        "--param",
+        "nodes=192.168.2.20",
+        "--param",
+        "survivor=192.168.2.20",
+        "--param",
+        &format!("backup_dir={}", snaps.display()),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "waits for approval: {}",
+        text(&out)
+    );
+    let id = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let id = id.to_str().unwrap();
+    let out = cli(&["approve", id, "lost"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cli(&["resume", id, "--output", "plain"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("guard `etcd.quorum-lost` passed"), "{t}");
+    assert!(t.contains("guard `etcd.bootstrap-safe` passed"), "{t}");
+
+    let (bootstraps, recovers, leader) = handle.cluster().with(|c, now| {
+        let status = c.etcd_status("192.168.2.20", now).ok();
+        let log = c.call_log();
+        let n = |m: &str| {
+            log.iter()
+                .filter(|r| r.method == m && r.result.is_ok())
+                .count()
+        };
+        (n("Bootstrap"), n("EtcdRecover"), status.map(|s| s.leader))
+    });
+    assert_eq!(bootstraps, 1, "exactly one bootstrap");
+    assert_eq!(recovers, 1, "the snapshot was uploaded once");
+    assert!(leader.is_some_and(|l| l != 0), "etcd has a leader again");
+    // Two snapshots: the rescue one and the first of the recovered cluster, both verified.
+    let files: Vec<_> = std::fs::read_dir(&snaps).unwrap().collect();
+    assert_eq!(files.len(), 2);
+    rt.block_on(handle.shutdown());
+}
