@@ -412,3 +412,34 @@ fn quorum_recovery_restores_etcd_from_the_survivor_with_one_bootstrap() {
     assert_eq!(files.len(), 2);
     rt.block_on(handle.shutdown());
 }
+
+#[test]
+fn gpu_enable_fixes_the_missing_nvidia_modules_of_the_seed_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runbook(
+        dir.path(),
+        &[
+            "run",
+            "gpu-enable",
+            "--sim",
+            "--speed",
+            "200",
+            "--scenario",
+            "gpu-modules-missing",
+            "--param",
+            "node=192.168.2.20",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("guard `talos.image-matches-hardware` passed"),
+        "{t}"
+    );
+    assert!(t.contains("guard `talos.gpu-modules` passed"), "{t}");
+    assert!(t.contains("skipped  upgrade"), "{t}");
+    assert_eq!(
+        calls(&only_run_dir(dir.path()), "ApplyConfiguration"),
+        vec!["192.168.2.20"]
+    );
+}
