@@ -229,3 +229,53 @@ fn crash_torn_tail_at_every_byte_of_the_last_record() {
     println!("torn tail: {cases} truncation points of the last record");
     assert!(cases > 50);
 }
+
+/// Kills the first run half-way, then kills `runbook resume` itself after every record it
+/// appends, then resumes to the end: a resume is as interruptible as a run.
+#[test]
+fn crash_during_resume_at_every_record() {
+    let explode = true;
+    let first_kill = 6;
+    let kill = |k: usize| Some(("RUNBOOK_TEST_KILL_AFTER_RECORD", k.to_string()));
+    // How many records a resume after the first kill appends.
+    let probe = Env::new();
+    let out = run_with(&probe, explode, kill(first_kill));
+    assert_eq!(out.status.code(), None, "not killed: {}", text(&out));
+    resume_to_end(&probe, "probe");
+    check_final(&probe, explode, "probe");
+    let total = Journal::read(&probe.the_run())
+        .unwrap()
+        .contents
+        .entries
+        .len();
+    let resumed = total - first_kill;
+    let mut points = 0;
+    for j in 1..resumed {
+        let env = Env::new();
+        let context =
+            format!("run killed after record {first_kill}, resume killed after its record {j}");
+        let out = run_with(&env, explode, kill(first_kill));
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{context}: run not killed: {}",
+            text(&out)
+        );
+        let out = env
+            .cmd(&["resume", "--output", "plain"])
+            .env("RUNBOOK_TEST_KILL_AFTER_RECORD", j.to_string())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{context}: resume not killed: {}",
+            text(&out)
+        );
+        resume_to_end(&env, &context);
+        check_final(&env, explode, &context);
+        points += 1;
+    }
+    println!("crash test during resume: {points} kill points");
+    assert!(points > 10, "{points}");
+}
