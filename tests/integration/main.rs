@@ -11,6 +11,7 @@ mod crash;
 mod executor;
 mod harness;
 mod observe;
+mod progress;
 mod properties;
 mod rendering;
 mod run;
