@@ -287,19 +287,7 @@ impl Observer {
             );
         }
         if let Ok(items) = within(self.list(label, "runtime", "Disks.block.talos.dev")).await {
-            v.disks = items
-                .iter()
-                .filter_map(|b| block::DiskSpec::decode(b.as_slice()).ok())
-                .map(|d| Disk {
-                    dev_path: d.dev_path,
-                    model: d.model,
-                    serial: d.serial,
-                    transport: d.transport,
-                    readonly: d.readonly,
-                    cdrom: d.cdrom,
-                    size: d.size,
-                })
-                .collect();
+            v.disks = decode_disks(&items);
         }
         if let Ok(items) =
             within(self.list(label, "hardware", "PCIDevices.hardware.talos.dev")).await
@@ -333,20 +321,53 @@ impl Observer {
         let Ok(client) = within(TalosClient::connect_insecure(&endpoint, None)).await else {
             return;
         };
-        match within(client.machine().version(())).await {
-            Ok(_) => {
-                v.reachable = true;
-                v.maintenance = true;
-                v.stage = Some("maintenance".into());
+        let answered = match within(client.machine().version(())).await {
+            Ok(_) => true,
+            Err(e) => e.ends_with(&format!("({:?})", Code::Unimplemented)),
+        };
+        if !answered {
+            return;
+        }
+        v.reachable = true;
+        v.maintenance = true;
+        v.stage = Some("maintenance".into());
+        // Maintenance mode serves COSI read-only: the disks are what an install needs.
+        let req = ListRequest {
+            namespace: "runtime".into(),
+            r#type: "Disks.block.talos.dev".into(),
+            options: None,
+        };
+        let disks = within(async {
+            let mut stream = client.cosi().list(req).await?.into_inner();
+            let mut out = Vec::new();
+            while let Some(item) = stream.next().await {
+                if let Some(spec) = item?.resource.and_then(|r| r.spec) {
+                    out.push(spec.proto_spec);
+                }
             }
-            Err(e) if e.ends_with(&format!("({:?})", Code::Unimplemented)) => {
-                v.reachable = true;
-                v.maintenance = true;
-                v.stage = Some("maintenance".into());
-            }
-            Err(_) => {}
+            Ok::<_, tonic::Status>(out)
+        })
+        .await;
+        if let Ok(items) = disks {
+            v.disks = decode_disks(&items);
         }
     }
+}
+
+fn decode_disks(items: &[Vec<u8>]) -> Vec<Disk> {
+    items
+        .iter()
+        .filter_map(|b| block::DiskSpec::decode(b.as_slice()).ok())
+        .map(|d| Disk {
+            dev_path: d.dev_path,
+            model: d.model,
+            serial: d.serial,
+            transport: d.transport,
+            readonly: d.readonly,
+            cdrom: d.cdrom,
+            size: d.size,
+        })
+        .collect()
 }
 
 async fn observe_kube(client: &kube::Client, nodes: &mut [NodeView]) {

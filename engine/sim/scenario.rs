@@ -24,6 +24,8 @@ pub const MAC_223: &str = "192.168.2.223";
 pub const MAC_49: &str = "192.168.2.49";
 /// Old address of the Mac that the `stale-member` scenario replaced.
 pub const OLD_MAC_48: &str = "192.168.2.48";
+/// The spare Mac Mini of the `node-dead-with-spare` scenario (in maintenance mode).
+pub const SPARE_MAC_50: &str = "192.168.2.50";
 
 /// A named starting state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,6 +46,9 @@ pub enum Scenario {
     StaleMember,
     /// `.49` powered off for good.
     NodeDead,
+    /// `.49` is dead and a spare Mac Mini (`.50`, `mac-50`) waits in maintenance mode to
+    /// replace it; its machine config is written to `configs/192.168.2.50.yaml`.
+    NodeDeadWithSpare,
     /// Plex on `.20` is guarded by a PodDisruptionBudget it cannot satisfy: draining `.20`
     /// is refused (429), as it would be on a real cluster.
     PdbBlocksDrain,
@@ -51,7 +56,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Healthy,
         Scenario::GpuModulesMissing,
         Scenario::NvidiaImageOnNonGpuNode,
@@ -60,6 +65,7 @@ impl Scenario {
         Scenario::TwoVoterWindow,
         Scenario::StaleMember,
         Scenario::NodeDead,
+        Scenario::NodeDeadWithSpare,
         Scenario::PdbBlocksDrain,
     ];
 
@@ -74,6 +80,7 @@ impl Scenario {
             Scenario::TwoVoterWindow => "two-voter-window",
             Scenario::StaleMember => "stale-member",
             Scenario::NodeDead => "node-dead",
+            Scenario::NodeDeadWithSpare => "node-dead-with-spare",
             Scenario::PdbBlocksDrain => "pdb-blocks-drain",
         }
     }
@@ -99,6 +106,9 @@ impl Scenario {
                 "the Mac moved from .48 to .49 with a new hostname; its old etcd member blocks the join"
             }
             Scenario::NodeDead => ".49 is powered off and will not come back",
+            Scenario::NodeDeadWithSpare => {
+                ".49 is dead; a spare Mac Mini (.50) waits in maintenance mode to replace it (config in configs/)"
+            }
             Scenario::PdbBlocksDrain => {
                 "plex on .20 has a PodDisruptionBudget (minAvailable 1, one replica): draining .20 is refused"
             }
@@ -111,6 +121,20 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// Machine configs the operator would have prepared for this scenario's spare machines,
+    /// as (node label, config YAML); the simulator writes them to `configs/<label>.yaml`.
+    pub fn prepared_configs(self) -> Vec<(String, String)> {
+        match self {
+            Scenario::NodeDeadWithSpare => vec![(
+                SPARE_MAC_50.to_string(),
+                crate::sim::node::control_plane_config("mac-50", "/dev/sda", VANILLA_IMAGE, false),
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -120,7 +144,7 @@ impl fmt::Display for Scenario {
 /// Error for an unknown scenario name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}; known: healthy, gpu-modules-missing, nvidia-image-on-non-gpu-node, usb-disk-shift, quorum-lost, two-voter-window, stale-member, node-dead"
+    "unknown scenario {0:?}; known: healthy, gpu-modules-missing, nvidia-image-on-non-gpu-node, usb-disk-shift, quorum-lost, two-voter-window, stale-member, node-dead, node-dead-with-spare, pdb-blocks-drain"
 )]
 pub struct UnknownScenario(pub String);
 
@@ -301,9 +325,18 @@ fn build(sc: Scenario, timings: Timings) -> Result<Cluster, ApiError> {
             let t = now + timings.election_timeout * 3;
             c.advance_to(t);
         }
-        Scenario::NodeDead => {
+        Scenario::NodeDead | Scenario::NodeDeadWithSpare => {
             c.keep_down(MAC_49, true)?;
             c.power_off(MAC_49, now)?;
+            if sc == Scenario::NodeDeadWithSpare {
+                c.add_node(fresh(mac_spec(
+                    SPARE_MAC_50,
+                    "mac-50",
+                    "C07ZN2CCJ1GR",
+                    VANILLA_IMAGE,
+                )))?;
+                c.power_on(SPARE_MAC_50, now)?;
+            }
             let t = now + timings.node_monitor_grace * 2;
             c.advance_to(t);
         }

@@ -260,6 +260,15 @@ impl Simulator {
             talosconfigs.insert(*role, path);
         }
 
+        // Configs the operator prepared for spare machines (the scenario's), for runbooks
+        // such as node-replace: `configs/<label>.yaml`.
+        for (label, yaml) in config.scenario.prepared_configs() {
+            let dir = config.dir.join("configs");
+            std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+            let path = dir.join(format!("{label}.yaml"));
+            std::fs::write(&path, yaml).map_err(write_err(&path))?;
+        }
+
         // Label → loopback endpoint, for clients that must reach a node directly (maintenance
         // mode has no routing): `runbook run --talosconfig DIR/talosconfig --endpoints
         // DIR/endpoints.json`.

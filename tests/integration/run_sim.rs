@@ -443,3 +443,88 @@ fn gpu_enable_fixes_the_missing_nvidia_modules_of_the_seed_notes() {
         vec!["192.168.2.20"]
     );
 }
+
+/// node-replace on a dead control-plane node with a spare in maintenance mode: the dead member
+/// is removed only after it is confirmed down and quorum survives, the two-voter window is
+/// checked, the spare's disk is checked, it is installed over the insecure maintenance API
+/// (never bootstrapped) and joins as the third voter.
+#[test]
+fn node_replace_swaps_a_dead_node_for_a_spare() {
+    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario: Scenario::NodeDeadWithSpare,
+            speed: Speed::new(200.0).unwrap(),
+            dir: dir.path().join("sim"),
+        }))
+        .unwrap();
+    let sim = dir.path().join("sim");
+    let s = |p: &str| sim.join(p).display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["run", "node-replace", "--yes", "--output", "plain"])
+        .args([
+            "--talosconfig",
+            &s("talosconfig"),
+            "--kubeconfig",
+            &s("kubeconfig"),
+        ])
+        .args(["--endpoints", &s("endpoints.json")])
+        .args(["--param", "node=192.168.2.49", "--param", "hostname=mac-49"])
+        .args([
+            "--param",
+            "survivor=192.168.2.20",
+            "--param",
+            "replacement=192.168.2.50",
+        ])
+        .args([
+            "--param",
+            &format!("config={}", s("configs/192.168.2.50.yaml")),
+        ])
+        .args([
+            "--param",
+            &format!("backup_dir={}", dir.path().join("snaps").display()),
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("guard `talos.node-down` passed"), "{t}");
+    assert!(t.contains("guard `talos.not-member` passed"), "{t}");
+    assert!(t.contains("skipped  reset_old"), "{t}");
+    let (removed, bootstraps, voters) = handle.cluster().with(|c, now| {
+        let members = c
+            .etcd_member_list("192.168.2.20", false, now)
+            .unwrap_or_default();
+        let log = c.call_log();
+        (
+            log.iter()
+                .filter(|r| r.method == "EtcdRemoveMemberByID")
+                .count(),
+            log.iter().filter(|r| r.method == "Bootstrap").count(),
+            members
+                .iter()
+                .filter(|m| !m.is_learner)
+                .map(|m| m.hostname.clone())
+                .collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(removed, 1);
+    assert_eq!(
+        bootstraps, 0,
+        "a replacement joins; it is never bootstrapped"
+    );
+    assert_eq!(voters.len(), 3, "{voters:?}");
+    assert!(voters.iter().any(|n| n == "mac-50"), "{voters:?}");
+    assert!(!voters.iter().any(|n| n == "mac-49"), "{voters:?}");
+    rt.block_on(handle.shutdown());
+}
