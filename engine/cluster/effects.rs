@@ -27,7 +27,7 @@ use runbook_proto::machine::{
     UpgradeRequest,
 };
 
-use crate::cluster::observe::{Observer, evictable};
+use crate::cluster::observe::{Failover, Observer, evictable};
 use crate::cluster::talos::{TalosClient, with_node};
 use crate::condition::check;
 use crate::condition::talos::Poll as CondPoll;
@@ -54,7 +54,7 @@ impl ClusterEffects {
         }
     }
 
-    fn talos(&self) -> &TalosClient {
+    fn talos(&self) -> &crate::cluster::observe::Failover {
         &self.observer.talos
     }
 
@@ -801,6 +801,7 @@ fn check_error(name: &str, e: check::Error) -> EffectError {
 
 impl Effects for ClusterEffects {
     async fn perform(&self, call: ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+        self.talos().ensure_healthy().await;
         self.act(call).await
     }
 
@@ -836,6 +837,7 @@ impl Effects for ClusterEffects {
     }
 
     async fn probe(&self, call: ActionCall<'_>) -> Result<Option<bool>, EffectError> {
+        self.talos().ensure_healthy().await;
         match call.name {
             "talos.reboot" | "talos.upgrade" => {
                 let node = arg(&call, "node")?;
@@ -864,6 +866,7 @@ impl Effects for ClusterEffects {
     }
 
     async fn pre_state(&self, call: ActionCall<'_>) -> Fields {
+        self.talos().ensure_healthy().await;
         let mut out = Fields::new();
         if matches!(call.name, "talos.reboot" | "talos.upgrade")
             && let Ok(node) = arg(&call, "node")
@@ -926,7 +929,7 @@ impl Connection {
     pub async fn open(&self) -> Result<ClusterEffects, ConnectError> {
         let cfg = crate::cluster::talosconfig::Talosconfig::load(&self.talosconfig)?;
         let (_, ctx) = cfg.context(self.context.as_deref(), &self.talosconfig)?;
-        let talos = TalosClient::connect(ctx).await?;
+        let talos = Failover::new(TalosClient::connect(ctx).await?, Some(ctx.clone()));
         let nodes = if self.nodes.is_empty() {
             ctx.nodes.clone()
         } else {

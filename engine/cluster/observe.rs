@@ -24,10 +24,74 @@ use crate::condition::view::{ClusterView, Disk, EtcdStatus, Member, NodeView, Se
 /// How long one observation call may take.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
 
+/// The Talos connection, moved to another endpoint when the one in use stops answering (its
+/// node was just wiped, rebooted or powered off), as talosctl's round-robin over the
+/// talosconfig's endpoints does.
+pub struct Failover {
+    current: std::sync::RwLock<TalosClient>,
+    context: Option<crate::cluster::talosconfig::Context>,
+}
+
+impl Failover {
+    /// A connection; with a talosconfig context it can fail over to the context's other
+    /// endpoints.
+    pub fn new(client: TalosClient, context: Option<crate::cluster::talosconfig::Context>) -> Self {
+        Failover {
+            current: std::sync::RwLock::new(client),
+            context,
+        }
+    }
+
+    fn current(&self) -> TalosClient {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `MachineService` on the endpoint in use.
+    pub fn machine(
+        &self,
+    ) -> runbook_proto::machine::machine_service_client::MachineServiceClient<
+        tonic::transport::Channel,
+    > {
+        self.current().machine()
+    }
+
+    /// COSI `State` on the endpoint in use.
+    pub fn cosi(
+        &self,
+    ) -> runbook_proto::cosi::resource::state_client::StateClient<tonic::transport::Channel> {
+        self.current().cosi()
+    }
+
+    /// Checks that the endpoint in use answers (as itself, without routing); if not, connects
+    /// to the first other endpoint that does. Keeps the old one if none answers.
+    pub async fn ensure_healthy(&self) {
+        if within(self.current().machine().version(())).await.is_ok() {
+            return;
+        }
+        let Some(ctx) = &self.context else {
+            return;
+        };
+        let in_use = self.current().endpoint().to_string();
+        for ep in ctx.endpoints.iter().filter(|e| **e != in_use) {
+            let Ok(client) = within(TalosClient::connect_endpoint(ctx, ep)).await else {
+                continue;
+            };
+            if within(client.machine().version(())).await.is_ok() {
+                tracing::info!(from = %in_use, to = %ep, "Talos endpoint failed over");
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = client;
+                return;
+            }
+        }
+    }
+}
+
 /// Where and how to observe.
 pub struct Observer {
     /// Connected to a control-plane endpoint with the talosconfig identity.
-    pub talos: TalosClient,
+    pub talos: Failover,
     /// The nodes to observe, by label.
     pub nodes: Vec<String>,
     /// Direct endpoints per label, for maintenance-mode nodes (default: the label itself).
@@ -90,6 +154,7 @@ fn stage_name(stage: i32) -> String {
 impl Observer {
     /// Observes every node.
     pub async fn view(&self) -> ClusterView {
+        self.talos.ensure_healthy().await;
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for label in &self.nodes {
             nodes.push(self.node(label).await);
@@ -292,11 +357,7 @@ impl Observer {
         if let Ok(items) =
             within(self.list(label, "hardware", "PCIDevices.hardware.talos.dev")).await
         {
-            v.pci_vendors = items
-                .iter()
-                .filter_map(|b| hardware::PciDeviceSpec::decode(b.as_slice()).ok())
-                .map(|d| d.vendor_id)
-                .collect();
+            v.pci_vendors = decode_vendors(&items);
         }
         if let Ok(items) =
             within(self.list(label, "runtime", "KernelModuleSpecs.runtime.talos.dev")).await
@@ -331,27 +392,41 @@ impl Observer {
         v.reachable = true;
         v.maintenance = true;
         v.stage = Some("maintenance".into());
-        // Maintenance mode serves COSI read-only: the disks are what an install needs.
-        let req = ListRequest {
-            namespace: "runtime".into(),
-            r#type: "Disks.block.talos.dev".into(),
-            options: None,
-        };
-        let disks = within(async {
-            let mut stream = client.cosi().list(req).await?.into_inner();
-            let mut out = Vec::new();
-            while let Some(item) = stream.next().await {
-                if let Some(spec) = item?.resource.and_then(|r| r.spec) {
-                    out.push(spec.proto_spec);
+        // Maintenance mode serves COSI read-only: disks and PCI devices are what an install
+        // (disk check, image check) needs.
+        let list = |ns: &'static str, ty: &'static str| {
+            let client = client.clone();
+            async move {
+                let req = ListRequest {
+                    namespace: ns.into(),
+                    r#type: ty.into(),
+                    options: None,
+                };
+                let mut stream = client.cosi().list(req).await?.into_inner();
+                let mut out = Vec::new();
+                while let Some(item) = stream.next().await {
+                    if let Some(spec) = item?.resource.and_then(|r| r.spec) {
+                        out.push(spec.proto_spec);
+                    }
                 }
+                Ok::<_, tonic::Status>(out)
             }
-            Ok::<_, tonic::Status>(out)
-        })
-        .await;
-        if let Ok(items) = disks {
+        };
+        if let Ok(items) = within(list("runtime", "Disks.block.talos.dev")).await {
             v.disks = decode_disks(&items);
         }
+        if let Ok(items) = within(list("hardware", "PCIDevices.hardware.talos.dev")).await {
+            v.pci_vendors = decode_vendors(&items);
+        }
     }
+}
+
+fn decode_vendors(items: &[Vec<u8>]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|b| hardware::PciDeviceSpec::decode(b.as_slice()).ok())
+        .map(|d| d.vendor_id)
+        .collect()
 }
 
 fn decode_disks(items: &[Vec<u8>]) -> Vec<Disk> {

@@ -260,9 +260,18 @@ impl Simulator {
             talosconfigs.insert(*role, path);
         }
 
-        // Configs the operator prepared for spare machines (the scenario's), for runbooks
-        // such as node-replace: `configs/<label>.yaml`.
-        for (label, yaml) in config.scenario.prepared_configs() {
+        // The machine configs an operator keeps (decrypted here: the simulator's are not
+        // secret): every configured node's, plus the scenario's prepared ones for spare
+        // machines, for runbooks such as node-replace and full-rebuild: `configs/<label>.yaml`.
+        let mut configs: Vec<(String, String)> = cluster.with(|c, now| {
+            let labels: Vec<String> = c.nodes().iter().map(|n| n.label().to_string()).collect();
+            labels
+                .into_iter()
+                .filter_map(|l| c.machine_config(&l, now).ok().map(|y| (l, y)))
+                .collect()
+        });
+        configs.extend(config.scenario.prepared_configs());
+        for (label, yaml) in configs {
             let dir = config.dir.join("configs");
             std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
             let path = dir.join(format!("{label}.yaml"));

@@ -36,7 +36,7 @@ async fn observe(
         .filter_map(|n| h.endpoint(n).map(|e| (n.to_string(), e)))
         .collect();
     let observer = Observer {
-        talos,
+        talos: runbook::cluster::observe::Failover::new(talos, None),
         nodes: NODES.iter().map(|s| s.to_string()).collect(),
         endpoints,
         kube: None,

@@ -528,3 +528,111 @@ fn node_replace_swaps_a_dead_node_for_a_spare() {
     assert!(!voters.iter().any(|n| n == "mac-49"), "{voters:?}");
     rt.block_on(handle.shutdown());
 }
+
+/// full-rebuild on the simulated seed cluster: approval, every node wiped to maintenance (the
+/// Talos connection fails over as endpoints go away), disks and images checked per node,
+/// configs applied over the maintenance API, exactly one bootstrap, joins, kubeconfig.
+#[test]
+fn full_rebuild_wipes_reinstalls_and_bootstraps_once() {
+    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario: Scenario::Healthy,
+            speed: Speed::new(200.0).unwrap(),
+            dir: dir.path().join("sim"),
+        }))
+        .unwrap();
+    let sim = dir.path().join("sim");
+    let s = |p: &str| sim.join(p).display().to_string();
+    let state = dir.path().join("state");
+    let kubeconfig_out = dir.path().join("kubeconfig-new");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let configs = format!("configs={}", s("configs"));
+    let backups = format!("backup_dir={}", dir.path().join("snaps").display());
+    let kc = format!("kubeconfig={}", kubeconfig_out.display());
+    let out = cli(&[
+        "run",
+        "full-rebuild",
+        "--output",
+        "plain",
+        "--talosconfig",
+        &s("talosconfig"),
+        "--kubeconfig",
+        &s("kubeconfig"),
+        "--endpoints",
+        &s("endpoints.json"),
+        "--param",
+        "nodes=192.168.2.20,192.168.2.223,192.168.2.49",
+        "--param",
+        "gpu_node=192.168.2.20",
+        "--param",
+        &configs,
+        "--param",
+        &backups,
+        "--param",
+        &kc,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "waits for the destruction approval: {}",
+        text(&out)
+    );
+    let id = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let id = id.to_str().unwrap().to_string();
+    assert_eq!(cli(&["approve", &id, "confirm"]).status.code(), Some(0));
+    let out = cli(&["resume", &id, "--output", "plain"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("finished: Succeeded (20 steps done)"), "{t}");
+    assert!(
+        t.contains("`192.168.2.20` has an NVIDIA GPU and gets the NVIDIA image"),
+        "{t}"
+    );
+    assert!(
+        t.contains("`192.168.2.49` has no NVIDIA GPU and gets a vanilla image"),
+        "{t}"
+    );
+    assert!(
+        std::fs::read_to_string(&kubeconfig_out)
+            .unwrap()
+            .contains("clusters")
+    );
+    let (resets, bootstraps) = handle.cluster().with(|c, _| {
+        let log = c.call_log();
+        (
+            log.iter().filter(|r| r.method == "Reset").count(),
+            log.iter()
+                .filter(|r| r.method == "Bootstrap")
+                .map(|r| r.node.clone())
+                .collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(resets, 3);
+    assert_eq!(
+        bootstraps,
+        vec!["192.168.2.20"],
+        "exactly one bootstrap, on the first node"
+    );
+    rt.block_on(handle.shutdown());
+}
