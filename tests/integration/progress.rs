@@ -18,10 +18,17 @@ fn progress_bar_and_wait_spinner_on_a_terminal() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // A wait that cannot hold at once: a reboot taking about three seconds (speed 20).
+    let file = dir.path().join("reboot.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: reboot }\nsteps:\n  - id: boot\n    action: talos.read-boot-id\n    with: { node: 192.168.2.223 }\n  - id: reboot\n    action: talos.reboot\n    with: { node: 192.168.2.223 }\n    guard: [etcd.safe-down]\n    wait: { condition: talos.rebooted, interval: 500ms, timeout: 2m }\n",
+    )
+    .unwrap();
     let cmd = format!(
-        "{} run etcd-backup --sim --speed 200 --param node=192.168.2.20 --param dir={} --state-dir {}",
+        "{} run {} --sim --speed 20 --state-dir {}",
         env!("CARGO_BIN_EXE_runbook"),
-        dir.path().join("snaps").display(),
+        file.display(),
         dir.path().join("state").display()
     );
     let out = Command::new("script")
@@ -29,17 +36,18 @@ fn progress_bar_and_wait_spinner_on_a_terminal() {
         .env_remove("NO_COLOR")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
     let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
     // The overall bar counts steps; the wait shows its condition, elapsed time and timeout.
-    assert!(screen.contains("0/2 steps check"), "{screen}");
-    assert!(screen.contains("2/2 steps snapshot"), "{screen}");
+    assert!(screen.contains("0/2 steps boot"), "{screen}");
+    assert!(screen.contains("2/2 steps reboot"), "{screen}");
     assert!(
-        screen.contains("check: waiting for `etcd.healthy` 0s / 60s"),
+        screen.contains("reboot: waiting for `talos.rebooted`"),
         "{screen}"
     );
+    assert!(screen.contains("/ 120s"), "{screen}");
     // Lines for the record stay above the bars.
-    assert!(screen.contains("guard `etcd.quorum` passed"), "{screen}");
+    assert!(screen.contains("guard `etcd.safe-down` passed"), "{screen}");
     assert!(
         screen.contains("finished: Succeeded (2 steps done)"),
         "{screen}"
