@@ -220,21 +220,10 @@ fn reboot_verify_rolls_back_the_cordon_when_a_pdb_blocks_the_drain() {
 /// repeated or lost.
 #[test]
 fn reboot_is_never_repeated_when_killed_at_any_record() {
-    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario: Scenario::Healthy,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.path().join("sim"),
-        }))
-        .unwrap();
+    let (rt, handle) = simulator(Scenario::Healthy, dir.path());
     let sim = dir.path().join("sim");
     let runbook_file = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
     let reboots = || {
@@ -325,21 +314,10 @@ fn reboot_is_never_repeated_when_killed_at_any_record() {
 /// cluster at the end (the dead machines are replaced later with node-replace).
 #[test]
 fn quorum_recovery_restores_etcd_from_the_survivor_with_one_bootstrap() {
-    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario: Scenario::QuorumLost,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.path().join("sim"),
-        }))
-        .unwrap();
+    let (rt, handle) = simulator(Scenario::QuorumLost, dir.path());
     let sim = dir.path().join("sim");
     let state = dir.path().join("state");
     let cli = |args: &[&str]| {
@@ -450,21 +428,10 @@ fn gpu_enable_fixes_the_missing_nvidia_modules_of_the_seed_notes() {
 /// (never bootstrapped) and joins as the third voter.
 #[test]
 fn node_replace_swaps_a_dead_node_for_a_spare() {
-    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario: Scenario::NodeDeadWithSpare,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.path().join("sim"),
-        }))
-        .unwrap();
+    let (rt, handle) = simulator(Scenario::NodeDeadWithSpare, dir.path());
     let sim = dir.path().join("sim");
     let s = |p: &str| sim.join(p).display().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
@@ -534,21 +501,10 @@ fn node_replace_swaps_a_dead_node_for_a_spare() {
 /// configs applied over the maintenance API, exactly one bootstrap, joins, kubeconfig.
 #[test]
 fn full_rebuild_wipes_reinstalls_and_bootstraps_once() {
-    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario: Scenario::Healthy,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.path().join("sim"),
-        }))
-        .unwrap();
+    let (rt, handle) = simulator(Scenario::Healthy, dir.path());
     let sim = dir.path().join("sim");
     let s = |p: &str| sim.join(p).display().to_string();
     let state = dir.path().join("state");
@@ -635,4 +591,26 @@ fn full_rebuild_wipes_reinstalls_and_bootstraps_once() {
         "exactly one bootstrap, on the first node"
     );
     rt.block_on(handle.shutdown());
+}
+
+/// A simulator at speed 200 on its own runtime, files in `dir/sim`, for tests that drive the
+/// `runbook` binary against it from outside (as an operator does with `runbook sim up`).
+fn simulator(
+    scenario: runbook::sim::Scenario,
+    dir: &Path,
+) -> (tokio::runtime::Runtime, runbook::sim::SimHandle) {
+    use runbook::sim::{SimConfig, Simulator, Speed};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario,
+            speed: Speed::new(200.0).unwrap(),
+            dir: dir.join("sim"),
+        }))
+        .unwrap();
+    (rt, handle)
 }
