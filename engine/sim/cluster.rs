@@ -2052,19 +2052,20 @@ impl Cluster {
 
     /// Plugs the USB stick in (SCSI names shift on the next enumeration — at once here).
     pub fn attach_usb(&mut self, label: &str, now: SimTime) -> Result<(), ApiError> {
-        self.advance_to(now);
-        let i = self.idx(label)?;
-        self.nodes[i].usb_attached = true;
-        self.record("AttachUsb", label, &Ok::<(), ApiError>(()));
-        Ok(())
+        self.set_usb(label, true, now)
     }
 
     /// Unplugs the USB stick.
     pub fn detach_usb(&mut self, label: &str, now: SimTime) -> Result<(), ApiError> {
+        self.set_usb(label, false, now)
+    }
+
+    fn set_usb(&mut self, label: &str, attached: bool, now: SimTime) -> Result<(), ApiError> {
         self.advance_to(now);
         let i = self.idx(label)?;
-        self.nodes[i].usb_attached = false;
-        self.record("DetachUsb", label, &Ok::<(), ApiError>(()));
+        self.nodes[i].usb_attached = attached;
+        let method = if attached { "AttachUsb" } else { "DetachUsb" };
+        self.record(method, label, &Ok::<(), ApiError>(()));
         Ok(())
     }
 

@@ -340,14 +340,10 @@ async fn cosi_refuses_nodes_and_serves_get_list_and_resource_definitions() {
             .collect::<Vec<_>>()
             .await
     };
-    let rds = collect(
-        c.cosi()
-            .list(list("meta", "ResourceDefinitions.meta.cosi.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let list_all = async |ns: &str, ty: &str| {
+        collect(c.cosi().list(list(ns, ty)).await.unwrap().into_inner()).await
+    };
+    let rds = list_all("meta", "ResourceDefinitions.meta.cosi.dev").await;
     let rd_ids = ids(rds.clone());
     for want in [
         "machinestatuses.runtime.talos.dev",
@@ -377,50 +373,15 @@ async fn cosi_refuses_nodes_and_serves_get_list_and_resource_definitions() {
     assert_eq!(spec.default_namespace, "runtime");
     assert!(spec.all_aliases.iter().any(|a| a == "machinestatus"));
 
-    let members = ids(collect(
-        c.cosi()
-            .list(list("cluster", "Members.cluster.talos.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await);
+    let members = ids(list_all("cluster", "Members.cluster.talos.dev").await);
     assert_eq!(members, ["mac-223", "mac-49", "nuc-20"]);
-    let ext = ids(collect(
-        c.cosi()
-            .list(list("runtime", "ExtensionStatuses.runtime.talos.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await);
+    let ext = ids(list_all("runtime", "ExtensionStatuses.runtime.talos.dev").await);
     assert_eq!(ext, ["000", "001", "002"]);
-    let kms = ids(collect(
-        c.cosi()
-            .list(list("runtime", "KernelModuleSpecs.runtime.talos.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await);
+    let kms = ids(list_all("runtime", "KernelModuleSpecs.runtime.talos.dev").await);
     assert!(kms.iter().any(|m| m == "nvidia"));
-    let lkm = ids(collect(
-        c.cosi()
-            .list(list("runtime", "LoadedKernelModules.runtime.talos.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await);
+    let lkm = ids(list_all("runtime", "LoadedKernelModules.runtime.talos.dev").await);
     assert!(lkm.iter().any(|m| m == "nvidia_uvm"));
-    let pci = collect(
-        c.cosi()
-            .list(list("hardware", "PCIDevices.hardware.talos.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let pci = list_all("hardware", "PCIDevices.hardware.talos.dev").await;
     assert!(pci.iter().any(|r| {
         r.spec
             .as_ref()
@@ -428,14 +389,7 @@ async fn cosi_refuses_nodes_and_serves_get_list_and_resource_definitions() {
             .yaml_spec
             .contains("vendor_id: \"0x10de\"")
     }));
-    let sys = collect(
-        c.cosi()
-            .list(list("runtime", "SystemDisks.block.talos.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let sys = list_all("runtime", "SystemDisks.block.talos.dev").await;
     assert!(
         sys[0]
             .spec
@@ -444,14 +398,7 @@ async fn cosi_refuses_nodes_and_serves_get_list_and_resource_definitions() {
             .yaml_spec
             .contains("devPath: /dev/nvme0n1")
     );
-    let etcd = ids(collect(
-        c.cosi()
-            .list(list("etcd", "EtcdMembers.etcd.talos.dev"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await);
+    let etcd = ids(list_all("etcd", "EtcdMembers.etcd.talos.dev").await);
     assert_eq!(etcd, ["local"]);
     for (ns, ty) in [
         ("runtime", "Services.v1alpha1.talos.dev"),
