@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use crate::cli::Error;
 use crate::cli::args::ClusterArgs;
 use crate::cli::args::OutputArg;
-use crate::cluster::effects::Connection;
+use crate::cluster::connection::Connection;
 use crate::compile::{self, Mode};
 use crate::event::{Event, Stop};
 use crate::exec::{self, Approver, Effects, EventSink, LocalEffects, Options, Runner};

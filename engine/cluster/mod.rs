@@ -6,7 +6,9 @@
 //! `node`/`nodes` routing metadata. The engine's actions talk to real clusters and to the
 //! simulator through exactly this code.
 
+pub mod connection;
 pub mod effects;
 pub mod observe;
+pub mod payload;
 pub mod talos;
 pub mod talosconfig;

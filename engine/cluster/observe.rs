@@ -421,6 +421,18 @@ impl Observer {
     }
 }
 
+impl Observer {
+    /// The direct endpoint of a node (maintenance mode): from the endpoint map when one is
+    /// given (the simulator's), else the label itself (a real node's address).
+    pub fn endpoint_of(&self, label: &str) -> Option<String> {
+        if self.endpoints.is_empty() {
+            Some(label.to_string())
+        } else {
+            self.endpoints.get(label).cloned()
+        }
+    }
+}
+
 fn decode_vendors(items: &[Vec<u8>]) -> Vec<String> {
     items
         .iter()

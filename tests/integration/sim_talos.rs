@@ -859,7 +859,7 @@ async fn machine_service_methods_answer_like_talos() {
     let tgz = read_all(m.clone().kubeconfig(()).await.unwrap().into_inner()).await;
     let inside = runbook::sim::talos_api::kubeconfig::untar_gz_stored(&tgz).unwrap();
     assert_eq!(
-        runbook::cluster::effects::extract_kubeconfig(&tgz).unwrap(),
+        runbook::cluster::payload::extract_kubeconfig(&tgz).unwrap(),
         inside
     );
     assert!(
