@@ -1,9 +1,11 @@
-//! `runbook actions`: the catalog of actions, guards and wait conditions, for authors.
+//! `runbook actions`: the catalog of actions, guards and wait conditions, for authors
+//! (`--output json` gives the same catalog as data, for editors and scripts).
 
 use std::fmt::Write as _;
 
 use crate::action::{self, ArgSpec};
-use crate::cli::{Error, print_out};
+use crate::cli::args::DataFormat;
+use crate::cli::{Error, print_json, print_out};
 use crate::condition;
 use crate::dsl::duration;
 
@@ -24,8 +26,74 @@ fn args(out: &mut String, specs: &[ArgSpec]) {
     }
 }
 
+fn args_json(specs: &[ArgSpec]) -> serde_json::Value {
+    specs
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "name": a.name,
+                "type": a.ty.describe(),
+                "required": a.required && a.default.is_none(),
+                "default": a.default.map(|d| d.to_json()),
+                "doc": a.doc,
+            })
+        })
+        .collect()
+}
+
+fn hazard_name(h: &action::Hazard) -> String {
+    serde_json::to_value(h)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// The catalog as one JSON document.
+fn catalog_json() -> serde_json::Value {
+    let actions: Vec<serde_json::Value> = action::ACTIONS
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "name": a.name,
+                "summary": a.summary,
+                "idempotency": a.idempotency.name(),
+                "disruptive": a.hazard(|_| None).map(|h| hazard_name(&h)),
+                "args": args_json(a.args),
+                "outputs": a.outputs,
+            })
+        })
+        .collect();
+    let guards: Vec<serde_json::Value> = condition::GUARDS
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "name": g.name,
+                "summary": g.summary,
+                "protects": g.protects.iter().map(hazard_name).collect::<Vec<_>>(),
+                "args": args_json(g.args),
+            })
+        })
+        .collect();
+    let conditions: Vec<serde_json::Value> = condition::CONDITIONS
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "summary": c.summary,
+                "timeout_ms": u64::try_from(c.timeout.as_millis()).unwrap_or(u64::MAX),
+                "interval_ms": u64::try_from(c.interval.as_millis()).unwrap_or(u64::MAX),
+                "args": args_json(c.args),
+            })
+        })
+        .collect();
+    serde_json::json!({ "actions": actions, "guards": guards, "conditions": conditions })
+}
+
 /// Prints the catalog.
-pub fn run() -> Result<(), Error> {
+pub fn run(output: DataFormat) -> Result<(), Error> {
+    if output == DataFormat::Json {
+        return print_json(&catalog_json());
+    }
     let mut out = String::from("actions\n");
     for a in action::ACTIONS {
         let disruptive = match a.hazard(|_| None) {
@@ -53,10 +121,7 @@ pub fn run() -> Result<(), Error> {
                 " [protects: {}]",
                 g.protects
                     .iter()
-                    .map(|h| serde_json::to_value(h)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default())
+                    .map(hazard_name)
                     .collect::<Vec<_>>()
                     .join(", ")
             )

@@ -30,7 +30,11 @@ pub struct Args {
 pub enum Command {
     /// List the runbooks that can be named: built-ins, ./runbooks/ and
     /// $XDG_CONFIG_HOME/runbook/runbooks/.
-    List,
+    List {
+        /// `text` (for people) or `json` (for scripts; the shapes are in docs/cli.md).
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        output: DataFormat,
+    },
 
     /// Compile runbook files (or every runbook in the given directories) and report every
     /// problem with file:line:column. Exits 0 when all compile.
@@ -57,7 +61,11 @@ pub enum Command {
     },
 
     /// List the catalog: actions, guards and wait conditions with their arguments.
-    Actions,
+    Actions {
+        /// `text` (for people) or `json` (for scripts; the shapes are in docs/cli.md).
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        output: DataFormat,
+    },
 
     /// Execute a runbook durably: every step is journaled in a new run directory, so the run
     /// can be killed at any instant and continued with `runbook resume`.
@@ -128,7 +136,11 @@ pub enum Command {
     },
 
     /// List runs with their status, age and current step.
-    Runs,
+    Runs {
+        /// `text` (for people) or `json` (for scripts; the shapes are in docs/cli.md).
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        output: DataFormat,
+    },
 
     /// Show one run: each step's state, attempts, timing, outcome, and the guard and wait
     /// figures it saw.
@@ -136,6 +148,10 @@ pub enum Command {
         /// The run id.
         #[arg(value_name = "RUN_ID")]
         run: String,
+
+        /// `text` (for people) or `json` (for scripts; the shapes are in docs/cli.md).
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        output: DataFormat,
     },
 
     /// Abort a run that is not being driven: run the rollbacks of its completed steps, newest
@@ -156,6 +172,16 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+
+    /// Print a shell completion script: `runbook completions bash > ~/.local/share/bash-completion/completions/runbook`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff), generated from these definitions: `runbook man | man -l -`.
+    Man,
 
     /// The simulated Talos cluster to rehearse runbooks against (see docs/simulator.md).
     Sim {
@@ -228,6 +254,15 @@ pub struct ClusterArgs {
     /// needed to reach nodes in maintenance mode when labels are not addresses.
     #[arg(long, value_name = "FILE", requires = "talosconfig")]
     pub endpoints: Option<PathBuf>,
+}
+
+/// `--output` of the commands that print data (`list`, `actions`, `runs`, `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataFormat {
+    /// Aligned text for people.
+    Text,
+    /// One JSON document on stdout.
+    Json,
 }
 
 /// `--output` of the commands that drive a run.

@@ -9,6 +9,7 @@ pub mod actions;
 pub mod approve;
 pub mod args;
 pub mod check;
+pub mod completions;
 pub mod list;
 pub mod plan;
 pub mod resume;
@@ -125,6 +126,13 @@ pub fn print_out(text: &str) -> Result<(), Error> {
     }
 }
 
+/// Prints one JSON document (pretty, with a final newline) on stdout.
+pub fn print_json(value: &serde_json::Value) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Output(e.into()))?;
+    text.push('\n');
+    print_out(&text)
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -146,14 +154,14 @@ pub fn main() -> ExitCode {
     init_tracing(args.verbose);
     let state_dir = args.state_dir.as_deref();
     let result = match args.command {
-        args::Command::List => list::run(),
+        args::Command::List { output } => list::run(output),
         args::Command::Check { paths } => check::run(&paths),
         args::Command::Plan {
             runbook,
             params,
             format,
         } => plan::run(&runbook, params, format),
-        args::Command::Actions => actions::run(),
+        args::Command::Actions { output } => actions::run(output),
         args::Command::Sim { command } => match command {
             args::SimCommand::Up {
                 preset,
@@ -184,8 +192,10 @@ pub fn main() -> ExitCode {
             cluster,
         } => resume::run(run.as_deref(), params, yes, output, &cluster, state_dir),
         args::Command::Approve { run, step } => approve::run(&run, &step, state_dir),
-        args::Command::Runs => runs::run(state_dir),
-        args::Command::Status { run } => status::run(&run, state_dir),
+        args::Command::Runs { output } => runs::run(state_dir, output),
+        args::Command::Status { run, output } => status::run(&run, state_dir, output),
+        args::Command::Completions { shell } => completions::completions(shell),
+        args::Command::Man => completions::man(),
         args::Command::Abort {
             run,
             params,

@@ -1,9 +1,11 @@
 //! `runbook status RUN_ID`: each step's state, attempts, timing and outcome, with the guard
-//! verdicts and wait figures it saw (read-only, no lock).
+//! verdicts and wait figures it saw (read-only, no lock). `--output json` prints the same
+//! facts as one document, built in the same pass so the two renderings cannot disagree.
 
 use std::fmt::Write as _;
 
-use crate::cli::{Error, print_out, session};
+use crate::cli::args::DataFormat;
+use crate::cli::{Error, print_json, print_out, session};
 use crate::journal::{Fields, Journal, StepState, time};
 
 fn figures(f: &Fields) -> String {
@@ -16,13 +18,23 @@ fn figures(f: &Fields) -> String {
 }
 
 /// Shows a run.
-pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Error> {
+pub fn run(
+    run_id: &str,
+    state_dir: Option<&std::path::Path>,
+    output: DataFormat,
+) -> Result<(), Error> {
     let state = session::state_dir(state_dir)?;
     let run = state.open_run(run_id).map_err(Error::Journal)?;
     let snapshot = Journal::read(&run).map_err(Error::Journal)?;
     let s = &snapshot.state;
     let mut out = String::new();
+    let mut doc = serde_json::Map::new();
+    doc.insert("run".into(), run.id().into());
     if let Some(h) = &s.header {
+        doc.insert("runbook".into(), h.runbook.clone().into());
+        doc.insert("started_at".into(), h.started_at.clone().into());
+        doc.insert("params".into(), serde_json::Value::Object(h.params.clone()));
+        doc.insert("plan_hash".into(), h.plan_hash.clone().into());
         let _ = writeln!(
             out,
             "run {} (`{}`), started {}",
@@ -35,11 +47,32 @@ pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Erro
         );
         let _ = writeln!(out, "  plan: {}", h.plan_hash);
     }
-    let status = match (&s.finished, &s.paused) {
-        (Some((o, summary)), _) => format!("finished: {o:?} ({summary})"),
-        (None, Some(reason)) => format!("paused: {reason}"),
-        (None, None) => "unfinished (interrupted, or being driven)".to_owned(),
+    let (status, status_json) = match (&s.finished, &s.paused) {
+        (Some((o, summary)), _) => (
+            format!("finished: {o:?} ({summary})"),
+            serde_json::json!({"kind": "finished", "outcome": format!("{o:?}").to_lowercase(), "summary": summary}),
+        ),
+        (None, Some(reason)) => (
+            format!("paused: {reason}"),
+            serde_json::json!({"kind": "paused", "reason": reason}),
+        ),
+        (None, None) => (
+            "unfinished (interrupted, or being driven)".to_owned(),
+            serde_json::json!({"kind": "unfinished"}),
+        ),
     };
+    doc.insert("status".into(), status_json);
+    doc.insert("sessions".into(), s.sessions.len().into());
+    doc.insert(
+        "torn_tail".into(),
+        snapshot
+            .contents
+            .torn
+            .as_ref()
+            .map(|t| t.to_string())
+            .into(),
+    );
+    let mut steps_json = Vec::new();
     let _ = writeln!(out, "  status: {status}");
     let _ = writeln!(out, "  sessions: {}", s.sessions.len());
     if let Some(t) = &snapshot.contents.torn {
@@ -73,6 +106,22 @@ pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Erro
             rec.state.name(),
             rec.attempts
         );
+        steps_json.push(serde_json::json!({
+            "id": id,
+            "rollback_of": rec.rollback_of,
+            "state": rec.state.name(),
+            "attempts": rec.attempts,
+            "started_ms": rec.first_started_ms,
+            "ended_ms": rec.ended_ms,
+            "detail": outcome.trim_start_matches(": ").trim(),
+            "guards": rec.guards.iter().map(|g| serde_json::json!({
+                "guard": g.guard, "passed": g.passed, "reason": g.reason, "figures": g.figures,
+            })).collect::<Vec<_>>(),
+            "waits": rec.waits.iter().map(|w| serde_json::json!({
+                "condition": w.condition, "attempt": w.attempt, "satisfied": w.satisfied,
+                "elapsed_ms": w.elapsed_ms, "figures": w.figures,
+            })).collect::<Vec<_>>(),
+        }));
         for g in &rec.guards {
             let verdict = if g.passed { "passed" } else { "refused" };
             let reason = g
@@ -108,12 +157,14 @@ pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Erro
         .filter(|(_, v)| v.as_str() == Some(crate::secret::REDACTED))
         .map(|(k, _)| (k.clone(), crate::secret::REDACTED.to_owned()))
         .collect();
+    let mut not_started: Vec<String> = Vec::new();
     if let Ok(plan) = session::load_plan(&run, &placeholders) {
         let pending: Vec<&str> = plan
             .steps()
             .map(|st| st.id.as_str())
             .filter(|id| !s.step_order.iter().any(|o| o == id))
             .collect();
+        not_started = pending.iter().map(|p| p.to_string()).collect();
         if !pending.is_empty() {
             let _ = writeln!(
                 out,
@@ -122,6 +173,11 @@ pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Erro
                 pending.join(", ")
             );
         }
+    }
+    if output == DataFormat::Json {
+        doc.insert("steps".into(), steps_json.into());
+        doc.insert("not_started".into(), not_started.into());
+        return print_json(&serde_json::Value::Object(doc));
     }
     print_out(&out)
 }

@@ -7,6 +7,7 @@
 
 mod authoring;
 mod cli;
+mod cli_output;
 mod crash;
 mod executor;
 mod harness;
