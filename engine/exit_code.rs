@@ -21,6 +21,8 @@ pub const JOURNAL: i32 = 6;
 pub const LOCKED: i32 = 7;
 /// The run was aborted by an operator.
 pub const ABORTED: i32 = 8;
+/// `runbook lint` found at least one error-severity finding.
+pub const LINT_FAILED: i32 = 9;
 /// A bug: please report it.
 pub const INTERNAL: i32 = 70;
 
@@ -38,5 +40,6 @@ pub const TABLE: &[(i32, &str)] = &[
     (JOURNAL, "journal read or write failure"),
     (LOCKED, "another process holds the run lock"),
     (ABORTED, "aborted by an operator"),
+    (LINT_FAILED, "lint found an error"),
     (INTERNAL, "internal error"),
 ];

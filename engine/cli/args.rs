@@ -180,6 +180,25 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 
+    /// Lint Talos machine configs (SOPS-encrypted ones are decrypted in memory with `sops`):
+    /// L1 image vs GPU, L2 nvidia modules, L3 driver versions, L4 install disk vs removable
+    /// media, L5 wipe, L13 shared secrets, L14 endpoint, L15 init, L16 scheduling. Exit 9 when
+    /// any finding is an error.
+    Lint {
+        /// The inventory (cluster.yaml): which config is which node's, its GPU and removable
+        /// media. Without CONFIG arguments, every node's config is linted.
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
+
+        /// Machine config files (default: those of the inventory).
+        #[arg(value_name = "CONFIG")]
+        configs: Vec<PathBuf>,
+
+        /// `text` (file:line:column lines) or `json` (`{"findings": [...]}`).
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        output: DataFormat,
+    },
+
     /// Print the man page (roff), generated from these definitions: `runbook man | man -l -`.
     Man,
 

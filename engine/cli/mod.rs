@@ -10,6 +10,7 @@ pub mod approve;
 pub mod args;
 pub mod check;
 pub mod completions;
+pub mod lint;
 pub mod list;
 pub mod plan;
 pub mod resume;
@@ -196,6 +197,11 @@ pub fn main() -> ExitCode {
         args::Command::Status { run, output } => status::run(&run, state_dir, output),
         args::Command::Completions { shell } => completions::completions(shell),
         args::Command::Man => completions::man(),
+        args::Command::Lint {
+            inventory,
+            configs,
+            output,
+        } => lint::run(inventory.as_deref(), &configs, output),
         args::Command::Abort {
             run,
             params,

@@ -11,6 +11,7 @@ mod cli_output;
 mod crash;
 mod executor;
 mod harness;
+mod lint;
 mod observe;
 mod progress;
 mod properties;
