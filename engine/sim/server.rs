@@ -271,12 +271,17 @@ impl Simulator {
                 .collect()
         });
         configs.extend(config.scenario.prepared_configs());
-        for (label, yaml) in configs {
+        for (label, yaml) in &configs {
             let dir = config.dir.join("configs");
             std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
             let path = dir.join(format!("{label}.yaml"));
             std::fs::write(&path, yaml).map_err(write_err(&path))?;
         }
+        // The inventory an operator keeps beside them (docs/inventory.md): which config is
+        // whose, the GPU, and whether a USB stick may be plugged in (the Mac Minis).
+        let inventory = cluster.with(|c, _| inventory_yaml(c, &configs));
+        let inventory_path = config.dir.join("cluster.yaml");
+        std::fs::write(&inventory_path, inventory).map_err(write_err(&inventory_path))?;
 
         // Label → loopback endpoint, for clients that must reach a node directly (maintenance
         // mode has no routing): `runbook run --talosconfig DIR/talosconfig --endpoints
@@ -379,4 +384,23 @@ impl SimHandle {
             }
         }
     }
+}
+
+/// `cluster.yaml` for the simulated nodes (and the scenario's spare machines, which have
+/// prepared configs but no model node yet: their hardware is a Mac Mini's, like the seed's).
+fn inventory_yaml(c: &crate::sim::cluster::Cluster, configs: &[(String, String)]) -> String {
+    use crate::sim::node::HardwareModel;
+    let mut out = String::from(
+        "# Written by `runbook sim up`: the facts no API tells (docs/inventory.md).\napiVersion: runbook/v1\nkind: Inventory\nnodes:\n",
+    );
+    for (label, _) in configs {
+        let node = c.nodes().iter().find(|n| n.label() == label);
+        let gpu = node.is_some_and(|n| n.hardware().has_nvidia_gpu());
+        let removable = node.is_none_or(|n| n.hardware().model == HardwareModel::MacMini);
+        out.push_str(&format!(
+            "  - name: {label}\n    config: configs/{label}.yaml\n    gpu: {}\n    removable_media: {removable}\n",
+            if gpu { "nvidia" } else { "none" }
+        ));
+    }
+    out
 }

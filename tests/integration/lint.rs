@@ -301,3 +301,60 @@ fn a_wrong_key_or_a_missing_sops_is_a_clear_error_naming_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn sim_up_writes_an_inventory_that_lint_reads() {
+    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario: Scenario::Healthy,
+            speed: Speed::new(200.0).unwrap(),
+            dir: dir.path().join("sim"),
+        }))
+        .unwrap();
+    let inv_path = dir.path().join("sim/cluster.yaml");
+    let inv = runbook::inventory::Inventory::load(&inv_path).unwrap();
+    let names: Vec<(&str, runbook::inventory::Gpu, bool)> = inv
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.gpu, n.removable_media))
+        .collect();
+    use runbook::inventory::Gpu;
+    assert_eq!(
+        names,
+        vec![
+            ("192.168.2.20", Gpu::Nvidia, false),
+            ("192.168.2.223", Gpu::None, true),
+            ("192.168.2.49", Gpu::None, true),
+        ]
+    );
+    let out = lint(
+        &[
+            "--inventory",
+            inv_path.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let errors: Vec<(String, String)> = findings(&out)
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| (f["id"].as_str().unwrap().to_owned(), base(f)))
+        .collect();
+    // The simulated Macs install to a bare /dev/sda, as the seed's configs did.
+    assert_eq!(
+        errors,
+        vec![
+            ("L4".to_string(), "192.168.2.223.yaml".to_string()),
+            ("L4".to_string(), "192.168.2.49.yaml".to_string()),
+        ]
+    );
+    rt.block_on(handle.shutdown());
+}
