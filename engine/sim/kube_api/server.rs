@@ -140,6 +140,8 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
+                    // As kube-apiserver (Go) does: no Nagle delay on small responses.
+                    let _ = tcp.set_nodelay(true);
                     tasks.spawn(connection(tcp, acceptor.clone(), app.clone(), stopped.clone()));
                 }
                 Err(e) => {

@@ -160,6 +160,9 @@ async fn accept_loop(
         let Ok((sock, _peer)) = accepted else {
             continue;
         };
+        // Small gRPC frames must not wait for Nagle and the client's delayed ACK (~40 ms a
+        // round trip on loopback); Talos' apid (Go) sets TCP_NODELAY on every connection too.
+        let _ = sock.set_nodelay(true);
         let mode = api.ctx.cluster.with(|c, _| {
             c.node(&api.endpoint)
                 .filter(|n| n.api_up())
