@@ -397,4 +397,32 @@ pub static ACTIONS: &[ActionSpec] = &[
         outputs: &[],
         probe: true,
     },
+    ActionSpec {
+        name: "exec",
+        summary: "run a local program as an argv list (no shell unless you write sh -c); stdout, stderr (64 KiB each) and exit_code are outputs; a non-zero exit fails the step; idempotency is yours to declare (default confirm)",
+        args: &[
+            A::req(
+                "command",
+                Strings,
+                "the program and its arguments, e.g. [talosctl, version]; [sh, -c, '…'] for a shell",
+            ),
+            A::opt(
+                "env",
+                Yaml,
+                "extra environment variables, a map of name to value (never journaled)",
+            ),
+            A::opt("cwd", Path, "working directory"),
+            A::opt("timeout", Duration, "kill the program after this long"),
+            A::def(
+                "retryable",
+                Bool,
+                Lit::Bool(false),
+                "whether a non-zero exit or a timeout may be retried under the step's retry policy",
+            ),
+        ],
+        idempotency: Confirm,
+        disruption: Never,
+        outputs: &["stdout", "stderr", "exit_code"],
+        probe: false,
+    },
 ];

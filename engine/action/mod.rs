@@ -283,6 +283,13 @@ pub fn find(name: &str) -> Option<&'static ActionSpec> {
     ACTIONS.iter().find(|a| a.name == name)
 }
 
+/// Whether only the author can know the action's idempotency (a local program): the
+/// runbook's `idempotency:` then replaces the catalog's default (`confirm`) instead of only
+/// tightening it.
+pub fn author_declares_idempotency(name: &str) -> bool {
+    name == "exec"
+}
+
 /// All action names, for "did you mean".
 pub fn names() -> impl Iterator<Item = &'static str> {
     ACTIONS.iter().map(|a| a.name)

@@ -713,6 +713,10 @@ impl Effects for ClusterEffects {
     }
 
     async fn poll(&self, call: CheckCall<'_>) -> Result<Poll, EffectError> {
+        if call.name == crate::exec::command::SUCCEEDS {
+            // A local program, not a cluster observation.
+            return self.local.poll(call).await;
+        }
         let view = self.observer.view().await;
         let args = call.args.clone().into_iter().collect();
         let waited = self.waited(call.step, call.name);

@@ -40,17 +40,23 @@ fn scan(text: &str, out: &mut BTreeSet<String>) {
 
 fn args(a: &Args, out: &mut BTreeSet<String>) {
     for (_, v) in a {
-        match v {
-            ArgValue::Literal(_) => {}
-            ArgValue::Expr(e) => scan(&e.text, out),
-            ArgValue::Template(parts, _) => {
-                for p in parts {
-                    if let TemplatePart::Expr(e) = p {
-                        scan(&e.text, out);
-                    }
+        value(v, out);
+    }
+}
+
+fn value(v: &ArgValue, out: &mut BTreeSet<String>) {
+    match v {
+        ArgValue::Literal(_) => {}
+        ArgValue::Expr(e) => scan(&e.text, out),
+        ArgValue::Template(parts, _) => {
+            for p in parts {
+                if let TemplatePart::Expr(e) = p {
+                    scan(&e.text, out);
                 }
             }
         }
+        ArgValue::List(items, _) => items.iter().for_each(|i| value(i, out)),
+        ArgValue::Map(entries, _) => entries.iter().for_each(|(_, v)| value(v, out)),
     }
 }
 

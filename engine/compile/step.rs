@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::action::{self, ArgSpec, Hazard, Idempotency};
+use crate::action::{self, ArgSpec, ArgType, Hazard, Idempotency};
 use crate::compile::expr::{Checker, Names};
 use crate::condition;
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, did_you_mean};
@@ -156,8 +156,11 @@ pub fn build(
         .as_ref()
         .and_then(|w| wait_call(cx, w, node_arg.as_ref(), diags));
 
+    let author_declared = action_call
+        .as_ref()
+        .is_some_and(|c| crate::action::author_declares_idempotency(&c.name));
     let idempotency = match &decl.idempotency {
-        Some(declared) if declared.value < class => {
+        Some(declared) if declared.value < class && !author_declared => {
             diags.push(
                 Diagnostic::new(
                     Code::Idempotency,
@@ -504,6 +507,59 @@ fn arg_value(
                 }
             }
         }
+        ArgValue::List(items, span) => {
+            let any = ArgSpec {
+                ty: ArgType::Yaml,
+                ..*spec
+            };
+            let values: Vec<Value> = items
+                .iter()
+                .map(|i| arg_value(cx, what, &any, i, diags))
+                .collect::<Option<_>>()?;
+            nested(
+                values.iter().all(|v| v.literal().is_some()),
+                *span,
+                diags,
+                || Value::List {
+                    items: values.clone(),
+                },
+                || {
+                    serde_json::Value::Array(
+                        values.iter().filter_map(|v| v.literal().cloned()).collect(),
+                    )
+                },
+                spec,
+                &type_error,
+            )
+        }
+        ArgValue::Map(entries, span) => {
+            let any = ArgSpec {
+                ty: ArgType::Yaml,
+                ..*spec
+            };
+            let mut values = BTreeMap::new();
+            for (k, v) in entries {
+                values.insert(k.value.clone(), arg_value(cx, what, &any, v, diags)?);
+            }
+            nested(
+                values.values().all(|v| v.literal().is_some()),
+                *span,
+                diags,
+                || Value::Map {
+                    entries: values.clone(),
+                },
+                || {
+                    serde_json::Value::Object(
+                        values
+                            .iter()
+                            .filter_map(|(k, v)| v.literal().map(|l| (k.clone(), l.clone())))
+                            .collect(),
+                    )
+                },
+                spec,
+                &type_error,
+            )
+        }
         ArgValue::Template(parts, span) => {
             let mut text = String::new();
             let mut folded = String::new();
@@ -545,6 +601,30 @@ fn arg_value(
                     None
                 }
             }
+        }
+    }
+}
+
+/// A list or map argument: folded into one literal (type-checked as a whole) when every part
+/// is known at plan time, else kept for the run (its parts were checked one by one).
+fn nested(
+    all_literal: bool,
+    span: Span,
+    diags: &mut Diagnostics,
+    runtime: impl FnOnce() -> Value,
+    folded: impl FnOnce() -> serde_json::Value,
+    spec: &ArgSpec,
+    type_error: &dyn Fn(Span, String, &mut Diagnostics),
+) -> Option<Value> {
+    if !all_literal {
+        return Some(runtime());
+    }
+    let json = folded();
+    match spec.ty.check(&json) {
+        Ok(()) => Some(Value::Literal(json)),
+        Err(msg) => {
+            type_error(span, msg, diags);
+            None
         }
     }
 }

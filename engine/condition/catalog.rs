@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use super::{ConditionSpec, GuardSpec};
-use crate::action::ArgType::{Duration as Dur, Enum, Int, Node, Path, String as Str};
+use crate::action::ArgType::{
+    Duration as Dur, Enum, Int, Node, Path, String as Str, Strings, Yaml,
+};
 use crate::action::Hazard::{MemberRemoval, QuorumOutage, SplitBrain, WorkloadEviction};
 use crate::action::{ArgSpec as A, Lit};
 
@@ -270,5 +272,16 @@ pub static CONDITIONS: &[ConditionSpec] = &[
         )],
         timeout: mins(20),
         interval: Duration::from_secs(10),
+    },
+    ConditionSpec {
+        name: "exec.succeeds",
+        summary: "a local program exits 0 (argv list, no shell): for `verify:` of an `exec` step, or any check the catalog lacks",
+        args: &[
+            A::req("command", Strings, "the program and its arguments"),
+            A::opt("env", Yaml, "extra environment variables (never journaled)"),
+            A::opt("cwd", Path, "working directory"),
+        ],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
     },
 ];

@@ -96,6 +96,10 @@ pub enum ArgValue {
     Expr(ExprSrc),
     /// A string with `${{ expr }}` parts interpolated.
     Template(Vec<TemplatePart>, Span),
+    /// A list with `${{ }}` somewhere inside (a list without any is a [`ArgValue::Literal`]).
+    List(Vec<ArgValue>, Span),
+    /// A map with `${{ }}` somewhere inside (keys are plain text).
+    Map(Vec<(Spanned<String>, ArgValue)>, Span),
 }
 
 /// A piece of an interpolated string.

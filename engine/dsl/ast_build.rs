@@ -592,6 +592,26 @@ impl<'a> Builder<'a> {
     }
 
     fn arg_value(&mut self, node: &Node) -> ArgValue {
+        // Lists and maps are values too: `${{ }}` inside them (a command's argv, an
+        // environment map) is evaluated like at the top level.
+        match &node.value {
+            Value::Seq(items) if items.iter().any(interpolates) => {
+                return ArgValue::List(
+                    items.iter().map(|i| self.arg_value(i)).collect(),
+                    node.span,
+                );
+            }
+            Value::Map(entries) if entries.iter().any(|(_, v)| interpolates(v)) => {
+                return ArgValue::Map(
+                    entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), self.arg_value(v)))
+                        .collect(),
+                    node.span,
+                );
+            }
+            _ => {}
+        }
         let Value::Str(s) = &node.value else {
             return ArgValue::Literal(node.clone());
         };
@@ -828,4 +848,14 @@ pub fn valid_ident(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
+}
+
+/// Whether a value holds `${{` anywhere (at any depth).
+fn interpolates(node: &Node) -> bool {
+    match &node.value {
+        Value::Str(s) => s.contains("${{"),
+        Value::Seq(items) => items.iter().any(interpolates),
+        Value::Map(entries) => entries.iter().any(|(_, v)| interpolates(v)),
+        _ => false,
+    }
 }

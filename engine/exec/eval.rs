@@ -147,6 +147,16 @@ impl Evaluator {
             Value::Template { template } => self
                 .template(step, state, template)
                 .map(serde_json::Value::String),
+            Value::List { items } => items
+                .iter()
+                .map(|i| self.arg(step, state, i))
+                .collect::<Result<Vec<_>, _>>()
+                .map(serde_json::Value::Array),
+            Value::Map { entries } => entries
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.arg(step, state, v)?)))
+                .collect::<Result<serde_json::Map<_, _>, _>>()
+                .map(serde_json::Value::Object),
         }
     }
 

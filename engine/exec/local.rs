@@ -1,5 +1,6 @@
-//! The local actions (`noop`, `sleep`, `log`, `fail`, `marker`): real side effects that need no
-//! cluster, for rehearsing runbooks and for the crash tests.
+//! The local actions (`noop`, `sleep`, `log`, `fail`, `marker`, and `exec`, in `command.rs`):
+//! real side effects that need no cluster, for rehearsing runbooks, the crash tests, and the
+//! commands authors run between cluster steps.
 //!
 //! They are deliberately tiny but honest: `fail` counts attempts from the journal (the attempt
 //! number the runner passes in), so it fails the same attempts however often the process is
@@ -94,6 +95,7 @@ impl LocalEffects {
                 test_hook::in_marker_at(ordinal, MarkerPoint::After);
                 Ok(ActionOutcome::default())
             }
+            "exec" => super::command::action(call).await,
             other => Err(EffectError::NeedsCluster {
                 name: other.to_owned(),
             }),
@@ -131,6 +133,9 @@ impl Effects for LocalEffects {
     }
 
     async fn poll(&self, call: CheckCall<'_>) -> Result<Poll, EffectError> {
+        if call.name == super::command::SUCCEEDS {
+            return super::command::condition(call).await;
+        }
         Err(EffectError::NeedsCluster {
             name: call.name.to_owned(),
         })

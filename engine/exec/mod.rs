@@ -22,6 +22,7 @@
 //! [`summary`] (the report when a run stops).
 
 pub mod attempt;
+pub mod command;
 pub mod dry_run;
 pub mod effects;
 pub mod eval;

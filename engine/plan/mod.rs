@@ -99,6 +99,18 @@ pub enum Value {
         /// The text as written.
         template: String,
     },
+    /// A list with run-time parts (a list known at plan time is a `Literal`).
+    List {
+        /// The items.
+        #[serde(rename = "$list")]
+        items: Vec<Value>,
+    },
+    /// A map with run-time parts.
+    Map {
+        /// The entries, by key.
+        #[serde(rename = "$map")]
+        entries: BTreeMap<String, Value>,
+    },
 }
 
 impl Value {

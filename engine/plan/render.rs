@@ -29,6 +29,18 @@ fn value_text(v: &Value) -> String {
         Value::Literal(other) => other.to_string(),
         Value::Expr(e) => format!("${{{{ {} }}}}", e.expr),
         Value::Template { template } => template.clone(),
+        Value::List { items } => format!(
+            "[{}]",
+            items.iter().map(value_text).collect::<Vec<_>>().join(",")
+        ),
+        Value::Map { entries } => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", value_text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
