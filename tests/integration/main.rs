@@ -9,6 +9,7 @@ mod authoring;
 mod cli;
 mod crash;
 mod executor;
+mod fail_closed;
 mod harness;
 mod observe;
 mod progress;
