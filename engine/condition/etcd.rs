@@ -110,6 +110,12 @@ fn secure(view: &ClusterView) -> impl Iterator<Item = &NodeView> {
         .filter(|n| n.reachable() && !n.maintenance())
 }
 
+/// Configured nodes that may run etcd: every one not positively read as a worker (a machine
+/// type that could not be read counts as a control plane: fail closed).
+fn control_planes(view: &ClusterView) -> impl Iterator<Item = &NodeView> {
+    secure(view).filter(|n| n.machine_type.get().map(String::as_str) != Some("worker"))
+}
+
 /// Computes V, L, H and consistency, or says why it cannot.
 pub fn quorum(view: &ClusterView) -> Result<Quorum, Verdict> {
     let lists: Vec<&Vec<Member>> = secure(view).filter_map(|n| n.members.get()).collect();
@@ -258,7 +264,7 @@ pub fn consistent(view: &ClusterView) -> Verdict {
         Err(v) => return v,
         Ok(qu) => qu,
     };
-    if let Some((n, g)) = secure(view).find_map(|n| n.members.gap().map(|g| (n, g))) {
+    if let Some((n, g)) = control_planes(view).find_map(|n| n.members.gap().map(|g| (n, g))) {
         return qu.figures(cannot_decide(&n.label, g));
     }
     if qu.consistent {
@@ -351,7 +357,7 @@ pub fn quorum_lost(view: &ClusterView) -> Verdict {
     let mut testimony = Vec::new();
     let mut silent = Vec::new();
     for n in &view.nodes {
-        if n.maintenance() {
+        if n.maintenance() || n.machine_type.get().map(String::as_str) == Some("worker") {
             continue;
         }
         if let Some(g) = n.contact.gap() {
@@ -518,10 +524,12 @@ pub fn healthy_on(view: &ClusterView, x: &str) -> Verdict {
     }
 }
 
-/// W-etcd-full(voters): `V == voters ∧ H == V ∧ L == 0 ∧` consistent.
+/// W-etcd-full(voters): `V == voters ∧ H == V ∧ L == 0 ∧` consistent, with every answering
+/// control-plane node's list read (an unread list cannot be shown to agree).
 pub fn full(view: &ClusterView, voters: usize) -> Verdict {
     match quorum(view) {
         Err(v) => v,
+        Ok(_) if control_planes(view).any(|n| n.members.gap().is_some()) => consistent(view),
         Ok(qu) => {
             let holds =
                 qu.voters == voters && qu.h() == qu.voters && qu.learners == 0 && qu.consistent;
@@ -899,6 +907,41 @@ pub(crate) mod tests {
             d.reason,
             "cannot decide: b did not answer ServiceList (timed out)"
         );
+    }
+
+    #[test]
+    fn a_worker_without_etcd_does_not_block_but_an_unknown_node_does() {
+        let mut v = three();
+        let mut w = node("w", 9, &[], 0);
+        w.machine_type = Observed::Answered("worker".into());
+        w.members = Observed::Missing(Gap::new(
+            "EtcdMemberList",
+            GapKind::Failed,
+            "etcd is not running on a worker",
+        ));
+        w.etcd = w.members.clone().map(|_| unreachable_status());
+        v.nodes.push(w.clone());
+        assert!(consistent(&v).holds, "{}", consistent(&v).reason);
+        assert!(full(&v, 3).holds, "{}", full(&v, 3).reason);
+        // The same node whose machine type could not be read may be a control plane.
+        let last = v.nodes.len() - 1;
+        v.nodes[last].machine_type = Observed::Missing(Gap::new(
+            "MachineType",
+            GapKind::PermissionDenied,
+            "not authorized",
+        ));
+        assert!(!consistent(&v).holds);
+        assert!(!full(&v, 3).holds);
+    }
+
+    fn unreachable_status() -> EtcdStatus {
+        EtcdStatus {
+            member_id: 0,
+            leader: 0,
+            raft_index: 0,
+            errors: vec![],
+            is_learner: false,
+        }
     }
 
     #[test]
