@@ -8,6 +8,8 @@
 //! dead node makes its view "unreachable" instead of hanging the run. Every fact keeps its
 //! evidence ([`Observed`]): a failed call is recorded as a [`Gap`] naming the call and how it
 //! failed (unreachable, timed out, permission denied, failed), never as an empty answer.
+//! Nodes are observed concurrently, and one node's calls after its MachineStatus too, all over
+//! the one Talos channel.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -189,10 +191,10 @@ impl Observer {
     /// Observes every node.
     pub async fn view(&self) -> ClusterView {
         self.talos.ensure_healthy().await;
-        let mut nodes = Vec::with_capacity(self.nodes.len());
-        for label in &self.nodes {
-            nodes.push(self.node(label).await);
-        }
+        // Nodes are observed concurrently; a dead node costs one call deadline, not one per
+        // node.
+        let mut nodes =
+            futures::future::join_all(self.nodes.iter().map(|label| self.node(label))).await;
         if let Some(kube) = &self.kube {
             observe_kube(kube, &mut nodes).await;
         }
@@ -325,173 +327,228 @@ impl Observer {
 
     /// Everything after MachineStatus, for a node that answered it.
     async fn rest_of_node(&self, label: &str, mut v: NodeView) -> NodeView {
-        v.hostname = Observed::from_result(
-            call(
-                "Read /proc/sys/kernel/hostname",
-                self.read(label, "/proc/sys/kernel/hostname"),
+        // Every fact after MachineStatus is read concurrently over the same channel.
+        let hostname = async {
+            Observed::from_result(
+                call(
+                    "Read /proc/sys/kernel/hostname",
+                    self.read(label, "/proc/sys/kernel/hostname"),
+                )
+                .await
+                .and_then(|h| {
+                    if h.is_empty() {
+                        Err(failed("Read /proc/sys/kernel/hostname", "empty hostname"))
+                    } else {
+                        Ok(h)
+                    }
+                }),
             )
-            .await
-            .and_then(|h| {
-                if h.is_empty() {
-                    Err(failed("Read /proc/sys/kernel/hostname", "empty hostname"))
-                } else {
-                    Ok(h)
-                }
-            }),
-        );
-        v.boot_id = Observed::from_result(
-            call(
-                "Read /proc/sys/kernel/random/boot_id",
-                self.read(label, "/proc/sys/kernel/random/boot_id"),
+        };
+        let boot_id = async {
+            Observed::from_result(
+                call(
+                    "Read /proc/sys/kernel/random/boot_id",
+                    self.read(label, "/proc/sys/kernel/random/boot_id"),
+                )
+                .await
+                .and_then(|h| {
+                    if h.is_empty() {
+                        Err(failed(
+                            "Read /proc/sys/kernel/random/boot_id",
+                            "empty boot id",
+                        ))
+                    } else {
+                        Ok(h)
+                    }
+                }),
             )
-            .await
-            .and_then(|h| {
-                if h.is_empty() {
-                    Err(failed(
-                        "Read /proc/sys/kernel/random/boot_id",
-                        "empty boot id",
-                    ))
-                } else {
-                    Ok(h)
-                }
-            }),
-        );
-        v.services = Observed::from_result(
-            call(
-                "ServiceList",
-                self.talos.machine().service_list(with_node((), label)),
+        };
+        let services = async {
+            Observed::from_result(
+                call(
+                    "ServiceList",
+                    self.talos.machine().service_list(with_node((), label)),
+                )
+                .await
+                .map(|resp| {
+                    resp.into_inner()
+                        .messages
+                        .into_iter()
+                        .flat_map(|m| m.services)
+                        .map(|s| Service {
+                            healthy: s.health.as_ref().is_some_and(|h| h.healthy),
+                            id: s.id,
+                            state: s.state,
+                        })
+                        .collect()
+                }),
             )
-            .await
-            .map(|resp| {
-                resp.into_inner()
-                    .messages
-                    .into_iter()
-                    .flat_map(|m| m.services)
-                    .map(|s| Service {
-                        healthy: s.health.as_ref().is_some_and(|h| h.healthy),
-                        id: s.id,
-                        state: s.state,
-                    })
-                    .collect()
-            }),
-        );
-        v.members = Observed::from_result(
-            call(
-                "EtcdMemberList",
-                self.talos.machine().etcd_member_list(with_node(
-                    EtcdMemberListRequest { query_local: false },
-                    label,
-                )),
-            )
-            .await
-            .map(|r| {
-                r.into_inner()
-                    .messages
-                    .into_iter()
-                    .flat_map(|m| m.members)
-                    .map(|m| Member {
-                        id: m.id,
-                        name: m.hostname,
-                        peer_urls: m.peer_urls,
-                        is_learner: m.is_learner,
-                    })
-                    .collect()
-            }),
-        );
-        v.etcd = Observed::from_result(
-            call(
-                "EtcdStatus",
-                self.talos.machine().etcd_status(with_node((), label)),
-            )
-            .await
-            .and_then(|r| {
-                r.into_inner()
-                    .messages
-                    .into_iter()
-                    .find_map(|m| m.member_status)
-                    .ok_or_else(|| failed("EtcdStatus", "no etcd status"))
-            })
-            .map(|s| EtcdStatus {
-                member_id: s.member_id,
-                leader: s.leader,
-                raft_index: s.raft_index,
-                errors: s.errors,
-                is_learner: s.is_learner,
-            }),
-        );
-        v.alarms = Observed::from_result(
-            call(
-                "EtcdAlarmList",
-                self.talos.machine().etcd_alarm_list(with_node((), label)),
-            )
-            .await
-            .map(|r| {
-                r.into_inner()
-                    .messages
-                    .into_iter()
-                    .flat_map(|m| m.member_alarms)
-                    .filter(|a| a.alarm != 0)
-                    .map(|a| format!("{:016x}: alarm {}", a.member_id, a.alarm))
-                    .collect()
-            }),
-        );
-        v.machine_type = Observed::from_result(
-            call(
-                "MachineType",
-                self.get(
-                    label,
-                    "config",
-                    "MachineTypes.config.talos.dev",
-                    "machine-type",
-                ),
-            )
-            .await
-            .and_then(|bytes| {
-                let bytes = bytes.ok_or_else(|| failed("MachineType", "no resource"))?;
-                let spec =
-                    runbook_proto::resource::config::MachineTypeSpec::decode(bytes.as_slice())
-                        .map_err(|e| failed("MachineType", format!("undecodable: {e}")))?;
-                match spec.machine_type {
-                    1 => Ok("init".to_string()),
-                    2 => Ok("controlplane".to_string()),
-                    3 => Ok("worker".to_string()),
-                    other => Err(failed(
-                        "MachineType",
-                        format!("unknown machine type {other}"),
+        };
+        let members = async {
+            Observed::from_result(
+                call(
+                    "EtcdMemberList",
+                    self.talos.machine().etcd_member_list(with_node(
+                        EtcdMemberListRequest { query_local: false },
+                        label,
                     )),
-                }
-            }),
-        );
-        v.disks = Observed::from_result(
-            call(
-                "Disks",
-                self.list(label, "runtime", "Disks.block.talos.dev"),
+                )
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .messages
+                        .into_iter()
+                        .flat_map(|m| m.members)
+                        .map(|m| Member {
+                            id: m.id,
+                            name: m.hostname,
+                            peer_urls: m.peer_urls,
+                            is_learner: m.is_learner,
+                        })
+                        .collect()
+                }),
             )
-            .await
-            .map(|items| decode_disks(&items)),
-        );
-        v.pci_vendors = Observed::from_result(
-            call(
-                "PCIDevices",
-                self.list(label, "hardware", "PCIDevices.hardware.talos.dev"),
+        };
+        let etcd = async {
+            Observed::from_result(
+                call(
+                    "EtcdStatus",
+                    self.talos.machine().etcd_status(with_node((), label)),
+                )
+                .await
+                .and_then(|r| {
+                    r.into_inner()
+                        .messages
+                        .into_iter()
+                        .find_map(|m| m.member_status)
+                        .ok_or_else(|| failed("EtcdStatus", "no etcd status"))
+                })
+                .map(|s| EtcdStatus {
+                    member_id: s.member_id,
+                    leader: s.leader,
+                    raft_index: s.raft_index,
+                    errors: s.errors,
+                    is_learner: s.is_learner,
+                }),
             )
-            .await
-            .map(|items| decode_vendors(&items)),
-        );
-        v.kernel_modules = Observed::from_result(
-            call(
-                "KernelModuleSpecs",
-                self.list(label, "runtime", "KernelModuleSpecs.runtime.talos.dev"),
+        };
+        let alarms = async {
+            Observed::from_result(
+                call(
+                    "EtcdAlarmList",
+                    self.talos.machine().etcd_alarm_list(with_node((), label)),
+                )
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .messages
+                        .into_iter()
+                        .flat_map(|m| m.member_alarms)
+                        .filter(|a| a.alarm != 0)
+                        .map(|a| format!("{:016x}: alarm {}", a.member_id, a.alarm))
+                        .collect()
+                }),
             )
-            .await
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|b| runtime::KernelModuleSpecSpec::decode(b.as_slice()).ok())
-                    .map(|m| m.name)
-                    .collect()
-            }),
+        };
+        let machine_type = async {
+            Observed::from_result(
+                call(
+                    "MachineType",
+                    self.get(
+                        label,
+                        "config",
+                        "MachineTypes.config.talos.dev",
+                        "machine-type",
+                    ),
+                )
+                .await
+                .and_then(|bytes| {
+                    let bytes = bytes.ok_or_else(|| failed("MachineType", "no resource"))?;
+                    let spec =
+                        runbook_proto::resource::config::MachineTypeSpec::decode(bytes.as_slice())
+                            .map_err(|e| failed("MachineType", format!("undecodable: {e}")))?;
+                    match spec.machine_type {
+                        1 => Ok("init".to_string()),
+                        2 => Ok("controlplane".to_string()),
+                        3 => Ok("worker".to_string()),
+                        other => Err(failed(
+                            "MachineType",
+                            format!("unknown machine type {other}"),
+                        )),
+                    }
+                }),
+            )
+        };
+        let disks = async {
+            Observed::from_result(
+                call(
+                    "Disks",
+                    self.list(label, "runtime", "Disks.block.talos.dev"),
+                )
+                .await
+                .map(|items| decode_disks(&items)),
+            )
+        };
+        let pci_vendors = async {
+            Observed::from_result(
+                call(
+                    "PCIDevices",
+                    self.list(label, "hardware", "PCIDevices.hardware.talos.dev"),
+                )
+                .await
+                .map(|items| decode_vendors(&items)),
+            )
+        };
+        let kernel_modules = async {
+            Observed::from_result(
+                call(
+                    "KernelModuleSpecs",
+                    self.list(label, "runtime", "KernelModuleSpecs.runtime.talos.dev"),
+                )
+                .await
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|b| runtime::KernelModuleSpecSpec::decode(b.as_slice()).ok())
+                        .map(|m| m.name)
+                        .collect()
+                }),
+            )
+        };
+        // One channel, every call of this node in flight at once.
+        let (
+            hostname,
+            boot_id,
+            services,
+            members,
+            etcd,
+            alarms,
+            machine_type,
+            disks,
+            pci_vendors,
+            kernel_modules,
+        ) = tokio::join!(
+            hostname,
+            boot_id,
+            services,
+            members,
+            etcd,
+            alarms,
+            machine_type,
+            disks,
+            pci_vendors,
+            kernel_modules
         );
+        v.hostname = hostname;
+        v.boot_id = boot_id;
+        v.services = services;
+        v.members = members;
+        v.etcd = etcd;
+        v.alarms = alarms;
+        v.machine_type = machine_type;
+        v.disks = disks;
+        v.pci_vendors = pci_vendors;
+        v.kernel_modules = kernel_modules;
         v
     }
 
