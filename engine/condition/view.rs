@@ -321,10 +321,21 @@ pub struct ClusterView {
 
 impl ClusterView {
     /// A node by label or hostname.
+    /// A label always wins over a hostname, and a hostname only counts when exactly one node
+    /// reports it: a node that claims another's name (or two that share one) cannot stand in
+    /// for it.
     pub fn node(&self, name: &str) -> Option<&NodeView> {
-        self.nodes
+        if let Some(n) = self.nodes.iter().find(|n| n.label == name) {
+            return Some(n);
+        }
+        let mut by_host = self
+            .nodes
             .iter()
-            .find(|n| n.label == name || n.host().is_some_and(|h| !h.is_empty() && h == name))
+            .filter(|n| n.host().is_some_and(|h| !h.is_empty() && h == name));
+        match (by_host.next(), by_host.next()) {
+            (Some(n), None) => Some(n),
+            _ => None,
+        }
     }
 }
 
@@ -371,5 +382,50 @@ impl Verdict {
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Verdict {
         self.figures.insert(key.to_string(), value.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_beats_a_hostname_and_a_shared_hostname_names_nobody() {
+        let node = |label: &str, host: &str| NodeView {
+            label: label.into(),
+            hostname: Observed::Answered(host.into()),
+            ..NodeView::default()
+        };
+        let v = ClusterView {
+            nodes: vec![
+                node("10.0.0.9", "10.0.0.1"),
+                node("10.0.0.1", "nuc"),
+                node("10.0.0.2", "mac"),
+                node("10.0.0.3", "mac"),
+            ],
+        };
+        assert_eq!(v.node("10.0.0.1").unwrap().label, "10.0.0.1");
+        assert_eq!(v.node("nuc").unwrap().label, "10.0.0.1");
+        assert!(v.node("mac").is_none());
+        assert!(v.node("").is_none());
+    }
+
+    #[test]
+    fn gaps_read_as_an_operator_needs_them() {
+        let g = Gap::new("EtcdAlarmList", GapKind::PermissionDenied, "not authorized");
+        assert_eq!(
+            cannot_decide("192.168.2.20", &g).reason,
+            "cannot decide: 192.168.2.20 refused EtcdAlarmList (PermissionDenied)"
+        );
+        let t = Gap::new("EtcdStatus", GapKind::TimedOut, "timed out");
+        assert_eq!(t.to_string(), "did not answer EtcdStatus (timed out)");
+        assert!(t.kind.is_silence() && !g.kind.is_silence());
+        let o: Observed<u8> = Observed::NotAsked;
+        assert!(
+            o.need("a", "the thing")
+                .unwrap_err()
+                .reason
+                .contains("was not observed")
+        );
     }
 }
