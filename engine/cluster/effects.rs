@@ -284,9 +284,33 @@ impl ClusterEffects {
         let dir = PathBuf::from(arg(call, "dir")?);
         std::fs::create_dir_all(&dir)
             .map_err(|e| io_error(call.name, &format!("cannot create `{}`", dir.display()), e))?;
-        let stamp = crate::journal::time::compact(crate::journal::time::now_ms());
+        let taken_ms = crate::journal::time::now_ms();
+        let stamp = crate::journal::time::compact(taken_ms);
         let name = format!("{stamp}_{}.db", node.replace(['/', ':'], "_"));
         let final_path = dir.join(&name);
+        // Read before the stream: the snapshot holds at least this raft index. Both are
+        // best-effort (an etcd:backup role may not read them): `null` in the sidecar.
+        let revision = self
+            .talos()
+            .machine()
+            .etcd_status(with_node((), node))
+            .await
+            .ok()
+            .and_then(|r| {
+                r.into_inner()
+                    .messages
+                    .into_iter()
+                    .find_map(|m| m.member_status)
+            })
+            .map(|s| s.raft_index);
+        let talos_version = self
+            .talos()
+            .machine()
+            .version(with_node((), node))
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().messages.into_iter().find_map(|m| m.version))
+            .map(|v| v.tag);
         let mut stream = self
             .talos()
             .machine()
@@ -299,10 +323,19 @@ impl ClusterEffects {
             bytes.extend(chunk.map_err(|s| status_error(call.name, &s))?.bytes);
         }
         verify_snapshot(&bytes).map_err(|e| io_error(call.name, "snapshot rejected", e))?;
-        crate::journal::durable::write_atomic(&final_path, &bytes)
+        let sidecar =
+            crate::cluster::backup::describe(node, &bytes, revision, talos_version, taken_ms);
+        crate::cluster::backup::store(&final_path, &bytes, &sidecar)
             .map_err(|e| io_error(call.name, "cannot store the snapshot", e))?;
         Ok(outputs([
             ("path", final_path.display().to_string().into()),
+            (
+                "sidecar",
+                crate::cluster::backup::sidecar_path(&final_path)
+                    .display()
+                    .to_string()
+                    .into(),
+            ),
             ("sha256", hex::encode(Sha256::digest(&bytes)).into()),
             ("size", bytes.len().into()),
         ]))
@@ -494,22 +527,40 @@ impl ClusterEffects {
             }
             "talos.machine-status" => {
                 let v = self.observer.node(arg(&call, "node")?).await;
-                if !v.reachable {
+                let (Some(stage), Some(ready)) = (v.stage.get(), v.ready.get()) else {
+                    let why = v
+                        .contact
+                        .gap()
+                        .or_else(|| v.stage.gap())
+                        .or_else(|| v.ready.gap())
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "does not answer".into());
                     return Err(EffectError::Failed {
-                        message: format!("`{name}`: `{}` does not answer", v.label),
+                        message: format!("`{name}`: `{}` {why}", v.label),
                         retryable: true,
                     });
-                }
+                };
                 Ok(outputs([
-                    ("stage", v.stage.clone().unwrap_or_default().into()),
-                    ("ready", v.ready.unwrap_or(false).into()),
+                    ("stage", stage.clone().into()),
+                    ("ready", (*ready).into()),
                     ("unmet_conditions", v.unmet.clone().into()),
                 ]))
             }
             "talos.services" => {
                 let v = self.observer.node(arg(&call, "node")?).await;
-                let not_running: Vec<String> = v
-                    .services
+                let Some(services) = v.services.get() else {
+                    let why = v
+                        .contact
+                        .gap()
+                        .or_else(|| v.services.gap())
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "does not answer".into());
+                    return Err(EffectError::Failed {
+                        message: format!("`{name}`: `{}` {why}", v.label),
+                        retryable: true,
+                    });
+                };
+                let not_running: Vec<String> = services
                     .iter()
                     .filter(|s| s.state != "Running")
                     .map(|s| s.id.clone())
@@ -517,7 +568,7 @@ impl ClusterEffects {
                 Ok(outputs([
                     (
                         "services",
-                        serde_json::to_value(&v.services).unwrap_or_default(),
+                        serde_json::to_value(services).unwrap_or_default(),
                     ),
                     ("not_running", not_running.into()),
                 ]))
@@ -525,15 +576,24 @@ impl ClusterEffects {
             "talos.disks" => {
                 let node = arg(&call, "node")?;
                 let v = self.observer.node(node).await;
-                if v.disks.is_empty() {
-                    return Err(EffectError::Failed {
-                        message: format!("`{name}`: no disks reported by `{node}`"),
-                        retryable: true,
-                    });
-                }
+                let disks = match v.disks.get() {
+                    Some(d) if !d.is_empty() => d,
+                    _ => {
+                        let why = v
+                            .contact
+                            .gap()
+                            .or_else(|| v.disks.gap())
+                            .map(|g| format!(": {g}"))
+                            .unwrap_or_default();
+                        return Err(EffectError::Failed {
+                            message: format!("`{name}`: no disks reported by `{node}`{why}"),
+                            retryable: true,
+                        });
+                    }
+                };
                 Ok(outputs([(
                     "disks",
-                    serde_json::to_value(&v.disks).unwrap_or_default(),
+                    serde_json::to_value(disks).unwrap_or_default(),
                 )]))
             }
             "talos.kubeconfig" => {
@@ -705,11 +765,27 @@ impl Effects for ClusterEffects {
     }
 
     async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
-        let view = self.observer.view().await;
         let args = call.args.clone().into_iter().collect();
-        check::guard(call.name, &args, &view)
-            .map(verdict)
-            .map_err(|e| check_error(call.name, e))
+        let need = check::observations(call.name, &args).map_err(|e| check_error(call.name, e))?;
+        let decided = match need {
+            // `backup.fresh` reads a directory: no cluster needed.
+            check::Observation::Nothing => check::guard(
+                call.name,
+                &args,
+                &crate::condition::view::ClusterView::default(),
+            ),
+            check::Observation::Once => {
+                let view = self.observer.view().await;
+                check::guard(call.name, &args, &view)
+            }
+            check::Observation::Twice(apart) => {
+                let first = self.observer.view().await;
+                tokio::time::sleep(apart).await;
+                let second = self.observer.view().await;
+                check::guard_with(call.name, &args, &second, Some(&first))
+            }
+        };
+        decided.map(verdict).map_err(|e| check_error(call.name, e))
     }
 
     async fn poll(&self, call: CheckCall<'_>) -> Result<Poll, EffectError> {

@@ -6,6 +6,7 @@
 //! `node`/`nodes` routing metadata. The engine's actions talk to real clusters and to the
 //! simulator through exactly this code.
 
+pub mod backup;
 pub mod connection;
 pub mod effects;
 pub mod observe;

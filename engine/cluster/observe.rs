@@ -5,7 +5,11 @@
 //! the insecure maintenance API) for its machine status, services, boot id, etcd member list,
 //! status and alarms, machine type, disks, PCI devices and kernel module specs, and asks the
 //! Kubernetes API for Node readiness and evictable pods. Each call has a short deadline so a
-//! dead node makes its view "unreachable" instead of hanging the run.
+//! dead node makes its view "unreachable" instead of hanging the run. Every fact keeps its
+//! evidence ([`Observed`]): a failed call is recorded as a [`Gap`] naming the call and how it
+//! failed (unreachable, timed out, permission denied, failed), never as an empty answer.
+//! Nodes are observed concurrently, and one node's calls after its MachineStatus too, all over
+//! the one Talos channel.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,7 +23,9 @@ use runbook_proto::machine::{EtcdMemberListRequest, ReadRequest};
 use runbook_proto::talos::resource::definitions::{block, enums, hardware, runtime};
 
 use crate::cluster::talos::{TalosClient, with_node};
-use crate::condition::view::{ClusterView, Disk, EtcdStatus, Member, NodeView, Service};
+use crate::condition::view::{
+    ClusterView, Contact, Disk, EtcdStatus, Gap, GapKind, Member, NodeView, Observed, Service,
+};
 
 /// How long one observation call may take.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
@@ -68,7 +74,10 @@ impl Failover {
     /// Checks that the endpoint in use answers (as itself, without routing); if not, connects
     /// to the first other endpoint that does. Keeps the old one if none answers.
     pub async fn ensure_healthy(&self) {
-        if within(self.current().machine().version(())).await.is_ok() {
+        if call("Version", self.current().machine().version(()))
+            .await
+            .is_ok()
+        {
             return;
         }
         let Some(ctx) = &self.context else {
@@ -76,10 +85,10 @@ impl Failover {
         };
         let in_use = self.current().endpoint().to_string();
         for ep in ctx.endpoints.iter().filter(|e| **e != in_use) {
-            let Ok(client) = within(TalosClient::connect_endpoint(ctx, ep)).await else {
+            let Ok(client) = call("connect", TalosClient::connect_endpoint(ctx, ep)).await else {
                 continue;
             };
-            if within(client.machine().version(())).await.is_ok() {
+            if call("Version", client.machine().version(())).await.is_ok() {
                 tracing::info!(from = %in_use, to = %ep, "Talos endpoint failed over");
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = client;
                 return;
@@ -101,15 +110,25 @@ pub struct Observer {
 }
 
 /// An error as an operator should read it: a gRPC status by its message and code, anything
-/// else by its display.
+/// else by its display; and what kind of evidence gap it is.
 pub trait Brief {
     /// The short text.
     fn brief(&self) -> String;
+    /// The kind of gap.
+    fn kind(&self) -> GapKind;
 }
 
 impl Brief for tonic::Status {
     fn brief(&self) -> String {
         format!("{} ({:?})", self.message(), self.code())
+    }
+    fn kind(&self) -> GapKind {
+        match self.code() {
+            Code::PermissionDenied | Code::Unauthenticated => GapKind::PermissionDenied,
+            Code::Unavailable => GapKind::Unreachable,
+            Code::DeadlineExceeded => GapKind::TimedOut,
+            _ => GapKind::Failed,
+        }
     }
 }
 
@@ -117,22 +136,39 @@ impl Brief for kube::Error {
     fn brief(&self) -> String {
         self.to_string()
     }
+    fn kind(&self) -> GapKind {
+        match self {
+            kube::Error::Api(e) if e.code == 401 || e.code == 403 => GapKind::PermissionDenied,
+            kube::Error::Api(e) if e.code == 503 => GapKind::Unreachable,
+            kube::Error::Api(_) => GapKind::Failed,
+            _ => GapKind::Unreachable,
+        }
+    }
 }
 
 impl Brief for crate::cluster::talos::ClientError {
     fn brief(&self) -> String {
         self.to_string()
     }
+    fn kind(&self) -> GapKind {
+        GapKind::Unreachable
+    }
 }
 
-async fn within<T, E: Brief>(
+/// One observation call under [`CALL_DEADLINE`], its failure as a [`Gap`] naming `call`.
+async fn call<T, E: Brief>(
+    call: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+) -> Result<T, Gap> {
     match tokio::time::timeout(CALL_DEADLINE, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.brief()),
-        Err(_) => Err("timed out".into()),
+        Ok(Err(e)) => Err(Gap::new(call, e.kind(), e.brief())),
+        Err(_) => Err(Gap::new(call, GapKind::TimedOut, "timed out")),
     }
+}
+
+fn failed(what: &str, message: impl Into<String>) -> Gap {
+    Gap::new(what, GapKind::Failed, message)
 }
 
 fn stage_name(stage: i32) -> String {
@@ -155,10 +191,10 @@ impl Observer {
     /// Observes every node.
     pub async fn view(&self) -> ClusterView {
         self.talos.ensure_healthy().await;
-        let mut nodes = Vec::with_capacity(self.nodes.len());
-        for label in &self.nodes {
-            nodes.push(self.node(label).await);
-        }
+        // Nodes are observed concurrently; a dead node costs one call deadline, not one per
+        // node.
+        let mut nodes =
+            futures::future::join_all(self.nodes.iter().map(|label| self.node(label))).await;
         if let Some(kube) = &self.kube {
             observe_kube(kube, &mut nodes).await;
         }
@@ -171,7 +207,7 @@ impl Observer {
         namespace: &str,
         ty: &str,
         id: &str,
-    ) -> Result<Vec<u8>, tonic::Status> {
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
         let req = GetRequest {
             namespace: namespace.into(),
             r#type: ty.into(),
@@ -184,11 +220,7 @@ impl Observer {
             .get(with_node(req, label))
             .await?
             .into_inner();
-        Ok(resp
-            .resource
-            .and_then(|r| r.spec)
-            .map(|s| s.proto_spec)
-            .unwrap_or_default())
+        Ok(resp.resource.and_then(|r| r.spec).map(|s| s.proto_spec))
     }
 
     async fn list(
@@ -233,85 +265,163 @@ impl Observer {
         Ok(String::from_utf8_lossy(&bytes).trim().to_string())
     }
 
-    /// Observes one node.
+    /// Observes one node. Every fact is [`Observed`]: a call that fails leaves a [`Gap`].
     pub async fn node(&self, label: &str) -> NodeView {
+        let status = call(
+            "MachineStatus",
+            self.get(
+                label,
+                "runtime",
+                "MachineStatuses.runtime.talos.dev",
+                "machine",
+            ),
+        )
+        .await;
+        let bytes = match status {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                let mut v = NodeView::silent(label, failed("MachineStatus", "no resource"));
+                // It answered: it is up, only the status is missing.
+                v.contact = Observed::Answered(Contact::Secure);
+                v.stage = Observed::Missing(failed("MachineStatus", "no resource"));
+                v.ready = v.stage.clone().map(|_| false);
+                return self.rest_of_node(label, v).await;
+            }
+            Err(gap) => {
+                if let Some(v) = self.maintenance_probe(label).await {
+                    return v;
+                }
+                return NodeView::silent(label, gap);
+            }
+        };
         let mut v = NodeView {
             label: label.to_string(),
+            contact: Observed::Answered(Contact::Secure),
             ..NodeView::default()
         };
-        let status = within(self.get(
-            label,
-            "runtime",
-            "MachineStatuses.runtime.talos.dev",
-            "machine",
-        ))
-        .await;
-        match status {
-            Ok(bytes) => {
-                v.reachable = true;
-                if let Ok(spec) = runtime::MachineStatusSpec::decode(bytes.as_slice()) {
-                    v.stage = Some(stage_name(spec.stage));
-                    if let Some(st) = spec.status {
-                        v.ready = Some(st.ready);
+        match runtime::MachineStatusSpec::decode(bytes.as_slice()) {
+            Ok(spec) => {
+                v.stage = Observed::Answered(stage_name(spec.stage));
+                match spec.status {
+                    Some(st) => {
+                        v.ready = Observed::Answered(st.ready);
                         v.unmet = st
                             .unmet_conditions
                             .into_iter()
                             .map(|c| format!("{}: {}", c.name, c.reason))
                             .collect();
                     }
+                    None => {
+                        v.ready = Observed::Missing(failed("MachineStatus", "no readiness status"));
+                    }
                 }
             }
-            Err(_) => {
-                self.maintenance_probe(&mut v).await;
-                return v;
+            Err(e) => {
+                let gap = failed("MachineStatus", format!("undecodable: {e}"));
+                v.stage = Observed::Missing(gap.clone());
+                v.ready = Observed::Missing(gap);
             }
         }
-        if let Ok(h) = within(self.read(label, "/proc/sys/kernel/hostname")).await {
-            v.hostname = h;
-        }
-        v.boot_id = within(self.read(label, "/proc/sys/kernel/random/boot_id"))
-            .await
-            .ok();
-        if let Ok(resp) = within(self.talos.machine().service_list(with_node((), label))).await {
-            v.services = resp
-                .into_inner()
-                .messages
-                .into_iter()
-                .flat_map(|m| m.services)
-                .map(|s| Service {
-                    healthy: s.health.as_ref().is_some_and(|h| h.healthy),
-                    id: s.id,
-                    state: s.state,
-                })
-                .collect();
-        }
-        let members = within(self.talos.machine().etcd_member_list(with_node(
-            EtcdMemberListRequest { query_local: false },
-            label,
-        )))
-        .await;
-        v.members = Some(members.map(|r| {
-            r.into_inner()
-                .messages
-                .into_iter()
-                .flat_map(|m| m.members)
-                .map(|m| Member {
-                    id: m.id,
-                    name: m.hostname,
-                    peer_urls: m.peer_urls,
-                    is_learner: m.is_learner,
-                })
-                .collect()
-        }));
-        v.etcd = Some(
-            within(self.talos.machine().etcd_status(with_node((), label)))
+        self.rest_of_node(label, v).await
+    }
+
+    /// Everything after MachineStatus, for a node that answered it.
+    async fn rest_of_node(&self, label: &str, mut v: NodeView) -> NodeView {
+        // Every fact after MachineStatus is read concurrently over the same channel.
+        let hostname = async {
+            Observed::from_result(
+                call(
+                    "Read /proc/sys/kernel/hostname",
+                    self.read(label, "/proc/sys/kernel/hostname"),
+                )
+                .await
+                .and_then(|h| {
+                    if h.is_empty() {
+                        Err(failed("Read /proc/sys/kernel/hostname", "empty hostname"))
+                    } else {
+                        Ok(h)
+                    }
+                }),
+            )
+        };
+        let boot_id = async {
+            Observed::from_result(
+                call(
+                    "Read /proc/sys/kernel/random/boot_id",
+                    self.read(label, "/proc/sys/kernel/random/boot_id"),
+                )
+                .await
+                .and_then(|h| {
+                    if h.is_empty() {
+                        Err(failed(
+                            "Read /proc/sys/kernel/random/boot_id",
+                            "empty boot id",
+                        ))
+                    } else {
+                        Ok(h)
+                    }
+                }),
+            )
+        };
+        let services = async {
+            Observed::from_result(
+                call(
+                    "ServiceList",
+                    self.talos.machine().service_list(with_node((), label)),
+                )
+                .await
+                .map(|resp| {
+                    resp.into_inner()
+                        .messages
+                        .into_iter()
+                        .flat_map(|m| m.services)
+                        .map(|s| Service {
+                            healthy: s.health.as_ref().is_some_and(|h| h.healthy),
+                            id: s.id,
+                            state: s.state,
+                        })
+                        .collect()
+                }),
+            )
+        };
+        let members = async {
+            Observed::from_result(
+                call(
+                    "EtcdMemberList",
+                    self.talos.machine().etcd_member_list(with_node(
+                        EtcdMemberListRequest { query_local: false },
+                        label,
+                    )),
+                )
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .messages
+                        .into_iter()
+                        .flat_map(|m| m.members)
+                        .map(|m| Member {
+                            id: m.id,
+                            name: m.hostname,
+                            peer_urls: m.peer_urls,
+                            is_learner: m.is_learner,
+                        })
+                        .collect()
+                }),
+            )
+        };
+        let etcd = async {
+            Observed::from_result(
+                call(
+                    "EtcdStatus",
+                    self.talos.machine().etcd_status(with_node((), label)),
+                )
                 .await
                 .and_then(|r| {
                     r.into_inner()
                         .messages
                         .into_iter()
                         .find_map(|m| m.member_status)
-                        .ok_or_else(|| "no etcd status".to_string())
+                        .ok_or_else(|| failed("EtcdStatus", "no etcd status"))
                 })
                 .map(|s| EtcdStatus {
                     member_id: s.member_id,
@@ -320,78 +430,152 @@ impl Observer {
                     errors: s.errors,
                     is_learner: s.is_learner,
                 }),
+            )
+        };
+        let alarms = async {
+            Observed::from_result(
+                call(
+                    "EtcdAlarmList",
+                    self.talos.machine().etcd_alarm_list(with_node((), label)),
+                )
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .messages
+                        .into_iter()
+                        .flat_map(|m| m.member_alarms)
+                        .filter(|a| a.alarm != 0)
+                        .map(|a| format!("{:016x}: alarm {}", a.member_id, a.alarm))
+                        .collect()
+                }),
+            )
+        };
+        let machine_type = async {
+            Observed::from_result(
+                call(
+                    "MachineType",
+                    self.get(
+                        label,
+                        "config",
+                        "MachineTypes.config.talos.dev",
+                        "machine-type",
+                    ),
+                )
+                .await
+                .and_then(|bytes| {
+                    let bytes = bytes.ok_or_else(|| failed("MachineType", "no resource"))?;
+                    let spec =
+                        runbook_proto::resource::config::MachineTypeSpec::decode(bytes.as_slice())
+                            .map_err(|e| failed("MachineType", format!("undecodable: {e}")))?;
+                    match spec.machine_type {
+                        1 => Ok("init".to_string()),
+                        2 => Ok("controlplane".to_string()),
+                        3 => Ok("worker".to_string()),
+                        other => Err(failed(
+                            "MachineType",
+                            format!("unknown machine type {other}"),
+                        )),
+                    }
+                }),
+            )
+        };
+        let disks = async {
+            Observed::from_result(
+                call(
+                    "Disks",
+                    self.list(label, "runtime", "Disks.block.talos.dev"),
+                )
+                .await
+                .map(|items| decode_disks(&items)),
+            )
+        };
+        let pci_vendors = async {
+            Observed::from_result(
+                call(
+                    "PCIDevices",
+                    self.list(label, "hardware", "PCIDevices.hardware.talos.dev"),
+                )
+                .await
+                .map(|items| decode_vendors(&items)),
+            )
+        };
+        let kernel_modules = async {
+            Observed::from_result(
+                call(
+                    "KernelModuleSpecs",
+                    self.list(label, "runtime", "KernelModuleSpecs.runtime.talos.dev"),
+                )
+                .await
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|b| runtime::KernelModuleSpecSpec::decode(b.as_slice()).ok())
+                        .map(|m| m.name)
+                        .collect()
+                }),
+            )
+        };
+        // One channel, every call of this node in flight at once.
+        let (
+            hostname,
+            boot_id,
+            services,
+            members,
+            etcd,
+            alarms,
+            machine_type,
+            disks,
+            pci_vendors,
+            kernel_modules,
+        ) = tokio::join!(
+            hostname,
+            boot_id,
+            services,
+            members,
+            etcd,
+            alarms,
+            machine_type,
+            disks,
+            pci_vendors,
+            kernel_modules
         );
-        if let Ok(r) = within(self.talos.machine().etcd_alarm_list(with_node((), label))).await {
-            v.alarms = r
-                .into_inner()
-                .messages
-                .into_iter()
-                .flat_map(|m| m.member_alarms)
-                .filter(|a| a.alarm != 0)
-                .map(|a| format!("{:016x}: alarm {}", a.member_id, a.alarm))
-                .collect();
-        }
-        if let Ok(bytes) = within(self.get(
-            label,
-            "config",
-            "MachineTypes.config.talos.dev",
-            "machine-type",
-        ))
-        .await
-            && let Ok(spec) =
-                runbook_proto::resource::config::MachineTypeSpec::decode(bytes.as_slice())
-        {
-            v.machine_type = Some(
-                match spec.machine_type {
-                    1 => "init",
-                    2 => "controlplane",
-                    3 => "worker",
-                    _ => "unknown",
-                }
-                .to_string(),
-            );
-        }
-        if let Ok(items) = within(self.list(label, "runtime", "Disks.block.talos.dev")).await {
-            v.disks = decode_disks(&items);
-        }
-        if let Ok(items) =
-            within(self.list(label, "hardware", "PCIDevices.hardware.talos.dev")).await
-        {
-            v.pci_vendors = decode_vendors(&items);
-        }
-        if let Ok(items) =
-            within(self.list(label, "runtime", "KernelModuleSpecs.runtime.talos.dev")).await
-        {
-            v.kernel_modules = items
-                .iter()
-                .filter_map(|b| runtime::KernelModuleSpecSpec::decode(b.as_slice()).ok())
-                .map(|m| m.name)
-                .collect();
-        }
+        v.hostname = hostname;
+        v.boot_id = boot_id;
+        v.services = services;
+        v.members = members;
+        v.etcd = etcd;
+        v.alarms = alarms;
+        v.machine_type = machine_type;
+        v.disks = disks;
+        v.pci_vendors = pci_vendors;
+        v.kernel_modules = kernel_modules;
         v
     }
 
     /// A node the routed API cannot reach may be in maintenance mode: try its own endpoint
-    /// without a client certificate.
-    async fn maintenance_probe(&self, v: &mut NodeView) {
+    /// without a client certificate. `None` when it does not answer that either.
+    async fn maintenance_probe(&self, label: &str) -> Option<NodeView> {
         let endpoint = self
             .endpoints
-            .get(&v.label)
+            .get(label)
             .cloned()
-            .unwrap_or_else(|| v.label.clone());
-        let Ok(client) = within(TalosClient::connect_insecure(&endpoint, None)).await else {
-            return;
-        };
-        let answered = match within(client.machine().version(())).await {
+            .unwrap_or_else(|| label.to_string());
+        let client = call("connect", TalosClient::connect_insecure(&endpoint, None))
+            .await
+            .ok()?;
+        let answered = match call("Version", client.machine().version(())).await {
             Ok(_) => true,
-            Err(e) => e.ends_with(&format!("({:?})", Code::Unimplemented)),
+            Err(e) => e.message.ends_with(&format!("({:?})", Code::Unimplemented)),
         };
         if !answered {
-            return;
+            return None;
         }
-        v.reachable = true;
-        v.maintenance = true;
-        v.stage = Some("maintenance".into());
+        let mut v = NodeView {
+            label: label.to_string(),
+            contact: Observed::Answered(Contact::Maintenance),
+            stage: Observed::Answered("maintenance".into()),
+            ..NodeView::default()
+        };
         // Maintenance mode serves COSI read-only: disks and PCI devices are what an install
         // (disk check, image check) needs.
         let list = |ns: &'static str, ty: &'static str| {
@@ -412,12 +596,20 @@ impl Observer {
                 Ok::<_, tonic::Status>(out)
             }
         };
-        if let Ok(items) = within(list("runtime", "Disks.block.talos.dev")).await {
-            v.disks = decode_disks(&items);
-        }
-        if let Ok(items) = within(list("hardware", "PCIDevices.hardware.talos.dev")).await {
-            v.pci_vendors = decode_vendors(&items);
-        }
+        v.disks = Observed::from_result(
+            call("Disks", list("runtime", "Disks.block.talos.dev"))
+                .await
+                .map(|items| decode_disks(&items)),
+        );
+        v.pci_vendors = Observed::from_result(
+            call(
+                "PCIDevices",
+                list("hardware", "PCIDevices.hardware.talos.dev"),
+            )
+            .await
+            .map(|items| decode_vendors(&items)),
+        );
+        Some(v)
     }
 }
 
@@ -462,33 +654,38 @@ async fn observe_kube(client: &kube::Client, nodes: &mut [NodeView]) {
     use kube::api::{Api, ListParams};
 
     let api: Api<Node> = Api::all(client.clone());
-    let Ok(list) = within(api.list(&ListParams::default())).await else {
-        return;
+    let list = match call("list Nodes", api.list(&ListParams::default())).await {
+        Ok(list) => list,
+        Err(gap) => {
+            for v in nodes.iter_mut() {
+                v.kube_ready = Observed::Missing(gap.clone());
+                v.evictable_pods = Observed::Missing(gap.clone());
+            }
+            return;
+        }
     };
     for v in nodes.iter_mut() {
-        let name = if v.hostname.is_empty() {
-            &v.label
-        } else {
-            &v.hostname
-        };
+        let name = v.host().unwrap_or(&v.label).to_string();
         let node = list
             .items
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(name.as_str()));
-        v.kube_ready = node.map(|n| {
+        v.kube_ready = Observed::Answered(node.map(|n| {
             n.status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
+        }));
         if node.is_none() {
             continue;
         }
         let pods: Api<Pod> = Api::all(client.clone());
         let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
-        if let Ok(list) = within(pods.list(&params)).await {
-            v.evictable_pods = Some(list.items.iter().filter(|p| evictable(p)).count());
-        }
+        v.evictable_pods = Observed::from_result(
+            call("list Pods", pods.list(&params))
+                .await
+                .map(|list| list.items.iter().filter(|p| evictable(p)).count()),
+        );
     }
 }
 

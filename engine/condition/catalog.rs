@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use super::{ConditionSpec, GuardSpec};
 use crate::action::ArgType::{
-    Duration as Dur, Enum, Int, Node, Path, String as Str, Strings, Yaml,
+    Duration as Dur, Enum, Int, Node, Nodes, Path, String as Str, Strings, Yaml,
 };
 use crate::action::Hazard::{MemberRemoval, QuorumOutage, SplitBrain, WorkloadEviction};
 use crate::action::{ArgSpec as A, Lit};
 
 const NODE: A = A::req("node", Node, "the node concerned");
+const DOWN: A = A::opt(
+    "down",
+    Nodes,
+    "nodes the operator confirmed powered off: their silence is excused (journaled with the verdict)",
+);
 
 const fn mins(m: u64) -> Duration {
     Duration::from_secs(m * 60)
@@ -22,44 +27,44 @@ const fn mins(m: u64) -> Duration {
 pub static GUARDS: &[GuardSpec] = &[
     GuardSpec {
         name: "etcd.quorum",
-        summary: "healthy voters H >= Q(V): etcd has quorum now",
+        summary: "healthy voters H >= Q(V): etcd has quorum now (only members proven healthy count)",
         args: &[],
         protects: &[],
     },
     GuardSpec {
         name: "etcd.safe-down",
-        summary: "no learner, V >= 3, and quorum survives this node going down (G-safe-down)",
+        summary: "no learner, V >= 3 (refused in the two-voter window), and quorum survives this node going down (G-safe-down)",
         args: &[NODE],
         protects: &[QuorumOutage, WorkloadEviction],
     },
     GuardSpec {
         name: "etcd.safe-remove",
-        summary: "quorum holds now and still holds with this node's member removed (G-safe-remove)",
+        summary: "V != 2 (the two-voter window is held shut), quorum holds now and still holds with this node's member removed (G-safe-remove)",
         args: &[NODE],
         protects: &[MemberRemoval, QuorumOutage, WorkloadEviction],
     },
     GuardSpec {
         name: "etcd.consistent",
-        summary: "member lists identical on every reachable control-plane node (G-consistent)",
+        summary: "member lists identical on every answering control-plane node, none of which may fail to list (G-consistent)",
         args: &[],
         protects: &[],
     },
     GuardSpec {
         name: "etcd.no-alarms",
-        summary: "EtcdAlarmList is empty (no NOSPACE or CORRUPT)",
+        summary: "EtcdAlarmList read from every member node, and empty (no NOSPACE or CORRUPT)",
         args: &[],
         protects: &[],
     },
     GuardSpec {
         name: "etcd.quorum-lost",
-        summary: "quorum is really lost (H < Q(V)) on every reachable node: recovery may wipe members",
+        summary: "quorum is really lost: no node sees a leader, a member's EtcdStatus testifies no leader, every other node answered or is silent (never role-refused): recovery may wipe members",
         args: &[],
         protects: &[MemberRemoval],
     },
     GuardSpec {
         name: "etcd.bootstrap-safe",
-        summary: "no node runs etcd or lists members, nothing was bootstrapped by this run, and the target's etcd waits in Preparing",
-        args: &[NODE],
+        summary: "every node answers (or is named in `down`), none runs etcd or lists members, nothing was bootstrapped by this run, and the target's etcd waits in Preparing",
+        args: &[NODE, DOWN],
         protects: &[SplitBrain],
     },
     GuardSpec {
@@ -70,7 +75,7 @@ pub static GUARDS: &[GuardSpec] = &[
     },
     GuardSpec {
         name: "talos.not-member",
-        summary: "the node holds no etcd member (fresh or in maintenance): wiping it cannot hurt quorum",
+        summary: "the node is in maintenance, or member lists from a quorum of healthy voters do not list it: wiping it cannot hurt quorum",
         args: &[NODE],
         protects: &[MemberRemoval, QuorumOutage],
     },
@@ -88,14 +93,22 @@ pub static GUARDS: &[GuardSpec] = &[
     },
     GuardSpec {
         name: "talos.node-down",
-        summary: "the node's API has not answered for two consecutive polls (confirmed down)",
-        args: &[NODE],
+        summary: "two observations `confirm` apart: the node does not answer (unreachable or timed out, not role-refused) while another node answers with a healthy etcd member seeing a leader",
+        args: &[
+            NODE,
+            A::def(
+                "confirm",
+                Dur,
+                Lit::Str("5s"),
+                "time between the two observations",
+            ),
+        ],
         protects: &[],
     },
     GuardSpec {
         name: "talos.no-init",
-        summary: "every node's machine type is controlplane, none is the deprecated init",
-        args: &[],
+        summary: "every configured node's machine type was read and none is the deprecated init (silent nodes only if named in `down`)",
+        args: &[DOWN],
         protects: &[],
     },
     GuardSpec {
@@ -123,7 +136,7 @@ pub static GUARDS: &[GuardSpec] = &[
     },
     GuardSpec {
         name: "backup.fresh",
-        summary: "a verified etcd snapshot younger than max_age exists in dir",
+        summary: "the newest snapshot in dir whose sidecar verifies (sha256, size) was taken less than max_age ago",
         args: &[
             A::req("dir", Path, "snapshot directory"),
             A::def("max_age", Dur, Lit::Str("24h"), "how old the newest may be"),

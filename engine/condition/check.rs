@@ -1,7 +1,9 @@
 //! Dispatch from a catalog name and its resolved arguments to the check function.
 //!
-//! The executor resolves a step's guard or wait arguments (expressions evaluated), observes
-//! the cluster into a [`ClusterView`], and calls [`guard`] or [`wait`]. A test keeps this table
+//! The executor resolves a step's guard or wait arguments (expressions evaluated), asks
+//! [`observations`] what the guard needs (nothing for `backup.fresh`, two views some seconds
+//! apart for `talos.node-down`, one fresh view otherwise), observes the cluster into a
+//! [`ClusterView`], and calls [`guard_with`] (or [`guard`]) or [`wait`]. A test keeps this table
 //! and the catalogs in `condition/catalog.rs` in step.
 
 use std::collections::BTreeMap;
@@ -82,6 +84,21 @@ impl A<'_> {
         }
     }
 
+    fn strings(&self, name: &str) -> Result<Vec<String>, Error> {
+        match self.args.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().map(str::to_string).ok_or_else(|| {
+                        self.bad(name, &format!("must be a list of strings, found {i}"))
+                    })
+                })
+                .collect(),
+            Some(other) => Err(self.bad(name, &format!("must be a list, found {other}"))),
+        }
+    }
+
     fn bad(&self, name: &str, problem: &str) -> Error {
         Error::Arg {
             check: self.check.into(),
@@ -91,8 +108,43 @@ impl A<'_> {
     }
 }
 
-/// Evaluates a named guard.
+/// What a guard needs observed before it can be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// Nothing from the cluster (`backup.fresh` reads a directory).
+    Nothing,
+    /// One fresh view.
+    Once,
+    /// Two fresh views this far apart (`talos.node-down`'s `confirm`).
+    Twice(Duration),
+}
+
+/// Default delay between `talos.node-down`'s two observations.
+pub const NODE_DOWN_CONFIRM: Duration = Duration::from_secs(5);
+
+/// What the named guard needs observed.
+pub fn observations(name: &str, args: &Args) -> Result<Observation, Error> {
+    let a = A { check: name, args };
+    Ok(match name {
+        "backup.fresh" => Observation::Nothing,
+        "talos.node-down" => Observation::Twice(a.duration("confirm", NODE_DOWN_CONFIRM)?),
+        _ => Observation::Once,
+    })
+}
+
+/// Evaluates a named guard on one view (a guard that needs two observations refuses).
 pub fn guard(name: &str, args: &Args, view: &ClusterView) -> Result<Verdict, Error> {
+    guard_with(name, args, view, None)
+}
+
+/// Evaluates a named guard; `earlier` is the first of two observations, for the guards that
+/// need two ([`observations`]).
+pub fn guard_with(
+    name: &str,
+    args: &Args,
+    view: &ClusterView,
+    earlier: Option<&ClusterView>,
+) -> Result<Verdict, Error> {
     let a = A { check: name, args };
     Ok(match name {
         "etcd.quorum" => etcd::has_quorum(view),
@@ -102,12 +154,19 @@ pub fn guard(name: &str, args: &Args, view: &ClusterView) -> Result<Verdict, Err
         "etcd.no-alarms" => etcd::no_alarms(view),
         "etcd.no-learners" => etcd::no_learners(view),
         "etcd.quorum-lost" => etcd::quorum_lost(view),
-        "etcd.bootstrap-safe" => etcd::bootstrap_safe(view, a.str("node")?),
+        "etcd.bootstrap-safe" => etcd::bootstrap_safe(view, a.str("node")?, &a.strings("down")?),
         "talos.all-running" => talos::all_running(view),
         "talos.node-running" => talos::node_running(view, a.str("node")?),
         "talos.not-member" => talos::not_member(view, a.str("node")?),
-        "talos.node-down" => talos::node_down(view, a.str("node")?),
-        "talos.no-init" => talos::no_init(view),
+        "talos.node-down" => {
+            let node = a.str("node")?;
+            a.duration("confirm", NODE_DOWN_CONFIRM)?;
+            match earlier {
+                Some(first) => talos::node_down(first, Some(view), node),
+                None => talos::node_down(view, None, node),
+            }
+        }
+        "talos.no-init" => talos::no_init(view, &a.strings("down")?),
         "talos.disk-unambiguous" => talos::disk_unambiguous(
             view,
             a.str("node")?,
@@ -119,13 +178,11 @@ pub fn guard(name: &str, args: &Args, view: &ClusterView) -> Result<Verdict, Err
             talos::image_matches_hardware(view, a.str("node")?, a.str("image")?)
         }
         "talos.gpu-modules" => talos::gpu_modules(view, a.str("node")?),
-        // Needs the backup directory, not the cluster: evaluated by the executor.
-        "backup.fresh" => {
-            return Err(Error::Unknown {
-                kind: "cluster guard",
-                name: name.into(),
-            });
-        }
+        "backup.fresh" => crate::cluster::backup::fresh(
+            std::path::Path::new(a.str("dir")?),
+            a.duration("max_age", Duration::from_secs(24 * 3600))?,
+            std::time::SystemTime::now(),
+        ),
         _ => {
             return Err(Error::Unknown {
                 kind: "guard",
@@ -206,12 +263,13 @@ mod tests {
         specs
             .iter()
             .map(|s| {
-                let v = match s.name {
-                    "node" => "a".into(),
-                    "voters" => 3.into(),
-                    "fast_fail" | "max_age" => "10m".into(),
-                    "stage" => "running".into(),
-                    "state" => "Running".into(),
+                let v = match (s.name, s.ty) {
+                    ("node", _) => "a".into(),
+                    ("voters", _) => 3.into(),
+                    ("stage", _) => "running".into(),
+                    ("state", _) => "Running".into(),
+                    (_, crate::action::ArgType::Duration) => "10m".into(),
+                    (_, crate::action::ArgType::Nodes) => serde_json::json!([]),
                     _ => "x".into(),
                 };
                 (s.name.to_string(), v)
@@ -223,9 +281,6 @@ mod tests {
     fn every_catalog_guard_and_condition_has_an_implementation() {
         let view = three();
         for g in GUARDS {
-            if g.name == "backup.fresh" {
-                continue;
-            }
             guard(g.name, &args_for(g.args), &view)
                 .unwrap_or_else(|e| panic!("guard {}: {e}", g.name));
         }

@@ -8,6 +8,8 @@
 //! [`view::ClusterView`] snapshot (`etcd.rs`, `talos.rs`, `kube.rs`), dispatched by name in
 //! `check.rs`.
 
+#[cfg(test)]
+mod adversity;
 mod catalog;
 pub mod check;
 pub mod etcd;

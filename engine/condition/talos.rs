@@ -5,10 +5,15 @@
 //! stage is `running`, it is ready, and no service sits in `Waiting`, `Preparing` or `Failed`
 //! (a Waiting extension service, such as `ext-nvidia-persistenced` without its kernel modules,
 //! holds the stage at `booting` without appearing in the unmet conditions).
+//!
+//! Every check fails closed on missing evidence: a fact that was not read (the node did not
+//! answer, the role may not read it, the call failed) refuses, naming the node and the call;
+//! it never reads as "nothing there".
 
 use std::time::Duration;
 
-use crate::condition::view::{ClusterView, NodeView, Verdict};
+use crate::condition::etcd::{member_of_node, node_runs_healthy_member, q};
+use crate::condition::view::{ClusterView, NodeView, Observed, Verdict, cannot_decide};
 
 /// NVIDIA kernel modules a node with the NVIDIA image must configure (lint L2).
 pub const NVIDIA_MODULES: &[&str] = &["nvidia", "nvidia_uvm", "nvidia_drm", "nvidia_modeset"];
@@ -36,10 +41,16 @@ pub fn node_running(view: &ClusterView, x: &str) -> Verdict {
 
 fn running_verdict(n: &NodeView) -> Verdict {
     let x = &n.label;
-    if !n.reachable {
-        return Verdict::fail(format!("`{x}` does not answer"));
+    if let Some(g) = n.contact.gap() {
+        return cannot_decide(x, g).with("stage", "unknown");
     }
-    let stage = n.stage.as_deref().unwrap_or("unknown");
+    let stage = match n.stage.need(x, "MachineStatus") {
+        Ok(s) => s.as_str(),
+        Err(v) => return v,
+    };
+    if let Err(v) = n.services.need(x, "ServiceList") {
+        return v;
+    }
     let stuck: Vec<String> = n
         .stuck_services()
         .iter()
@@ -51,7 +62,7 @@ fn running_verdict(n: &NodeView) -> Verdict {
             why.push_str(&format!(" ({})", stuck.join(", ")));
         }
         Verdict::fail(why)
-    } else if n.ready != Some(true) {
+    } else if n.ready.get() != Some(&true) {
         Verdict::fail(format!(
             "`{x}` is running but not ready: {}",
             if n.unmet.is_empty() {
@@ -78,8 +89,12 @@ pub fn all_running(view: &ClusterView) -> Verdict {
         if !v.holds {
             return v;
         }
-        if n.kube_ready != Some(true) {
-            return Verdict::fail(format!("Kubernetes does not report `{}` Ready", n.label));
+        match n.kube_ready.need(&n.label, "Kubernetes Node") {
+            Err(v) => return v,
+            Ok(Some(true)) => {}
+            Ok(_) => {
+                return Verdict::fail(format!("Kubernetes does not report `{}` Ready", n.label));
+            }
         }
     }
     Verdict::pass(format!(
@@ -130,11 +145,16 @@ pub fn running(view: &ClusterView, x: &str, waited: Duration, fast_fail: Duratio
     }
     let waiting: Vec<&str> = n
         .services
-        .iter()
+        .get()
+        .into_iter()
+        .flatten()
         .filter(|s| s.state == "Waiting")
         .map(|s| s.id.as_str())
         .collect();
-    if n.stage.as_deref() == Some("booting") && !waiting.is_empty() && waited >= fast_fail {
+    if n.stage.get().map(String::as_str) == Some("booting")
+        && !waiting.is_empty()
+        && waited >= fast_fail
+    {
         let mut hint = String::new();
         if waiting.iter().any(|s| s.contains("nvidia")) {
             hint = " (an NVIDIA service waiting usually means the nvidia kernel modules are not configured, or a non-GPU node runs the NVIDIA image: see gpu-enable)".into();
@@ -154,12 +174,15 @@ pub fn rebooted(view: &ClusterView, x: &str, before: &str) -> Verdict {
         Err(v) => return v,
     };
     match &n.boot_id {
-        Some(now) if now != before => {
+        Observed::Answered(now) if now != before => {
             Verdict::pass(format!("`{x}` booted again (boot id changed)"))
                 .with("boot_id", now.as_str())
         }
-        Some(_) => Verdict::fail(format!("`{x}` has not rebooted yet (same boot id)")),
-        None => Verdict::fail(format!("`{x}` does not answer yet")),
+        Observed::Answered(_) => {
+            Verdict::fail(format!("`{x}` has not rebooted yet (same boot id)"))
+        }
+        Observed::Missing(g) => Verdict::fail(format!("`{x}` does not answer yet: {g}")),
+        Observed::NotAsked => Verdict::fail(format!("`{x}` does not answer yet")),
     }
 }
 
@@ -167,10 +190,10 @@ pub fn rebooted(view: &ClusterView, x: &str, before: &str) -> Verdict {
 pub fn stage_is(view: &ClusterView, x: &str, stage: &str) -> Verdict {
     match observed(view, x) {
         Err(v) => v,
-        Ok(n) => {
-            let now = n.stage.as_deref().unwrap_or("unknown");
-            Verdict::from_bool(now == stage, format!("`{x}` is in stage {now}"))
-        }
+        Ok(n) => match n.stage.need(x, "MachineStatus") {
+            Err(v) => v,
+            Ok(now) => Verdict::from_bool(now == stage, format!("`{x}` is in stage {now}")),
+        },
     }
 }
 
@@ -179,13 +202,19 @@ pub fn maintenance(view: &ClusterView, x: &str) -> Verdict {
     match observed(view, x) {
         Err(v) => v,
         Ok(n) => Verdict::from_bool(
-            n.reachable && n.maintenance,
-            if n.reachable && n.maintenance {
+            n.maintenance(),
+            if n.maintenance() {
                 format!("`{x}` is in maintenance mode")
-            } else if n.reachable {
+            } else if n.reachable() {
                 format!("`{x}` answers, but not in maintenance mode")
             } else {
-                format!("`{x}` does not answer")
+                format!(
+                    "`{x}` does not answer{}",
+                    n.contact
+                        .gap()
+                        .map(|g| format!(": {g}"))
+                        .unwrap_or_default()
+                )
             },
         ),
     }
@@ -196,6 +225,12 @@ pub fn service_in(view: &ClusterView, x: &str, service: &str, state: &str) -> Ve
     match observed(view, x) {
         Err(v) => v,
         Ok(n) => {
+            if let Err(v) = n.services.need(x, "ServiceList") {
+                return match n.contact.gap() {
+                    Some(g) => cannot_decide(x, g),
+                    None => v,
+                };
+            }
             let now = n.service(service).map(|s| s.state.as_str());
             Verdict::from_bool(
                 now == Some(state),
@@ -205,65 +240,173 @@ pub fn service_in(view: &ClusterView, x: &str, service: &str, state: &str) -> Ve
     }
 }
 
-/// The node holds no etcd member (so wiping it cannot lower quorum).
+/// The node holds no etcd member, so wiping it cannot lower quorum. Holds only on positive
+/// evidence: the node answers the maintenance API (unconfigured: no member), or member lists
+/// were read from a quorum-proving set of nodes (at least `Q(V)` healthy voters, each with a
+/// leader, so the lists are the majority's current ones) and none lists the node, by hostname,
+/// peer URL or member id. A node whose hostname cannot be read cannot be looked up: refuse.
 pub fn not_member(view: &ClusterView, x: &str) -> Verdict {
     let n = match observed(view, x) {
         Ok(n) => n,
         Err(v) => return v,
     };
-    if n.maintenance {
+    if n.maintenance() {
         return Verdict::pass(format!("`{x}` is in maintenance mode: no etcd member"));
+    }
+    if let Some(g) = n.contact.gap() {
+        return cannot_decide(x, g);
     }
     let listed: Vec<&str> = view
         .nodes
         .iter()
-        .filter(|o| o.reachable)
-        .filter(|o| {
-            matches!(&o.members, Some(Ok(list)) if list.iter().any(|m| !m.name.is_empty() && (m.name == n.hostname || m.name == n.label)))
-        })
+        .filter(|o| o.reachable())
+        .filter(
+            |o| matches!(&o.members, Observed::Answered(list) if member_of_node(list, n).is_some()),
+        )
         .map(|o| o.label.as_str())
         .collect();
-    if listed.is_empty() {
-        Verdict::pass(format!("no node lists `{x}` as an etcd member"))
-    } else {
-        Verdict::fail(format!(
+    if !listed.is_empty() {
+        return Verdict::fail(format!(
             "`{x}` is an etcd member (listed by {})",
             listed.join(", ")
-        ))
+        ));
     }
-}
-
-/// The node's API does not answer.
-pub fn node_down(view: &ClusterView, x: &str) -> Verdict {
-    match observed(view, x) {
-        Err(v) => v,
-        Ok(n) => Verdict::from_bool(
-            !n.reachable,
-            if n.reachable {
-                format!("`{x}` still answers: it is not dead")
-            } else {
-                format!("`{x}` does not answer")
-            },
-        ),
+    // To look it up by name the name must be known.
+    if let Err(v) = n.hostname.need(x, "hostname") {
+        return v;
     }
-}
-
-/// G-no-init: every node's machine type is `controlplane`.
-pub fn no_init(view: &ClusterView) -> Verdict {
-    let bad: Vec<String> = view
+    // Witnesses: healthy voters whose own member list was read.
+    let witnesses: Vec<&NodeView> = view
         .nodes
         .iter()
-        .filter(|n| n.reachable && n.machine_type.as_deref().is_some_and(|t| t == "init"))
-        .map(|n| n.label.clone())
+        .filter(|o| {
+            matches!((&o.members, &o.etcd), (Observed::Answered(list), Observed::Answered(st))
+                if list.iter().any(|m| m.id == st.member_id && !m.is_learner)
+                    && node_runs_healthy_member(o, st.member_id))
+        })
         .collect();
-    Verdict::from_bool(
-        bad.is_empty(),
-        if bad.is_empty() {
-            "no node uses the deprecated init type".to_string()
-        } else {
-            format!("{} use the deprecated `init` machine type", bad.join(", "))
-        },
-    )
+    let voters = witnesses
+        .iter()
+        .filter_map(|o| o.members.get())
+        .map(|l| l.iter().filter(|m| !m.is_learner).count())
+        .max()
+        .unwrap_or(0);
+    if voters == 0 || witnesses.len() < q(voters) {
+        let gaps: Vec<String> = view
+            .nodes
+            .iter()
+            .filter(|o| o.label != n.label)
+            .filter_map(|o| {
+                o.members
+                    .gap()
+                    .or_else(|| o.etcd.gap())
+                    .or_else(|| o.contact.gap())
+                    .map(|g| format!("{} {g}", o.label))
+            })
+            .collect();
+        return Verdict::fail(format!(
+            "cannot decide: member lists were read from {} healthy voter(s){}, not a quorum{}",
+            witnesses.len(),
+            if voters > 0 {
+                format!(" of {voters}")
+            } else {
+                String::new()
+            },
+            if gaps.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", gaps.join("; "))
+            }
+        ))
+        .with("witnesses", witnesses.len());
+    }
+    Verdict::pass(format!(
+        "no member list lists `{x}` ({} of {voters} voters answered)",
+        witnesses.len()
+    ))
+    .with("witnesses", witnesses.len())
+}
+
+/// The node is confirmed down: in both observations (taken `confirm` apart by the caller) it
+/// does not answer (unreachable or timed out, never a role refusal), and in both some other
+/// node answers with a healthy etcd member that sees a leader, proving the observer itself is
+/// connected (the operator's laptop may be the one offline).
+pub fn node_down(first: &ClusterView, second: Option<&ClusterView>, x: &str) -> Verdict {
+    let Some(second) = second else {
+        return Verdict::fail(format!(
+            "cannot decide: `{x}` needs two observations to be confirmed down"
+        ));
+    };
+    for (i, view) in [first, second].into_iter().enumerate() {
+        let which = if i == 0 { "first" } else { "second" };
+        let n = match observed(view, x) {
+            Ok(n) => n,
+            Err(v) => return v,
+        };
+        match n.contact.gap() {
+            None => {
+                return Verdict::fail(format!(
+                    "`{x}` answers ({which} observation): it is not down"
+                ));
+            }
+            Some(g) if !g.kind.is_silence() => return cannot_decide(x, g),
+            Some(_) => {}
+        }
+        let witness = view.nodes.iter().find(|o| {
+            o.label != n.label
+                && matches!(&o.etcd, Observed::Answered(st) if node_runs_healthy_member(o, st.member_id))
+        });
+        if witness.is_none() {
+            return Verdict::fail(format!(
+                "cannot decide: no other node answered with a healthy etcd member in the {which} observation, so the silence of `{x}` may be the observer's own (is this machine offline?)"
+            ));
+        }
+    }
+    let why = second
+        .node(x)
+        .and_then(|n| n.contact.gap())
+        .map(|g| g.to_string())
+        .unwrap_or_default();
+    Verdict::pass(format!(
+        "`{x}` did not answer in two observations ({why}) while the rest of the cluster did"
+    ))
+}
+
+/// G-no-init: every node's machine type was read and is not the deprecated `init`. A node in
+/// maintenance has no type (it is unconfigured); a node that does not answer refuses unless the
+/// operator named it in `down` (confirmed powered off).
+pub fn no_init(view: &ClusterView, down: &[String]) -> Verdict {
+    if view.nodes.is_empty() {
+        return Verdict::fail("cannot decide: no node observed");
+    }
+    let mut bad = Vec::new();
+    let mut read = 0;
+    for n in &view.nodes {
+        if n.maintenance() {
+            continue;
+        }
+        if let Some(g) = n.contact.gap() {
+            if g.kind.is_silence() && down.iter().any(|d| d == &n.label || n.is_named(d)) {
+                continue;
+            }
+            return cannot_decide(&n.label, g);
+        }
+        match n.machine_type.need(&n.label, "MachineType") {
+            Err(v) => return v,
+            Ok(t) if t == "init" => bad.push(n.label.clone()),
+            Ok(_) => read += 1,
+        }
+    }
+    if !bad.is_empty() {
+        return Verdict::fail(format!(
+            "{} use the deprecated `init` machine type",
+            bad.join(", ")
+        ));
+    }
+    if read == 0 && view.nodes.iter().all(|n| !n.maintenance()) {
+        return Verdict::fail("cannot decide: no node's machine type was read");
+    }
+    Verdict::pass("no node uses the deprecated init type").with("read", read)
 }
 
 /// Lint L4: the install disk resolves to exactly one writable, non-USB, non-optical disk.
@@ -278,18 +421,25 @@ pub fn disk_unambiguous(
         Ok(n) => n,
         Err(v) => return v,
     };
-    if n.disks.is_empty() {
+    let disks = match n.disks.need(x, "Disks") {
+        Ok(d) => d,
+        Err(v) => {
+            return match n.contact.gap() {
+                Some(g) => cannot_decide(x, g),
+                None => v,
+            };
+        }
+    };
+    if disks.is_empty() {
         return Verdict::fail(format!("`{x}` reported no disks"));
     }
-    let matches: Vec<_> = n
-        .disks
+    let matches: Vec<_> = disks
         .iter()
         .filter(|d| disk.is_none_or(|p| d.dev_path == p))
         .filter(|d| model.is_none_or(|m| d.model == m))
         .filter(|d| serial.is_none_or(|s| d.serial == s))
         .collect();
-    let usb: Vec<&str> = n
-        .disks
+    let usb: Vec<&str> = disks
         .iter()
         .filter(|d| d.transport == "usb")
         .map(|d| d.dev_path.as_str())
@@ -330,7 +480,16 @@ pub fn image_matches_hardware(view: &ClusterView, x: &str, image: &str) -> Verdi
         Ok(n) => n,
         Err(v) => return v,
     };
-    let gpu = n.pci_vendors.iter().any(|v| v == NVIDIA_VENDOR);
+    let vendors = match n.pci_vendors.need(x, "PCIDevices") {
+        Ok(v) => v,
+        Err(v) => {
+            return match n.contact.gap() {
+                Some(g) => cannot_decide(x, g),
+                None => v,
+            };
+        }
+    };
+    let gpu = vendors.iter().any(|v| v == NVIDIA_VENDOR);
     let nvidia = is_nvidia_image(image);
     let v = match (gpu, nvidia) {
         (true, true) => Verdict::pass(format!("`{x}` has an NVIDIA GPU and gets the NVIDIA image")),
@@ -353,10 +512,19 @@ pub fn gpu_modules(view: &ClusterView, x: &str) -> Verdict {
         Ok(n) => n,
         Err(v) => return v,
     };
+    let modules = match n.kernel_modules.need(x, "KernelModuleSpecs") {
+        Ok(m) => m,
+        Err(v) => {
+            return match n.contact.gap() {
+                Some(g) => cannot_decide(x, g),
+                None => v,
+            };
+        }
+    };
     let missing: Vec<&str> = NVIDIA_MODULES
         .iter()
         .copied()
-        .filter(|m| !n.kernel_modules.iter().any(|k| k == m))
+        .filter(|m| !modules.iter().any(|k| k == m))
         .collect();
     if missing.is_empty() {
         Verdict::pass(format!("`{x}` configures all NVIDIA kernel modules"))
@@ -372,21 +540,24 @@ pub fn gpu_modules(view: &ClusterView, x: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::condition::etcd::tests::three;
-    use crate::condition::view::{Disk, Service};
+    use crate::condition::etcd::tests::member;
+    use crate::condition::etcd::tests::{down, three};
+    use crate::condition::view::{Contact, Disk, Gap, GapKind, Service};
 
     #[test]
     fn ready_is_not_running() {
         let mut v = three();
         let a = &mut v.nodes[0];
-        a.stage = Some("booting".into());
-        a.ready = Some(true);
-        a.kube_ready = Some(true);
-        a.services.push(Service {
-            id: "ext-nvidia-persistenced".into(),
-            state: "Waiting".into(),
-            healthy: false,
-        });
+        a.stage = Observed::Answered("booting".into());
+        a.ready = Observed::Answered(true);
+        a.kube_ready = Observed::Answered(Some(true));
+        if let Observed::Answered(s) = &mut a.services {
+            s.push(Service {
+                id: "ext-nvidia-persistenced".into(),
+                state: "Waiting".into(),
+                healthy: false,
+            });
+        }
         let r = node_running(&v, "a");
         assert!(!r.holds);
         assert_eq!(
@@ -423,9 +594,15 @@ mod tests {
     #[test]
     fn reboot_is_proven_by_a_new_boot_id() {
         let mut v = three();
-        v.nodes[0].boot_id = Some("one".into());
+        v.nodes[0].boot_id = Observed::Answered("one".into());
         assert!(!rebooted(&v, "a", "one").holds);
-        v.nodes[0].boot_id = Some("two".into());
+        v.nodes[0].boot_id = Observed::Missing(Gap::new(
+            "Read /proc/sys/kernel/random/boot_id",
+            GapKind::Unreachable,
+            "rebooting",
+        ));
+        assert!(!rebooted(&v, "a", "one").holds);
+        v.nodes[0].boot_id = Observed::Answered("two".into());
         assert!(rebooted(&v, "a", "one").holds);
     }
 
@@ -444,13 +621,13 @@ mod tests {
     #[test]
     fn usb_disk_shift_is_caught() {
         let mut v = three();
-        v.nodes[2].disks = vec![disk("/dev/sda", "APPLE SSD", "sata")];
+        v.nodes[2].disks = Observed::Answered(vec![disk("/dev/sda", "APPLE SSD", "sata")]);
         assert!(disk_unambiguous(&v, "c", Some("/dev/sda"), None, None).holds);
         // With the USB stick plugged in, /dev/sda is the stick and the SSD moved to /dev/sdc.
-        v.nodes[2].disks = vec![
+        v.nodes[2].disks = Observed::Answered(vec![
             disk("/dev/sda", "USB Flash", "usb"),
             disk("/dev/sdc", "APPLE SSD", "sata"),
-        ];
+        ]);
         let d = disk_unambiguous(&v, "c", Some("/dev/sda"), None, None);
         assert!(!d.holds);
         assert!(d.reason.contains("USB stick"), "{}", d.reason);
@@ -460,7 +637,7 @@ mod tests {
     #[test]
     fn nvidia_image_only_on_gpu_nodes_and_modules_required() {
         let mut v = three();
-        v.nodes[0].pci_vendors = vec![NVIDIA_VENDOR.into()];
+        v.nodes[0].pci_vendors = Observed::Answered(vec![NVIDIA_VENDOR.into()]);
         let nv = format!(
             "factory.talos.dev/installer/{}:v1.11.5",
             NVIDIA_SCHEMATICS[0]
@@ -470,18 +647,138 @@ mod tests {
         assert!(image_matches_hardware(&v, "b", "ghcr.io/siderolabs/installer:v1.11.5").holds);
         assert!(!image_matches_hardware(&v, "a", "ghcr.io/siderolabs/installer:v1.11.5").holds);
         assert!(!gpu_modules(&v, "a").holds);
-        v.nodes[0].kernel_modules = NVIDIA_MODULES.iter().map(|s| s.to_string()).collect();
+        v.nodes[0].kernel_modules =
+            Observed::Answered(NVIDIA_MODULES.iter().map(|s| s.to_string()).collect());
         assert!(gpu_modules(&v, "a").holds);
+        // PCI devices that could not be read are not "no GPU".
+        v.nodes[1].pci_vendors = Observed::Missing(Gap::new(
+            "PCIDevices",
+            GapKind::PermissionDenied,
+            "not authorized",
+        ));
+        let r = image_matches_hardware(&v, "b", "ghcr.io/siderolabs/installer:v1.11.5");
+        assert!(!r.holds);
+        assert_eq!(
+            r.reason,
+            "cannot decide: b refused PCIDevices (PermissionDenied)"
+        );
     }
 
     #[test]
-    fn not_member_and_node_down() {
+    fn not_member_needs_maintenance_or_a_quorum_of_lists() {
         let mut v = three();
         assert!(!not_member(&v, "a").holds);
-        v.nodes[0].maintenance = true;
+        v.nodes[0].contact = Observed::Answered(Contact::Maintenance);
         assert!(not_member(&v, "a").holds);
-        assert!(!node_down(&v, "b").holds);
-        v.nodes[1].reachable = false;
-        assert!(node_down(&v, "b").holds);
+        // A configured node no list names: passes only with lists from a quorum of voters.
+        let ms = [member(1, false), member(2, false)];
+        let mut v = three();
+        v.nodes[0] = crate::condition::etcd::tests::node("a", 1, &ms, 1);
+        v.nodes[1] = crate::condition::etcd::tests::node("b", 2, &ms, 1);
+        v.nodes[2].members = Observed::Answered(ms.to_vec());
+        v.nodes[2].etcd = Observed::Missing(Gap::new("EtcdStatus", GapKind::Failed, "not running"));
+        v.nodes[2].hostname = Observed::Answered("host-3".into());
+        let r = not_member(&v, "c");
+        assert!(r.holds, "{}", r.reason);
+        // The same with one witness refused by role: one of two voters is no quorum.
+        v.nodes[1].members = Observed::Missing(Gap::new(
+            "EtcdMemberList",
+            GapKind::PermissionDenied,
+            "not authorized",
+        ));
+        let r = not_member(&v, "c");
+        assert!(!r.holds);
+        assert!(r.reason.contains("not a quorum"), "{}", r.reason);
+        assert!(
+            r.reason.contains("b refused EtcdMemberList"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn a_healthy_voter_read_by_nobody_is_not_a_non_member() {
+        let mut v = three();
+        for n in &mut v.nodes {
+            let label = n.label.clone();
+            *n = NodeView::silent(
+                &label,
+                Gap::new("MachineStatus", GapKind::PermissionDenied, "not authorized"),
+            );
+        }
+        let r = not_member(&v, "a");
+        assert!(!r.holds);
+        assert_eq!(
+            r.reason,
+            "cannot decide: a refused MachineStatus (PermissionDenied)"
+        );
+        // An empty hostname is no evidence either.
+        let mut v = three();
+        v.nodes[0].hostname = Observed::Missing(Gap::new(
+            "Read /proc/sys/kernel/hostname",
+            GapKind::Failed,
+            "empty hostname",
+        ));
+        v.nodes[0].etcd = Observed::Missing(Gap::new("EtcdStatus", GapKind::Failed, "x"));
+        for n in &mut v.nodes {
+            if let Observed::Answered(l) = &mut n.members {
+                for m in l.iter_mut() {
+                    m.peer_urls.clear();
+                }
+            }
+        }
+        let r = not_member(&v, "a");
+        assert!(!r.holds, "{}", r.reason);
+    }
+
+    #[test]
+    fn node_down_needs_two_silent_observations_and_a_witness() {
+        let mut v = three();
+        assert!(!node_down(&v, Some(&v), "b").holds);
+        down(&mut v, "b");
+        let once = node_down(&v, None, "b");
+        assert!(!once.holds);
+        assert!(once.reason.contains("two observations"), "{}", once.reason);
+        let r = node_down(&v, Some(&v), "b");
+        assert!(r.holds, "{}", r.reason);
+        // It came back between the two looks.
+        assert!(!node_down(&v, Some(&three()), "b").holds);
+        // Everything silent: it may be the observer that is offline.
+        let mut dark = three();
+        for l in ["a", "b", "c"] {
+            down(&mut dark, l);
+        }
+        let r = node_down(&dark, Some(&dark), "b");
+        assert!(!r.holds);
+        assert!(r.reason.contains("observer's own"), "{}", r.reason);
+        // A role refusal is not silence.
+        let mut denied = three();
+        denied.nodes[1] = NodeView::silent(
+            "b",
+            Gap::new("MachineStatus", GapKind::PermissionDenied, "not authorized"),
+        );
+        assert!(!node_down(&denied, Some(&denied), "b").holds);
+    }
+
+    #[test]
+    fn no_init_needs_every_type_read() {
+        let mut v = three();
+        assert!(no_init(&v, &[]).holds);
+        v.nodes[1].machine_type = Observed::Answered("init".into());
+        assert!(!no_init(&v, &[]).holds);
+        let mut v = three();
+        v.nodes[1].machine_type = Observed::Missing(Gap::new(
+            "MachineType",
+            GapKind::PermissionDenied,
+            "not authorized",
+        ));
+        assert_eq!(
+            no_init(&v, &[]).reason,
+            "cannot decide: b refused MachineType (PermissionDenied)"
+        );
+        let mut v = three();
+        down(&mut v, "c");
+        assert!(!no_init(&v, &[]).holds);
+        assert!(no_init(&v, &["c".to_string()]).holds);
     }
 }

@@ -11,6 +11,7 @@ mod cli_output;
 mod crash;
 mod exec_action;
 mod executor;
+mod fail_closed;
 mod harness;
 mod lint;
 mod observe;

@@ -57,9 +57,15 @@ async fn healthy_cluster_allows_one_node_down() {
     assert!(etcd::full(&view, 3).holds);
     assert!(!etcd::quorum_lost(&view).holds);
     let nuc = view.node("192.168.2.20").unwrap();
-    assert!(nuc.pci_vendors.iter().any(|v| v == talos::NVIDIA_VENDOR));
+    assert!(
+        nuc.pci_vendors
+            .get()
+            .unwrap()
+            .iter()
+            .any(|v| v == talos::NVIDIA_VENDOR)
+    );
     assert!(talos::gpu_modules(&view, "192.168.2.20").holds);
-    assert!(nuc.boot_id.as_deref().is_some_and(|b| !b.is_empty()));
+    assert!(nuc.boot_id.get().is_some_and(|b| !b.is_empty()));
     h.shutdown().await;
 }
 
@@ -88,7 +94,7 @@ async fn quorum_lost_is_recognised_and_refuses_disruption() {
     );
     assert!(!etcd::safe_down(&view, "192.168.2.20").holds);
     assert!(!etcd::has_quorum(&view).holds);
-    assert!(!view.node("192.168.2.223").unwrap().reachable);
+    assert!(!view.node("192.168.2.223").unwrap().reachable());
     h.shutdown().await;
 }
 
@@ -104,7 +110,8 @@ async fn usb_disk_shift_is_caught_before_install() {
 #[tokio::test]
 async fn dead_node_is_unreachable_and_others_may_not_go_down() {
     let (view, h, _dir) = observe(Scenario::NodeDead).await;
-    assert!(talos::node_down(&view, "192.168.2.49").holds);
+    let down = talos::node_down(&view, Some(&view), "192.168.2.49");
+    assert!(down.holds, "{}", down.reason);
     let v = etcd::safe_down(&view, "192.168.2.20");
     assert!(!v.holds, "{}", v.reason);
     assert!(etcd::safe_remove(&view, "192.168.2.49").holds);

@@ -50,10 +50,18 @@ fn etcd_backup_takes_a_verified_snapshot_from_the_simulator() {
     let files: Vec<_> = std::fs::read_dir(&snaps)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let size = std::fs::metadata(&files[0]).unwrap().len();
     assert_eq!(size % 512, 32, "snapshot must carry the sha256 trailer");
+    // Its sidecar verifies and says where and when it was taken.
+    let sidecar = runbook::cluster::backup::verify(&files[0]).unwrap();
+    assert_eq!(sidecar.node, "192.168.2.223");
+    assert_eq!(sidecar.size, size);
+    assert!(sidecar.revision.is_some(), "{sidecar:?}");
+    assert!(sidecar.talos_version.is_some(), "{sidecar:?}");
+    assert!(!sidecar.encrypted);
     assert!(
         text(&out).contains("guard `etcd.quorum` passed"),
         "{}",
@@ -349,6 +357,8 @@ fn quorum_recovery_restores_etcd_from_the_survivor_with_one_bootstrap() {
         "--param",
         "survivor=192.168.2.20",
         "--param",
+        "down=192.168.2.223,192.168.2.49",
+        "--param",
         &format!("backup_dir={}", snaps.display()),
     ]);
     assert_eq!(
@@ -385,9 +395,17 @@ fn quorum_recovery_restores_etcd_from_the_survivor_with_one_bootstrap() {
     assert_eq!(bootstraps, 1, "exactly one bootstrap");
     assert_eq!(recovers, 1, "the snapshot was uploaded once");
     assert!(leader.is_some_and(|l| l != 0), "etcd has a leader again");
-    // Two snapshots: the rescue one and the first of the recovered cluster, both verified.
-    let files: Vec<_> = std::fs::read_dir(&snaps).unwrap().collect();
+    // Two snapshots: the rescue one and the first of the recovered cluster, both verified,
+    // each with its sidecar.
+    let files: Vec<_> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
     assert_eq!(files.len(), 2);
+    for f in &files {
+        runbook::cluster::backup::verify(f).unwrap();
+    }
     rt.block_on(handle.shutdown());
 }
 

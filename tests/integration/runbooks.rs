@@ -142,7 +142,11 @@ fn full_rebuild_bootstraps_exactly_one_node_and_picks_images_per_node() {
 fn quorum_recovery_written_in_rhai_plans_like_yaml() {
     let p = plan(
         "etcd-quorum-recovery",
-        &[("nodes", SEED_NODES), ("survivor", "192.168.2.20")],
+        &[
+            ("nodes", SEED_NODES),
+            ("survivor", "192.168.2.20"),
+            ("down", "192.168.2.49"),
+        ],
     );
     assert!(p.source.ends_with(".rhai"));
     let wipe = p.step("wipe[192.168.2.49]").unwrap();

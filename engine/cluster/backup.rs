@@ -1,0 +1,485 @@
+//! etcd snapshot sidecars: what a snapshot file is, written beside it, and how to trust it.
+//!
+//! `etcd.snapshot` stores `<name>.db` and, beside it, `<name>.db.json` ([`Sidecar`]): the node
+//! it came from, the member's raft index, the file's sha256 and size as stored, the Talos
+//! version, the time it was taken and whether it is encrypted. Both are written durably
+//! (`journal::durable::write_atomic`: temp file in the same directory, fsync, rename, fsync
+//! the directory), the snapshot first, so a sidecar never describes a file that is not there.
+//! `backup.fresh` trusts a snapshot only through its sidecar: the file's hash and size must
+//! match, and its age comes from `taken_at`, never from the file's mtime (a copy or a restore
+//! from tape changes mtime). A later retention or encryption feature reuses [`Sidecar`],
+//! [`verify`] and [`newest_verified`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::condition::view::Verdict;
+
+/// The metadata stored beside a snapshot as `<snapshot>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sidecar {
+    /// The node the snapshot was streamed from.
+    pub node: String,
+    /// The member's raft index when the snapshot was taken (`EtcdStatus.raft_index`; Talos'
+    /// API does not expose the MVCC revision). `null` when the role may not read the status.
+    pub revision: Option<u64>,
+    /// sha256 of the file as stored (hex).
+    pub sha256: String,
+    /// Size of the file as stored, in bytes.
+    pub size: u64,
+    /// The node's Talos version (`Version` call); `null` when it could not be read.
+    pub talos_version: Option<String>,
+    /// The cluster id, when the API offers one (Talos' machine API does not): `null`.
+    pub cluster_id: Option<String>,
+    /// When it was taken, RFC 3339 UTC.
+    pub taken_at: String,
+    /// Whether the file is encrypted (always `false` for now).
+    pub encrypted: bool,
+}
+
+/// What is wrong with a snapshot or its sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackupError {
+    /// No sidecar beside the snapshot.
+    #[error("{snapshot}: sidecar {sidecar} is missing")]
+    SidecarMissing {
+        /// The snapshot.
+        snapshot: String,
+        /// The expected sidecar.
+        sidecar: String,
+    },
+    /// The sidecar cannot be read or parsed.
+    #[error("{snapshot}: sidecar is corrupt: {reason}")]
+    SidecarCorrupt {
+        /// The snapshot.
+        snapshot: String,
+        /// Why.
+        reason: String,
+    },
+    /// The snapshot file cannot be read.
+    #[error("{snapshot}: cannot read the snapshot: {reason}")]
+    Unreadable {
+        /// The snapshot.
+        snapshot: String,
+        /// Why.
+        reason: String,
+    },
+    /// Its size differs from the sidecar's.
+    #[error("{snapshot}: size {actual} does not match the sidecar's {expected}")]
+    SizeMismatch {
+        /// The snapshot.
+        snapshot: String,
+        /// From the sidecar.
+        expected: u64,
+        /// On disk.
+        actual: u64,
+    },
+    /// Its sha256 differs from the sidecar's.
+    #[error("{snapshot}: sha256 {actual} does not match the sidecar's {expected}")]
+    HashMismatch {
+        /// The snapshot.
+        snapshot: String,
+        /// From the sidecar.
+        expected: String,
+        /// Of the file.
+        actual: String,
+    },
+}
+
+/// The sidecar path of a snapshot: `<snapshot>.json`.
+pub fn sidecar_path(snapshot: &Path) -> PathBuf {
+    let mut p = snapshot.as_os_str().to_owned();
+    p.push(".json");
+    PathBuf::from(p)
+}
+
+/// Builds the sidecar of `bytes` (the file as it will be stored).
+pub fn describe(
+    node: &str,
+    bytes: &[u8],
+    revision: Option<u64>,
+    talos_version: Option<String>,
+    taken_at_ms: u64,
+) -> Sidecar {
+    Sidecar {
+        node: node.to_string(),
+        revision,
+        sha256: hex::encode(Sha256::digest(bytes)),
+        size: bytes.len() as u64,
+        talos_version,
+        cluster_id: None,
+        taken_at: crate::journal::time::rfc3339(taken_at_ms),
+        encrypted: false,
+    }
+}
+
+/// Stores a snapshot and then its sidecar, each durably.
+pub fn store(snapshot: &Path, bytes: &[u8], sidecar: &Sidecar) -> crate::journal::Result<()> {
+    let side = sidecar_path(snapshot);
+    let mut json = serde_json::to_vec_pretty(sidecar).map_err(|e| crate::journal::Error::Io {
+        op: "serialize the sidecar for",
+        path: side.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    json.push(b'\n');
+    crate::journal::durable::write_atomic(snapshot, bytes)?;
+    crate::journal::durable::write_atomic(&side, &json)
+}
+
+/// Reads and checks a snapshot against its sidecar.
+pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
+    let name = snapshot.display().to_string();
+    let side = sidecar_path(snapshot);
+    let text = match std::fs::read(&side) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BackupError::SidecarMissing {
+                snapshot: name,
+                sidecar: side.display().to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(BackupError::SidecarCorrupt {
+                snapshot: name,
+                reason: e.to_string(),
+            });
+        }
+    };
+    let sidecar: Sidecar =
+        serde_json::from_slice(&text).map_err(|e| BackupError::SidecarCorrupt {
+            snapshot: name.clone(),
+            reason: e.to_string(),
+        })?;
+    if parse_rfc3339_ms(&sidecar.taken_at).is_none() {
+        return Err(BackupError::SidecarCorrupt {
+            snapshot: name,
+            reason: format!("taken_at `{}` is not RFC 3339 UTC", sidecar.taken_at),
+        });
+    }
+    let bytes = std::fs::read(snapshot).map_err(|e| BackupError::Unreadable {
+        snapshot: name.clone(),
+        reason: e.to_string(),
+    })?;
+    if bytes.len() as u64 != sidecar.size {
+        return Err(BackupError::SizeMismatch {
+            snapshot: name,
+            expected: sidecar.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if !actual.eq_ignore_ascii_case(&sidecar.sha256) {
+        return Err(BackupError::HashMismatch {
+            snapshot: name,
+            expected: sidecar.sha256,
+            actual,
+        });
+    }
+    Ok(sidecar)
+}
+
+/// The snapshots of a directory: regular files that are neither sidecars nor partial writes.
+fn candidates(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".json") || name.ends_with(".partial") || name.starts_with('.') {
+            continue;
+        }
+        if entry.file_type()?.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A verified snapshot: its path, sidecar and `taken_at` in unix milliseconds.
+pub type Verified = (PathBuf, Sidecar, u64);
+
+/// The newest snapshot in `dir` whose sidecar verifies (by `taken_at`), with the problems of
+/// every snapshot that did not verify.
+pub fn newest_verified(dir: &Path) -> std::io::Result<(Option<Verified>, Vec<BackupError>)> {
+    let mut best: Option<Verified> = None;
+    let mut problems = Vec::new();
+    for path in candidates(dir)? {
+        match verify(&path) {
+            Ok(s) => {
+                let at = parse_rfc3339_ms(&s.taken_at).unwrap_or(0);
+                if best.as_ref().is_none_or(|(_, _, b)| at > *b) {
+                    best = Some((path, s, at));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    Ok((best, problems))
+}
+
+/// `backup.fresh(dir, max_age)`: the newest verified snapshot in `dir` was taken less than
+/// `max_age` before `now`. Needs no cluster.
+pub fn fresh(dir: &Path, max_age: Duration, now: SystemTime) -> Verdict {
+    let shown = dir.display().to_string();
+    let (best, problems) = match newest_verified(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            return Verdict::fail(format!("cannot read the backup directory {shown}: {e}"));
+        }
+    };
+    let problem_texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let Some((path, sidecar, at)) = best else {
+        let v = if problems.is_empty() {
+            Verdict::fail(format!("no snapshot in {shown}"))
+        } else {
+            Verdict::fail(format!(
+                "no verified snapshot in {shown}: {}",
+                problem_texts.join("; ")
+            ))
+        };
+        return v.with("problems", problem_texts);
+    };
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let file = path.display().to_string();
+    if at > now_ms.saturating_add(60_000) {
+        return Verdict::fail(format!(
+            "{file} claims to be taken at {} in the future: the clock or the sidecar is wrong",
+            sidecar.taken_at
+        ))
+        .with("snapshot", file);
+    }
+    let age = Duration::from_millis(now_ms.saturating_sub(at));
+    let v = if age < max_age {
+        Verdict::pass(format!(
+            "{file} (from {}, taken {}) verifies and is {} old (max {})",
+            sidecar.node,
+            sidecar.taken_at,
+            human(age),
+            human(max_age)
+        ))
+    } else {
+        Verdict::fail(format!(
+            "the newest verified snapshot {file} is too old: taken {} ago (max {})",
+            human(age),
+            human(max_age)
+        ))
+    };
+    v.with("snapshot", file)
+        .with("sha256", sidecar.sha256)
+        .with("taken_at", sidecar.taken_at)
+        .with("age_s", age.as_secs())
+        .with("unverified", problem_texts)
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Parses RFC 3339 UTC (`2026-11-24T20:34:01Z`, optional fraction) to unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' || !matches!(b[b.len() - 1], b'Z' | b'z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let frac = &s[19..s.len() - 1];
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        let digits = frac.strip_prefix('.')?;
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let mut padded: String = digits.chars().take(3).collect();
+        while padded.len() < 3 {
+            padded.push('0');
+        }
+        padded.parse::<u64>().ok()?
+    };
+    let days = days_from_civil(y, mo, d)?;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms)
+}
+
+/// Days since 1970-01-01 (Hinnant's `days_from_civil`), for dates from 1970 on.
+fn days_from_civil(y: u64, m: u64, d: u64) -> Option<u64> {
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Duration = Duration::from_secs(3600);
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    const T0: u64 = 1_795_552_441_000; // 2026-11-24T20:34:01Z
+
+    fn snap(dir: &Path, name: &str, bytes: &[u8], taken_ms: u64) -> PathBuf {
+        let p = dir.join(name);
+        store(
+            &p,
+            bytes,
+            &describe(
+                "192.168.2.20",
+                bytes,
+                Some(7),
+                Some("v1.11.5".into()),
+                taken_ms,
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    #[test]
+    fn rfc3339_round_trips_with_the_journal_formatter() {
+        for ms in [0, 951_827_696_789, T0, 4_102_444_799_999] {
+            assert_eq!(
+                parse_rfc3339_ms(&crate::journal::time::rfc3339(ms)),
+                Some(ms)
+            );
+        }
+        assert_eq!(parse_rfc3339_ms("2026-11-24T20:34:01Z"), Some(T0));
+        for bad in [
+            "",
+            "2026-11-24 20:34:01Z",
+            "2026-11-24T20:34:01+01:00",
+            "2026-13-24T20:34:01Z",
+            "2026-11-24T20:34:01.Z",
+            "yesterday",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_verified_young_snapshot_is_fresh_and_the_sidecar_has_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = snap(dir.path(), "a.db", b"etcd data", T0);
+        let v = fresh(dir.path(), 24 * H, at(T0 + 3_600_000));
+        assert!(v.holds, "{}", v.reason);
+        assert_eq!(v.figures["age_s"], 3600);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sidecar_path(&p)).unwrap()).unwrap();
+        for key in [
+            "node",
+            "revision",
+            "sha256",
+            "size",
+            "talos_version",
+            "cluster_id",
+            "taken_at",
+            "encrypted",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing: {json}");
+        }
+        assert_eq!(json["taken_at"], "2026-11-24T20:34:01.000Z");
+        assert_eq!(json["encrypted"], false);
+        assert_eq!(json["size"], 9);
+        assert!(!dir.path().join("a.db.json.partial").exists());
+    }
+
+    #[test]
+    fn refusals_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = at(T0 + 1000);
+        let v = fresh(dir.path(), 24 * H, now);
+        assert!(!v.holds);
+        assert!(v.reason.starts_with("no snapshot in"), "{}", v.reason);
+
+        std::fs::write(dir.path().join("bare.db"), b"x").unwrap();
+        let v = fresh(dir.path(), 24 * H, now);
+        assert!(!v.holds);
+        assert!(v.reason.contains("sidecar"), "{}", v.reason);
+        assert!(v.reason.contains("is missing"), "{}", v.reason);
+
+        std::fs::write(dir.path().join("bare.db.json"), b"{not json").unwrap();
+        let v = fresh(dir.path(), 24 * H, now);
+        assert!(v.reason.contains("sidecar is corrupt"), "{}", v.reason);
+
+        let p = snap(dir.path(), "tampered.db", b"good data", T0);
+        std::fs::write(&p, b"evil data").unwrap();
+        let v = fresh(dir.path(), 24 * H, now);
+        assert!(!v.holds);
+        assert!(v.reason.contains("sha256"), "{}", v.reason);
+        std::fs::write(&p, b"evil data, longer").unwrap();
+        let v = fresh(dir.path(), 24 * H, now);
+        assert!(v.reason.contains("size 17 does not match"), "{}", v.reason);
+    }
+
+    #[test]
+    fn too_old_says_its_age_and_a_newer_corrupt_file_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        snap(dir.path(), "old.db", b"old", T0);
+        let v = fresh(dir.path(), 24 * H, at(T0 + 30 * 3_600_000));
+        assert!(!v.holds);
+        assert!(v.reason.contains("too old"), "{}", v.reason);
+        assert!(v.reason.contains("30h00m"), "{}", v.reason);
+        // A newer snapshot whose bytes were truncated does not make the directory fresh.
+        let newer = snap(dir.path(), "new.db", b"newer data", T0 + 29 * 3_600_000);
+        std::fs::write(&newer, b"newer").unwrap();
+        let v = fresh(dir.path(), 24 * H, at(T0 + 30 * 3_600_000));
+        assert!(!v.holds, "{}", v.reason);
+        assert!(v.reason.contains("old.db"), "{}", v.reason);
+        assert_eq!(v.figures["unverified"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_sidecar_from_the_future_or_with_extra_fields_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        snap(dir.path(), "future.db", b"x", T0 + 48 * 3_600_000);
+        let v = fresh(dir.path(), 24 * H, at(T0));
+        assert!(!v.holds);
+        assert!(v.reason.contains("future"), "{}", v.reason);
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = snap(dir.path(), "x.db", b"x", T0);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sidecar_path(&p)).unwrap()).unwrap();
+        json["trust_me"] = true.into();
+        std::fs::write(sidecar_path(&p), json.to_string()).unwrap();
+        assert!(matches!(
+            verify(&p),
+            Err(BackupError::SidecarCorrupt { .. })
+        ));
+    }
+}
