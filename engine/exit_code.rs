@@ -23,6 +23,10 @@ pub const LOCKED: i32 = 7;
 pub const ABORTED: i32 = 8;
 /// `runbook lint` found at least one error-severity finding.
 pub const LINT_FAILED: i32 = 9;
+/// `runbook doctor` found warnings (nothing critical).
+pub const DOCTOR_WARNINGS: i32 = 10;
+/// `runbook doctor` found a critical problem.
+pub const DOCTOR_CRITICAL: i32 = 11;
 /// A bug: please report it.
 pub const INTERNAL: i32 = 70;
 
@@ -41,5 +45,7 @@ pub const TABLE: &[(i32, &str)] = &[
     (LOCKED, "another process holds the run lock"),
     (ABORTED, "aborted by an operator"),
     (LINT_FAILED, "lint found an error"),
+    (DOCTOR_WARNINGS, "doctor found warnings"),
+    (DOCTOR_CRITICAL, "doctor found a critical problem"),
     (INTERNAL, "internal error"),
 ];

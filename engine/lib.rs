@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod compile;
 pub mod condition;
 pub mod diagnostic;
+pub mod doctor;
 pub mod dsl;
 pub mod event;
 pub mod exec;

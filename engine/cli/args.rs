@@ -199,6 +199,24 @@ pub enum Command {
         output: DataFormat,
     },
 
+    /// Diagnose the cluster, read-only: per node Talos stage, services, Kubernetes Ready (and
+    /// where they disagree), image and extensions against the hardware, modules, disks, time;
+    /// etcd voters, quorum margin, leader, alarms; version skew; the newest verified backup.
+    /// Exit 0 healthy, 10 warnings, 11 critical.
+    Doctor {
+        /// Where the cluster is.
+        #[command(flatten)]
+        cluster: ClusterArgs,
+
+        /// A directory of etcd snapshots (with sidecars) to report the newest verified one.
+        #[arg(long, value_name = "DIR")]
+        backup_dir: Option<std::path::PathBuf>,
+
+        /// `text` (a table, findings, a verdict) or `json` (the same report as data).
+        #[arg(long, value_enum, default_value_t = DataFormat::Text)]
+        output: DataFormat,
+    },
+
     /// Print the man page (roff), generated from these definitions: `runbook man | man -l -`.
     Man,
 

@@ -10,6 +10,7 @@ pub mod approve;
 pub mod args;
 pub mod check;
 pub mod completions;
+pub mod doctor;
 pub mod lint;
 pub mod list;
 pub mod plan;
@@ -197,6 +198,11 @@ pub fn main() -> ExitCode {
         args::Command::Status { run, output } => status::run(&run, state_dir, output),
         args::Command::Completions { shell } => completions::completions(shell),
         args::Command::Man => completions::man(),
+        args::Command::Doctor {
+            cluster,
+            backup_dir,
+            output,
+        } => doctor::run(&cluster, backup_dir.as_deref(), output),
         args::Command::Lint {
             inventory,
             configs,

@@ -54,6 +54,11 @@ impl ClusterEffects {
         }
     }
 
+    /// The observer (read-only access to the cluster), for diagnoses.
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
     fn talos(&self) -> &crate::cluster::observe::Failover {
         &self.observer.talos
     }

@@ -156,7 +156,7 @@ impl Brief for crate::cluster::talos::ClientError {
 }
 
 /// One observation call under [`CALL_DEADLINE`], its failure as a [`Gap`] naming `call`.
-async fn call<T, E: Brief>(
+pub(crate) async fn call<T, E: Brief>(
     call: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, Gap> {

@@ -9,6 +9,7 @@ mod authoring;
 mod cli;
 mod cli_output;
 mod crash;
+mod doctor;
 mod exec_action;
 mod executor;
 mod fail_closed;
