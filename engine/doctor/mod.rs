@@ -611,7 +611,7 @@ pub fn diagnose(
         ));
     }
     let backup = backup_dir.map(|d| backup_summary(d, now, &mut findings));
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let verdict = findings
         .iter()
         .map(|f| f.severity)
