@@ -525,6 +525,27 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_store_killed_midway_leaves_nothing_that_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        snap(dir.path(), "old.db", b"old", T0);
+        // Killed while writing the snapshot: only the temp file exists.
+        std::fs::write(dir.path().join("new.db.partial"), b"half").unwrap();
+        // Killed after the snapshot, before its sidecar.
+        std::fs::write(dir.path().join("newer.db"), b"whole").unwrap();
+        // Killed while writing the sidecar.
+        std::fs::write(dir.path().join("newer.db.json.partial"), b"{\"node\"").unwrap();
+        let v = fresh(dir.path(), 24 * H, at(T0 + 60_000));
+        assert!(v.holds, "{}", v.reason);
+        assert!(v.reason.contains("old.db"), "{}", v.reason);
+        let unverified = v.figures["unverified"].as_array().unwrap();
+        assert_eq!(unverified.len(), 1, "{unverified:?}");
+        assert!(
+            unverified[0].as_str().unwrap().contains("newer.db"),
+            "{unverified:?}"
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_hostile_sidecar_is_not_followed_or_read_without_bound() {
