@@ -134,7 +134,7 @@ pub fn store(snapshot: &Path, bytes: &[u8], sidecar: &Sidecar) -> crate::journal
 pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
     let name = snapshot.display().to_string();
     let side = sidecar_path(snapshot);
-    let text = match std::fs::read(&side) {
+    let text = match read_sidecar(&side) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(BackupError::SidecarMissing {
@@ -160,18 +160,19 @@ pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
             reason: format!("taken_at `{}` is not RFC 3339 UTC", sidecar.taken_at),
         });
     }
-    let bytes = std::fs::read(snapshot).map_err(|e| BackupError::Unreadable {
+    let unreadable = |e: std::io::Error| BackupError::Unreadable {
         snapshot: name.clone(),
         reason: e.to_string(),
-    })?;
-    if bytes.len() as u64 != sidecar.size {
+    };
+    let (size, digest) = hash_file(snapshot).map_err(unreadable)?;
+    if size != sidecar.size {
         return Err(BackupError::SizeMismatch {
             snapshot: name,
             expected: sidecar.size,
-            actual: bytes.len() as u64,
+            actual: size,
         });
     }
-    let actual = hex::encode(Sha256::digest(&bytes));
+    let actual = digest;
     if !actual.eq_ignore_ascii_case(&sidecar.sha256) {
         return Err(BackupError::HashMismatch {
             snapshot: name,
@@ -180,6 +181,47 @@ pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
         });
     }
     Ok(sidecar)
+}
+
+/// Largest sidecar read: it is a few hundred bytes; anything bigger is not ours.
+const SIDECAR_MAX: u64 = 64 * 1024;
+
+/// Reads a sidecar that is a regular file (not a symlink, FIFO or device) of bounded size.
+fn read_sidecar(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > SIDECAR_MAX {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than a sidecar can be",
+            meta.len()
+        )));
+    }
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(SIDECAR_MAX + 1)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Size and sha256 (hex) of a file, streamed (snapshots can be gigabytes).
+fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
 }
 
 /// The snapshots of a directory: regular files that are neither sidecars nor partial writes.
@@ -481,5 +523,48 @@ mod tests {
             verify(&p),
             Err(BackupError::SidecarCorrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_store_killed_midway_leaves_nothing_that_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        snap(dir.path(), "old.db", b"old", T0);
+        // Killed while writing the snapshot: only the temp file exists.
+        std::fs::write(dir.path().join("new.db.partial"), b"half").unwrap();
+        // Killed after the snapshot, before its sidecar.
+        std::fs::write(dir.path().join("newer.db"), b"whole").unwrap();
+        // Killed while writing the sidecar.
+        std::fs::write(dir.path().join("newer.db.json.partial"), b"{\"node\"").unwrap();
+        let v = fresh(dir.path(), 24 * H, at(T0 + 60_000));
+        assert!(v.holds, "{}", v.reason);
+        assert!(v.reason.contains("old.db"), "{}", v.reason);
+        let unverified = v.figures["unverified"].as_array().unwrap();
+        assert_eq!(unverified.len(), 1, "{unverified:?}");
+        assert!(
+            unverified[0].as_str().unwrap().contains("newer.db"),
+            "{unverified:?}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_hostile_sidecar_is_not_followed_or_read_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = snap(dir.path(), "x.db", b"x", T0);
+        // A symlink to an endless device would hang a naive reader.
+        std::fs::remove_file(sidecar_path(&p)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", sidecar_path(&p)).unwrap();
+        let e = verify(&p).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        // A huge one is refused by its size.
+        std::fs::remove_file(sidecar_path(&p)).unwrap();
+        std::fs::write(sidecar_path(&p), vec![b' '; 100_000]).unwrap();
+        let e = verify(&p).unwrap_err();
+        assert!(e.to_string().contains("more than a sidecar"), "{e}");
+        // A symlinked snapshot is not a candidate at all.
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("evil.db")).unwrap();
+        let v = fresh(dir.path(), 24 * H, at(T0));
+        assert!(v.reason.starts_with("no snapshot in"), "{}", v.reason);
     }
 }

@@ -27,7 +27,7 @@ pub const TWO_VOTERS: &str = "etcd has exactly two voters: losing or removing ei
 /// The quorum figures of one snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quorum {
-    /// The member list (from the first node that answered).
+    /// The member list (the one with the most voters among the nodes that answered).
     pub members: Vec<Member>,
     /// Voting members.
     pub voters: usize,
@@ -138,7 +138,17 @@ pub fn quorum(view: &ClusterView) -> Result<Quorum, Verdict> {
         return Err(Verdict::fail(why).with("voters", "unknown"));
     };
     let consistent = lists.iter().all(|l| key(l) == key(first));
-    let members = (*first).clone();
+    // When lists disagree, decide on the one with the most voters: a larger V only raises
+    // the quorum every guard must meet (a stale short list cannot lower it).
+    let voters_in = |l: &Vec<Member>| l.iter().filter(|m| !m.is_learner).count();
+    let widest = lists.iter().copied().fold(*first, |best, l| {
+        if voters_in(l) > voters_in(best) {
+            l
+        } else {
+            best
+        }
+    });
+    let members = widest.clone();
     let voters = members.iter().filter(|m| !m.is_learner).count();
     let learners = members.len() - voters;
     let healthy = members
@@ -739,6 +749,19 @@ pub(crate) mod tests {
         down(&mut dead, "b");
         assert!(!safe_remove(&dead, "b").holds);
         assert!(!safe_down(&dead, "b").holds);
+    }
+
+    #[test]
+    fn a_stale_short_list_cannot_lower_the_quorum() {
+        let mut v = three();
+        // `a` reports a list without `c` (stale), `b` and `c` the real three; with `c` down,
+        // deciding on `a`'s list would make 2 of 2 healthy look like room to spare.
+        v.nodes[0].members = Observed::Answered(vec![member(1, false), member(2, false)]);
+        down(&mut v, "c");
+        let qu = quorum(&v).unwrap();
+        assert_eq!(qu.voters, 3);
+        assert!(!qu.consistent);
+        assert!(!safe_down(&v, "b").holds);
     }
 
     #[test]

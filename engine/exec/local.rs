@@ -6,7 +6,8 @@
 //! number the runner passes in), so it fails the same attempts however often the process is
 //! killed and resumed; `marker` appends and fsyncs a line, and its probe reads the file back,
 //! which is exactly the "did the effect happen?" question an interrupted step must answer.
-//! Everything else (Talos, etcd, Kubernetes actions, named guards and conditions) returns
+//! `backup.fresh` reads a directory, not the cluster, so it is decided here too. Everything else
+//! (Talos, etcd, Kubernetes actions, named guards and conditions) returns
 //! [`EffectError::NeedsCluster`]: it is never faked.
 
 use std::io::Write;
@@ -127,9 +128,37 @@ impl Effects for LocalEffects {
     }
 
     async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
-        Err(EffectError::NeedsCluster {
-            name: call.name.to_owned(),
-        })
+        let args = call.args.clone().into_iter().collect();
+        match crate::condition::check::observations(call.name, &args) {
+            Ok(crate::condition::check::Observation::Nothing) => {
+                let empty = crate::condition::view::ClusterView::default();
+                let v = crate::condition::check::guard(call.name, &args, &empty).map_err(|e| {
+                    EffectError::BadArgument {
+                        name: call.name.to_owned(),
+                        arg: "-".into(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let mut figures = v.figures;
+                if v.holds {
+                    figures.insert("reason".into(), v.reason.into());
+                    Ok(Verdict {
+                        passed: true,
+                        reason: String::new(),
+                        figures,
+                    })
+                } else {
+                    Ok(Verdict {
+                        passed: false,
+                        reason: v.reason,
+                        figures,
+                    })
+                }
+            }
+            _ => Err(EffectError::NeedsCluster {
+                name: call.name.to_owned(),
+            }),
+        }
     }
 
     async fn poll(&self, call: CheckCall<'_>) -> Result<Poll, EffectError> {

@@ -299,3 +299,51 @@ fn two_voter_window_remove_member_is_refused_and_never_sent() {
     assert!(!logged.contains("EtcdRemoveMemberByID"), "{logged}");
     rt.block_on(h.shutdown());
 }
+
+/// `backup.fresh` decides from the directory alone, in a run without any cluster: no snapshot,
+/// a tampered one and a verified fresh one.
+#[test]
+fn backup_fresh_gates_a_local_run_on_a_verified_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let fixture = crate::harness::root().join("tests/fixtures/runbooks/backup-gate.yaml");
+    let run = |n: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["run", fixture.to_str().unwrap(), "--output", "plain"])
+            .args(["--param", &format!("dir={}", snaps.display())])
+            .arg("--state-dir")
+            .arg(dir.path().join(n))
+            .env("NO_COLOR", "1")
+            .env_remove("TALOSCONFIG")
+            .output()
+            .unwrap();
+        let t = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), t)
+    };
+    let (code, t) = run("s1");
+    assert_eq!(code, Some(4), "{t}");
+    assert!(t.contains("no snapshot in"), "{t}");
+
+    let snap = snaps.join("20261201T000000Z_192.168.2.20.db");
+    let now = runbook::journal::time::now_ms();
+    runbook::cluster::backup::store(
+        &snap,
+        b"snapshot bytes",
+        &runbook::cluster::backup::describe("192.168.2.20", b"snapshot bytes", Some(9), None, now),
+    )
+    .unwrap();
+    std::fs::write(&snap, b"snapshot BYTES").unwrap();
+    let (code, t) = run("s2");
+    assert_eq!(code, Some(4), "{t}");
+    assert!(t.contains("does not match the sidecar"), "{t}");
+
+    std::fs::write(&snap, b"snapshot bytes").unwrap();
+    let (code, t) = run("s3");
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("guard `backup.fresh` passed"), "{t}");
+}
