@@ -29,6 +29,7 @@
 
 use std::collections::BTreeMap;
 
+use super::exposure::Exposure;
 use super::file::Entry;
 use super::record::{Fields, InDoubtResolution, Record, RunHeader, RunOutcome};
 
@@ -227,6 +228,11 @@ pub struct StepRecord {
     /// The observations journaled with the latest intent (e.g. the boot id before a reboot),
     /// kept after the action so its wait condition can compare against them.
     pub pre_state: Fields,
+    /// Whether its action may have taken effect (so its rollback applies), folded from its
+    /// records by [`Exposure::after`].
+    pub exposure: Exposure,
+    /// Why the step failed for good (`step-failed`), kept after a rollback undoes it.
+    pub failure: Option<String>,
 }
 
 /// A process that drove the run (one per `session-started`).
@@ -328,7 +334,7 @@ impl RunState {
                         attempt: *attempt,
                         session: session.clone(),
                         pre_state: pre_state.clone(),
-                        rollback_of: None,
+                        rollback_of: rec.rollback_of.clone(),
                     }),
                     StepState::RollingBack { for_step } => Some(InDoubtStep {
                         step: id.clone(),
@@ -368,6 +374,9 @@ pub fn apply(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
     let undo = Undo::take(state, &entry.record);
     match apply_in_place(state, entry) {
         Ok(()) => {
+            if let Some(rec) = entry.record.step().and_then(|id| state.steps.get_mut(id)) {
+                rec.exposure = rec.exposure.after(&entry.record);
+            }
             state.last_seq = entry.seq;
             Ok(())
         }
@@ -399,8 +408,7 @@ impl Undo {
             ids.push(for_step);
         }
         if let Record::RollbackSucceeded { step } | Record::RollbackFailed { step, .. } = record
-            && let Some(StepState::RollingBack { for_step }) =
-                state.steps.get(step).map(|s| &s.state)
+            && let Some(for_step) = state.steps.get(step).and_then(|s| s.rollback_of.as_deref())
         {
             ids.push(for_step);
         }
@@ -506,6 +514,8 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
                 | StepState::Approved { .. }
                 | StepState::AttemptFailed { .. }
                 | StepState::Refused { .. } => true,
+                // A declared rollback step runs its attempts like a forward step.
+                StepState::RollingBack { .. } => rec.rollback_of.is_some(),
                 StepState::RetryScheduled { next_attempt, .. } => next_attempt == attempt,
                 StepState::InDoubtResolved { resolution, .. } => matches!(
                     resolution,
@@ -697,6 +707,7 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
             rec.state = StepState::Failed {
                 error: error.clone(),
             };
+            rec.failure = Some(error.clone());
             rec.ended_ms = Some(at);
         }
         Record::StepSkipped { step, reason } => {
@@ -771,24 +782,15 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
             if step == for_step {
                 return Err(err("a step cannot roll itself back".into()));
             }
-            let target = state.step_state(for_step);
-            let undoable = matches!(
-                target,
-                StepState::Started { .. }
-                    | StepState::ActionDone { .. }
-                    | StepState::AttemptFailed { .. }
-                    | StepState::RetryScheduled { .. }
-                    | StepState::InDoubtResolved { .. }
-                    | StepState::Succeeded { .. }
-                    | StepState::Failed { .. }
-                    | StepState::RollbackFailed { .. }
-                    // A step that declares several rollbacks is undone by each in turn.
-                    | StepState::RolledBack
-            );
+            // Only what may have taken effect is undone (see `journal::exposure`); a step
+            // that declares several rollbacks keeps its exposure and is undone by each in turn.
+            let undoable = state
+                .step(for_step)
+                .is_some_and(|t| t.exposure.may_have_acted());
             if !undoable {
                 return Err(err(format!(
-                    "step `{for_step}` is {}: there is nothing to roll back",
-                    target.name()
+                    "step `{for_step}` is {} and sent no action: there is nothing to roll back",
+                    state.step_state(for_step).name()
                 )));
             }
             let rec = step_mut(state, step);
@@ -810,9 +812,28 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
         }
         Record::RollbackSucceeded { step } | Record::RollbackFailed { step, .. } => {
             let rec = existing(state, step, &err)?;
-            let StepState::RollingBack { for_step } = rec.state.clone() else {
-                return Err(wrong(&rec.state));
+            let Some(for_step) = rec.rollback_of.clone() else {
+                return Err(err("the step is not a declared rollback".into()));
             };
+            let succeeded = matches!(record, Record::RollbackSucceeded { .. });
+            let live = match &rec.state {
+                // Declared (format 1.0: the whole rollback's intent), or an attempt that
+                // finished its action (and wait) or needs none.
+                StepState::RollingBack { .. }
+                | StepState::Started { .. }
+                | StepState::ActionDone { .. } => true,
+                // Gave up: retries exhausted, guard refused, in doubt and not settled.
+                StepState::AttemptFailed { .. }
+                | StepState::RetryScheduled { .. }
+                | StepState::Refused { .. }
+                | StepState::InDoubtResolved { .. }
+                | StepState::AwaitingApproval { .. }
+                | StepState::Approved { .. } => !succeeded,
+                _ => false,
+            };
+            if !live {
+                return Err(wrong(&rec.state));
+            }
             let (own, target) = match record {
                 Record::RollbackFailed { error, .. } => (
                     StepState::Failed {
@@ -840,6 +861,23 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
         Record::RunFinished { outcome, summary } => {
             state.finished = Some((*outcome, summary.clone()));
             state.finished_ms = Some(at);
+        }
+        Record::ActionNotSent {
+            step,
+            attempt,
+            error,
+            retryable,
+        } => {
+            let rec = existing(state, step, &err)?;
+            match &rec.state {
+                StepState::Started { attempt: a, .. } if a == attempt => {}
+                s => return Err(attempt_mismatch(s, *attempt, &err)),
+            }
+            rec.state = StepState::AttemptFailed {
+                attempt: *attempt,
+                error: error.clone(),
+                retryable: *retryable,
+            };
         }
     }
     Ok(())
