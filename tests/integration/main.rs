@@ -14,6 +14,7 @@ mod observe;
 mod progress;
 mod properties;
 mod rendering;
+mod rollback;
 mod run;
 mod run_harness;
 mod run_sim;
