@@ -662,3 +662,68 @@ async fn abort_settles_an_in_doubt_step_first_and_waits_for_an_operator() {
         })
     ));
 }
+
+/// The compiler keeps the hazard ⇒ guard rule for rollback steps: a wipe in a rollback needs a
+/// guard that protects against member removal, `unguarded:` needs a reason, and node-replace's
+/// `reset_replacement` is guarded by `talos.not-member` on the replacement, not unguarded.
+#[test]
+fn rollback_steps_need_guards_like_forward_steps() {
+    use runbook::diagnostic::Code;
+    let compile = |rollback: &str| {
+        let text = format!(
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {{ name: t }}\nsteps:\n  - id: a\n    action: noop\n    rollback: [wipe]\nrollbacks:\n  - id: wipe\n    action: talos.reset\n    with: {{ node: 192.168.2.50, graceful: false }}\n    wait: {{ condition: talos.maintenance }}\n{rollback}"
+        );
+        compile_source(&Source::new("t.yaml", Format::Yaml, text), &Mode::Check)
+    };
+    let unguarded = |r: Result<Plan, runbook::diagnostic::Diagnostics>| {
+        r.expect_err("must not compile")
+            .0
+            .iter()
+            .any(|d| d.code == Code::UnguardedDisruptive)
+    };
+    assert!(unguarded(compile("")));
+    assert!(unguarded(compile("    unguarded: \"  \"\n")));
+    assert!(unguarded(compile("    guard: [etcd.quorum]\n")));
+    assert!(compile("    unguarded: a lab machine, nothing to lose\n").is_ok());
+    let guarded = compile("    guard: [talos.not-member]\n").unwrap();
+    assert_eq!(guarded.rollbacks[0].guards.len(), 1);
+
+    let src = Source::new(
+        "node-replace.yaml",
+        Format::Yaml,
+        include_str!("../../runbooks/node-replace.yaml"),
+    );
+    let params = [
+        ("node", "192.168.2.49"),
+        ("hostname", "mac-49"),
+        ("survivor", "192.168.2.20"),
+        ("replacement", "192.168.2.50"),
+        ("config", "/dev/null"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let p = compile_source(&src, &Mode::Plan(params)).unwrap();
+    let reset = p
+        .rollbacks
+        .iter()
+        .find(|r| r.id.starts_with("reset_replacement@"))
+        .unwrap();
+    assert_eq!(reset.unguarded, None);
+    let named: Vec<String> = reset
+        .guards
+        .iter()
+        .map(|g| match g {
+            runbook::plan::Guard::Named { name, args } => {
+                format!("{name}({})", serde_json::to_string(args).unwrap())
+            }
+            runbook::plan::Guard::Expr { expr, .. } => expr.expr.clone(),
+        })
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(named[0].starts_with("talos.not-member("), "{named:?}");
+    assert_eq!(
+        named[0], r#"talos.not-member({"node":"192.168.2.50"})"#,
+        "{named:?}"
+    );
+}
