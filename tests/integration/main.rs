@@ -15,6 +15,7 @@ mod progress;
 mod properties;
 mod rendering;
 mod rollback;
+mod rollback_crash;
 mod rollback_sim;
 mod run;
 mod run_harness;
