@@ -1371,6 +1371,153 @@ mod tests {
         ));
     }
 
+    /// A rollback step runs attempts like a forward step (intent, guards, action, retry); its
+    /// outcome marks the forward step; a forward step that sent nothing cannot be rolled back.
+    #[test]
+    fn rollback_attempts_fold_like_forward_steps() {
+        const U: &str = "reset@apply";
+        let declared = with(
+            start(),
+            [
+                started("apply", 1),
+                Record::ActionCompleted {
+                    step: "apply".into(),
+                    attempt: 1,
+                    outputs: Fields::new(),
+                },
+                Record::WaitTimedOut {
+                    step: "apply".into(),
+                    attempt: 1,
+                    condition: "etcd.member".into(),
+                    elapsed_ms: 5,
+                    figures: Fields::new(),
+                },
+                Record::StepFailed {
+                    step: "apply".into(),
+                    error: "join timed out".into(),
+                },
+                Record::RollbackStarted {
+                    step: U.into(),
+                    for_step: "apply".into(),
+                },
+                started(U, 1),
+            ],
+        );
+        let state = run(declared.clone()).unwrap();
+        let doubt = state.in_doubt_steps();
+        assert_eq!(doubt.len(), 1);
+        assert_eq!(
+            (doubt[0].step.as_str(), doubt[0].attempt),
+            (U, 1),
+            "{doubt:?}"
+        );
+        assert_eq!(doubt[0].rollback_of.as_deref(), Some("apply"));
+
+        // Retried, then succeeded: the forward step is rolled back and keeps its failure.
+        let state = run(with(
+            declared.clone(),
+            [
+                Record::ActionFailed {
+                    step: U.into(),
+                    attempt: 1,
+                    error: "unavailable".into(),
+                    retryable: true,
+                },
+                Record::RetryScheduled {
+                    step: U.into(),
+                    next_attempt: 2,
+                    delay_ms: 1,
+                },
+                started(U, 2),
+                Record::ActionCompleted {
+                    step: U.into(),
+                    attempt: 2,
+                    outputs: Fields::new(),
+                },
+                Record::RollbackSucceeded { step: U.into() },
+            ],
+        ))
+        .unwrap();
+        assert_eq!(state.step_state("apply"), &StepState::RolledBack);
+        assert_eq!(
+            state.step("apply").unwrap().failure.as_deref(),
+            Some("join timed out")
+        );
+        assert_eq!(state.step(U).unwrap().attempts, 2);
+
+        // Refused by its guard: the refusal is final for the rollback.
+        let refused = with(
+            declared.clone(),
+            [Record::GuardRefused {
+                step: U.into(),
+                guard: "talos.not-member".into(),
+                reason: "a voter".into(),
+                figures: Fields::new(),
+            }],
+        );
+        let err = run(with(
+            refused.clone(),
+            [Record::RollbackSucceeded { step: U.into() }],
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("refused"), "{err}");
+        let state = run(with(
+            refused,
+            [Record::RollbackFailed {
+                step: U.into(),
+                error: "guard refused".into(),
+            }],
+        ))
+        .unwrap();
+        assert!(matches!(
+            state.step_state("apply"),
+            StepState::RollbackFailed { .. }
+        ));
+
+        // A forward step refused by its guard sent nothing: no rollback may be declared.
+        let err = run(with(
+            start(),
+            [
+                started("apply", 1),
+                Record::GuardRefused {
+                    step: "apply".into(),
+                    guard: "talos.not-member".into(),
+                    reason: "member".into(),
+                    figures: Fields::new(),
+                },
+                Record::RollbackStarted {
+                    step: U.into(),
+                    for_step: "apply".into(),
+                },
+            ],
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("sent no action"), "{err}");
+        // Not sent: the same.
+        let err = run(with(
+            start(),
+            [
+                started("apply", 1),
+                Record::ActionNotSent {
+                    step: "apply".into(),
+                    attempt: 1,
+                    error: "no connection".into(),
+                    retryable: false,
+                },
+                Record::StepFailed {
+                    step: "apply".into(),
+                    error: "no connection".into(),
+                },
+                Record::RollbackStarted {
+                    step: U.into(),
+                    for_step: "apply".into(),
+                },
+            ],
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("sent no action"), "{err}");
+    }
+
     #[test]
     fn guard_refusal_skip_pause_abort() {
         let state = run(with(
