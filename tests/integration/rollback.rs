@@ -39,6 +39,8 @@ struct Replacement {
     joins: bool,
     member: AtomicBool,
     reset_failures: AtomicU32,
+    /// The replacement's API does not answer: guards and polls about it error.
+    unreachable: AtomicBool,
     calls: Mutex<Vec<String>>,
 }
 
@@ -49,6 +51,7 @@ impl Replacement {
             joins,
             member: AtomicBool::new(false),
             reset_failures: AtomicU32::new(0),
+            unreachable: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -107,6 +110,12 @@ impl Effects for Replacement {
     }
 
     async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(EffectError::Failed {
+                message: "192.168.2.50:50000: connection refused".into(),
+                retryable: true,
+            });
+        }
         match call.name {
             "talos.not-member" => {
                 let member = self.member.load(Ordering::SeqCst);
@@ -125,6 +134,12 @@ impl Effects for Replacement {
     }
 
     async fn poll(&self, call: CheckCall<'_>) -> Result<Poll, EffectError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(EffectError::Failed {
+                message: "192.168.2.50:50000: connection refused".into(),
+                retryable: false,
+            });
+        }
         let satisfied = match call.name {
             "etcd.member" => self.member.load(Ordering::SeqCst),
             "talos.maintenance" => !self.member.load(Ordering::SeqCst),
@@ -725,5 +740,139 @@ fn rollback_steps_need_guards_like_forward_steps() {
     assert_eq!(
         named[0], r#"talos.not-member({"node":"192.168.2.50"})"#,
         "{named:?}"
+    );
+}
+
+/// The replacement stops answering after it was installed: the reset's guard cannot be
+/// checked, so it refuses (fails closed): no reset, reported as not undone with the reason.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_whose_guard_cannot_be_checked_is_refused() {
+    let p = plan("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dir, journal) = create(&p, tmp.path());
+    let fx = Replacement::new(Apply::Ok, false);
+    // The join wait times out (nothing joins); then the node goes silent before the rollback.
+    struct Silent<'a>(&'a Replacement);
+    impl Effects for Silent<'_> {
+        async fn perform(&self, call: ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
+            let out = self.0.perform(call).await;
+            if call.name == "talos.apply-config" {
+                self.0.unreachable.store(true, Ordering::SeqCst);
+            }
+            out
+        }
+        async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
+            if call.step == "apply" {
+                // The forward guard ran before the node went silent.
+                return Ok(Verdict {
+                    passed: true,
+                    reason: String::new(),
+                    figures: Fields::new(),
+                });
+            }
+            self.0.check_guard(call).await
+        }
+        async fn poll(&self, call: CheckCall<'_>) -> Result<Poll, EffectError> {
+            Ok(Poll {
+                satisfied: call.name == "never",
+                figures: Fields::new(),
+            })
+        }
+        async fn probe(&self, call: ActionCall<'_>) -> Result<Option<bool>, EffectError> {
+            self.0.probe(call).await
+        }
+    }
+    let silent = Silent(&fx);
+    let report = Runner::new(&p, journal, &silent, &Collect::default(), options())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stop, Stop::Failed, "{report:?}");
+    assert_eq!(fx.calls("talos.reset"), 0);
+    let reason = not_undone(&report, "apply").unwrap();
+    assert!(
+        reason.contains("refused")
+            && reason.contains("cannot check")
+            && reason.contains("connection refused"),
+        "{reason}"
+    );
+}
+
+/// `abort` of a run killed inside a `verify` step whose check cannot be made now (the node
+/// does not answer): the abort does not guess; it pauses with the reason and names the step.
+#[tokio::test(start_paused = true)]
+async fn abort_pauses_when_an_in_doubt_step_cannot_be_checked() {
+    let p = plan(
+        r#"  - id: wipe
+    needs: [apply]
+    action: talos.reset
+    with: { node: 192.168.2.50, graceful: false }
+    guard: [talos.not-member]
+    wait: { condition: talos.maintenance, timeout: 1m }"#,
+        "",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, mut journal) = create(&p, tmp.path());
+    let session = journal.session().to_owned();
+    for r in [
+        Record::StepStarted {
+            step: "first".into(),
+            attempt: 1,
+            session: session.clone(),
+            pre_state: Fields::new(),
+        },
+        Record::StepSucceeded {
+            step: "first".into(),
+            outputs: Fields::new(),
+        },
+        Record::StepStarted {
+            step: "apply".into(),
+            attempt: 1,
+            session: session.clone(),
+            pre_state: Fields::new(),
+        },
+        Record::ActionCompleted {
+            step: "apply".into(),
+            attempt: 1,
+            outputs: Fields::new(),
+        },
+        Record::StepSucceeded {
+            step: "apply".into(),
+            outputs: Fields::new(),
+        },
+        Record::StepStarted {
+            step: "wipe".into(),
+            attempt: 1,
+            session,
+            pre_state: Fields::new(),
+        },
+    ] {
+        journal.append(r).unwrap();
+    }
+    drop(journal);
+    let fx = Replacement::new(Apply::Ok, true);
+    fx.unreachable.store(true, Ordering::SeqCst);
+    let report = abort(&p, &dir, &fx, options()).await;
+    assert_eq!(report.stop, Stop::AwaitingApproval, "{report:?}");
+    assert_eq!(fx.calls("talos.reset"), 0);
+    let prompt = records(&dir)
+        .into_iter()
+        .find_map(|r| match r {
+            Record::ApprovalRequested { step, prompt } if step == "wipe" => Some(prompt),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        prompt.starts_with("interrupted with an unknown outcome")
+            && prompt.contains("connection refused"),
+        "{prompt}"
+    );
+    assert!(
+        report
+            .next
+            .iter()
+            .any(|l| l.contains("runbook approve") && l.contains("wipe")),
+        "{:?}",
+        report.next
     );
 }
