@@ -235,3 +235,104 @@ fn node_replace_abort_never_wipes_a_replacement_that_became_a_voter() {
     assert!(voters(&handle).iter().any(|n| n == "mac-50"));
     rt.block_on(handle.shutdown());
 }
+
+/// An abort of a run killed inside a step: after the replacement became a voter, the run was
+/// killed right after the intent of a (gated, approved) reboot of it. `runbook abort` settles
+/// that step first with the reboot's probe against the simulator (the boot id has not
+/// changed: it did not happen, so there is nothing to undo and no reboot is sent), then rolls
+/// back: `reset_replacement`'s guard refuses, no Reset reaches the voter.
+#[test]
+fn node_replace_abort_settles_an_interrupted_step_before_rolling_back() {
+    use runbook::journal::{Fields, Journal, Record, StateDir, time};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = simulator(Scenario::NodeDeadWithSpare, dir.path());
+    let config = dir.path().join("sim/configs/192.168.2.50.yaml");
+    let file = runbook_file(dir.path(), |t| {
+        append_step(
+            t,
+            r#"  - id: reboot_spare
+    needs: [backup_after]
+    approval: { prompt: "reboot the new member?" }
+    action: talos.reboot
+    with: { node: "${{ params.replacement }}" }
+    guard:
+      - name: etcd.safe-down
+        with: { node: "${{ params.replacement }}" }
+    wait:
+      condition: talos.rebooted
+      with: { node: "${{ params.replacement }}" }
+      timeout: 10m"#,
+        )
+    });
+    let args = run_args(&file, &config, &dir.path().join("snaps"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = runbook(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+
+    // The crash: approved, intent durable (with the boot id it recorded), nothing after it.
+    let run = StateDir::new(dir.path().join("state")).list_runs().unwrap()[0]
+        .run
+        .clone();
+    let boot_id = handle
+        .cluster()
+        .with(|c, _| c.node(SPARE).map(|n| n.boot_id().to_owned()))
+        .unwrap();
+    let mut journal = Journal::open(&run).unwrap().journal;
+    let session = journal.session().to_owned();
+    journal
+        .append(Record::Approved {
+            step: "reboot_spare".into(),
+            by: "tester".into(),
+            at: time::now_rfc3339(),
+        })
+        .unwrap();
+    let mut pre_state = Fields::new();
+    pre_state.insert("boot_id".into(), boot_id.into());
+    journal
+        .append(Record::StepStarted {
+            step: "reboot_spare".into(),
+            attempt: 1,
+            session,
+            pre_state,
+        })
+        .unwrap();
+    drop(journal);
+    handle.cluster().with(|c, _| c.clear_call_log());
+
+    let out = runbook(dir.path(), &["abort", run.id()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(8), "{t}");
+    let recs: Vec<Record> = Journal::read(&run)
+        .unwrap()
+        .contents
+        .entries
+        .into_iter()
+        .map(|e| e.record)
+        .collect();
+    assert!(
+        recs.iter().any(|r| matches!(r,
+            Record::InDoubt { step, resolution: runbook::journal::InDoubtResolution::VerifiedNotDone, .. }
+                if step == "reboot_spare")),
+        "{t}"
+    );
+    assert!(
+        t.contains("not undone: apply: rollback `reset_replacement@apply` refused"),
+        "{t}"
+    );
+    assert!(!t.contains("not undone: reboot_spare"), "{t}");
+    let (resets, reboots) = handle.cluster().with(|c, _| {
+        let log = c.call_log();
+        (
+            log.iter()
+                .filter(|r| r.method == "Reset" && r.node == SPARE)
+                .count(),
+            log.iter()
+                .filter(|r| r.method == "Reboot" && r.node == SPARE)
+                .count(),
+        )
+    });
+    assert_eq!((resets, reboots), (0, 0), "{t}");
+    assert!(voters(&handle).iter().any(|n| n == "mac-50"));
+    rt.block_on(handle.shutdown());
+}
