@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::cli::{Error, print_out, session};
-use crate::journal::{Fields, Journal, StepState, time};
+use crate::journal::{Fields, Journal, RunOutcome, StepState, time};
 
 fn figures(f: &Fields) -> String {
     let parts: Vec<String> = f.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -60,6 +60,11 @@ pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Erro
             StepState::Refused { guard, reason } => format!(": guard `{guard}`: {reason}"),
             StepState::AwaitingApproval { prompt } => format!(": {prompt}"),
             StepState::Succeeded { outputs } => figures(outputs),
+            StepState::RolledBack => rec
+                .failure
+                .as_ref()
+                .map(|e| format!(": failed ({e}), then undone"))
+                .unwrap_or_default(),
             _ => String::new(),
         };
         let of = rec
@@ -121,6 +126,16 @@ pub fn run(run_id: &str, state_dir: Option<&std::path::Path>) -> Result<(), Erro
                 pending.len(),
                 pending.join(", ")
             );
+        }
+        let rolling_back = s.abort_requested.is_some()
+            || matches!(
+                s.outcome(),
+                Some(RunOutcome::Failed | RunOutcome::RolledBack | RunOutcome::Aborted)
+            );
+        if rolling_back {
+            for n in crate::exec::summary::not_undone_all(&plan, s) {
+                let _ = writeln!(out, "not undone: {}: {}", n.step, n.error);
+            }
         }
     }
     print_out(&out)

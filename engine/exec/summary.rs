@@ -92,6 +92,19 @@ pub fn build(plan: &Plan, state: &RunState, stop: Stop, redact: &Redactor) -> Re
     r
 }
 
+/// Every main step whose effect may remain, with why (for `runbook status`; the live report
+/// lists the same in [`Report::not_undone`]).
+pub fn not_undone_all(plan: &Plan, state: &RunState) -> Vec<StepError> {
+    plan.steps()
+        .filter_map(|step| {
+            not_undone(state, step).map(|error| StepError {
+                step: step.id.clone(),
+                error,
+            })
+        })
+        .collect()
+}
+
 /// Why the effect of `step` remains, if its action may have taken effect and its rollbacks
 /// did not all succeed.
 fn not_undone(state: &RunState, step: &Step) -> Option<String> {

@@ -199,6 +199,22 @@ fn node_replace_never_wipes_a_replacement_that_became_a_voter_when_a_later_step_
         "{t}"
     );
     assert_eq!(resets_of(&handle, SPARE), 0, "{t}");
+    let status = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["status", &only_run_id(dir.path())])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let st = text(&status);
+    assert!(
+        st.contains("not undone: apply: rollback `reset_replacement@apply` refused"),
+        "{st}"
+    );
+    assert!(
+        st.contains("reset_replacement@apply (undoes `apply`): failed"),
+        "{st}"
+    );
     let v = voters(&handle);
     assert_eq!(v.len(), 3, "{v:?}");
     assert!(v.iter().any(|n| n == "mac-50"), "{v:?}");
