@@ -876,3 +876,36 @@ async fn abort_pauses_when_an_in_doubt_step_cannot_be_checked() {
         report.next
     );
 }
+
+/// A rollback whose action keeps failing gives up under its retry policy: journaled, reported
+/// as not undone with its error, and the path stops before older steps.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_that_fails_is_reported_and_stops_the_path() {
+    let p = plan("", "    retry: { attempts: 2, backoff: fixed, delay: 1s }");
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, journal) = create(&p, tmp.path());
+    let fx = Replacement::new(Apply::Ok, false);
+    fx.reset_failures.store(100, Ordering::SeqCst);
+    let report = run(&p, journal, &fx).await;
+    assert_eq!(report.stop, Stop::Failed, "{report:?}");
+    assert_eq!(fx.calls("talos.reset"), 2);
+    let reason = not_undone(&report, "apply").unwrap();
+    assert_eq!(
+        reason,
+        "rollback `reset@apply` failed: Unavailable: node rebooting (after 2 attempts)"
+    );
+    assert!(
+        not_undone(&report, "first").is_some_and(|r| r.contains("not attempted")),
+        "{report:?}"
+    );
+    assert_eq!(report.rollback_failed[0].step, "reset@apply");
+    let recs = records(&dir);
+    assert_eq!(
+        types_of(&recs, "reset@apply")
+            .iter()
+            .filter(|t| **t == "step-started")
+            .count(),
+        2
+    );
+    assert_eq!(types_of(&recs, "undo_first@first"), Vec::<&str>::new());
+}
