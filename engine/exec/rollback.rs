@@ -12,6 +12,9 @@
 //! settled by [`Runner::resolve`] (rerun if idempotent, else its verify condition or probe, else
 //! an operator), exactly like a forward step.
 //!
+//! A rollback whose `verify:` condition already holds before its first attempt (the effect it
+//! would restore is there, e.g. the node is already back in maintenance) is not run at all.
+//!
 //! A rollback refused by its guard is journaled (`guard-refused`, then `rollback-failed`) and
 //! reported as "not undone"; the path stops at it, as at any rollback that fails: undoing
 //! older steps on top of a newer step that could not be undone could make things worse, and
@@ -24,7 +27,7 @@
 use std::time::Duration;
 
 use super::attempt::{IN_DOUBT_PROMPT, WaitEnd};
-use super::effects::{ActionCall, EffectError, Effects};
+use super::effects::{ActionCall, CheckCall, EffectError, Effects};
 use super::retry::{self, AfterFailure};
 use super::schedule::{self, RollbackNext};
 use super::{Error, Runner};
@@ -250,6 +253,18 @@ impl<E: Effects> Runner<'_, E> {
                                 return Ok(None);
                             }
                         }
+                    }
+                    // Already undone (its `verify:` holds now, e.g. the node is back in
+                    // maintenance): acting again could only make things worse.
+                    if let Some(verify) = &rollback.verify
+                        && self.holds_now(rollback, verify).await
+                    {
+                        self.message(
+                            &id,
+                            &format!("already undone: `{}` holds", verify.condition),
+                        );
+                        self.append(vec![declare, Record::RollbackSucceeded { step: id }])?;
+                        return Ok(None);
                     }
                     // Its own fsync: the declaration says which forward step this undoes;
                     // a crash before the first intent leaves nothing sent (settled below).
@@ -509,6 +524,28 @@ impl<E: Effects> Runner<'_, E> {
             }
         }
         self.append(vec![Record::RollbackSucceeded { step: id }])
+    }
+
+    /// One poll of `condition` for `rollback`: whether it holds right now. Anything else (it
+    /// does not hold, it cannot be checked) is `false`, and the rollback runs with its guards.
+    async fn holds_now(&self, rollback: &Step, condition: &crate::plan::Wait) -> bool {
+        let Ok(args) = self
+            .eval
+            .args(rollback, self.journal.state(), &condition.args)
+        else {
+            return false;
+        };
+        let empty = Fields::new();
+        let poll = self
+            .effects
+            .poll(CheckCall {
+                step: &rollback.id,
+                name: &condition.condition,
+                args: &args,
+                pre_state: &empty,
+            })
+            .await;
+        matches!(poll, Ok(p) if p.satisfied)
     }
 
     /// For a rollback declared with no journaled attempt (format 1.0's single intent): whether

@@ -31,12 +31,14 @@ enum Apply {
     NotSent,
 }
 
-/// A replacement node: `talos.apply-config` installs it; it joins (`etcd.member`) only if
-/// `joins`; `talos.not-member` passes while it is not a member; `talos.reset` fails
-/// `reset_failures` times (retryable) before it works. Every action call is logged.
+/// A replacement node: `talos.apply-config` installs it (it leaves maintenance, even when the
+/// call then fails); it joins (`etcd.member`) only if `joins`; `talos.not-member` passes while
+/// it is not a member; `talos.reset` fails `reset_failures` times (retryable) before it wipes
+/// it back to maintenance. Every action call is logged.
 struct Replacement {
     apply: Apply,
     joins: bool,
+    installed: AtomicBool,
     member: AtomicBool,
     reset_failures: AtomicU32,
     /// The replacement's API does not answer: guards and polls about it error.
@@ -49,6 +51,7 @@ impl Replacement {
         Replacement {
             apply,
             joins,
+            installed: AtomicBool::new(false),
             member: AtomicBool::new(false),
             reset_failures: AtomicU32::new(0),
             unreachable: AtomicBool::new(false),
@@ -76,11 +79,13 @@ impl Effects for Replacement {
                     });
                 }
                 Apply::Ok => {
+                    self.installed.store(true, Ordering::SeqCst);
                     if self.joins {
                         self.member.store(true, Ordering::SeqCst);
                     }
                 }
                 Apply::FailedAfterSending => {
+                    self.installed.store(true, Ordering::SeqCst);
                     self.calls.lock().unwrap().push(call.name.into());
                     return Err(EffectError::Failed {
                         message: "connection reset by peer".into(),
@@ -101,6 +106,7 @@ impl Effects for Replacement {
                     });
                 }
                 self.member.store(false, Ordering::SeqCst);
+                self.installed.store(false, Ordering::SeqCst);
                 return Ok(ActionOutcome::default());
             }
             _ => return LocalEffects.perform(call).await,
@@ -142,7 +148,7 @@ impl Effects for Replacement {
         }
         let satisfied = match call.name {
             "etcd.member" => self.member.load(Ordering::SeqCst),
-            "talos.maintenance" => !self.member.load(Ordering::SeqCst),
+            "talos.maintenance" => !self.installed.load(Ordering::SeqCst),
             _ => false,
         };
         Ok(Poll {
@@ -204,6 +210,7 @@ rollbacks:
     with: {{ node: 192.168.2.50, graceful: false, reboot: true }}
     guard: [talos.not-member]
 {reset_retry}
+    verify: {{ condition: talos.maintenance }}
     wait: {{ condition: talos.maintenance, timeout: 1m, interval: 1s }}
 "#
     );
@@ -649,8 +656,9 @@ async fn abort_settles_an_in_doubt_step_first_and_waits_for_an_operator() {
     )));
 
     // The operator checks by hand and approves (interactively); the abort continues: `wipe`
-    // has no rollback (reported), `apply`'s reset is guarded fresh and the node is no longer
-    // a member, so it runs; `first` is undone last.
+    // has no rollback (reported), `apply`'s reset is guarded fresh and the node (installed)
+    // is no longer a member, so it runs; `first` is undone last.
+    fx.installed.store(true, Ordering::SeqCst);
     fx.member.store(false, Ordering::SeqCst);
     let report = abort(
         &p,
@@ -908,4 +916,51 @@ async fn a_rollback_that_fails_is_reported_and_stops_the_path() {
         2
     );
     assert_eq!(types_of(&recs, "undo_first@first"), Vec::<&str>::new());
+}
+
+/// Killed right after `apply`'s intent, then aborted: `talos.apply-config` is idempotent, so
+/// the abort settles it as "may have happened" and its reset applies; but the reset's
+/// `verify:` (the replacement is in maintenance) already holds, so nothing is wiped.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_whose_effect_is_already_there_does_not_act() {
+    let p = plan("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, mut journal) = create(&p, tmp.path());
+    let session = journal.session().to_owned();
+    for r in [
+        Record::StepStarted {
+            step: "first".into(),
+            attempt: 1,
+            session: session.clone(),
+            pre_state: Fields::new(),
+        },
+        Record::StepSucceeded {
+            step: "first".into(),
+            outputs: Fields::new(),
+        },
+        Record::StepStarted {
+            step: "apply".into(),
+            attempt: 1,
+            session,
+            pre_state: Fields::new(),
+        },
+    ] {
+        journal.append(r).unwrap();
+    }
+    drop(journal);
+    let fx = Replacement::new(Apply::Ok, true);
+    let report = abort(&p, &dir, &fx, options()).await;
+    assert_eq!(report.stop, Stop::Aborted, "{report:?}");
+    assert_eq!(fx.calls("talos.reset"), 0);
+    assert_eq!(fx.calls("talos.apply-config"), 0);
+    assert_eq!(report.rolled_back, ["reset@apply", "undo_first@first"]);
+    let recs = records(&dir);
+    assert!(recs.iter().any(|r| matches!(
+        r,
+        Record::InDoubt { step, resolution: InDoubtResolution::Rerun, .. } if step == "apply"
+    )));
+    assert_eq!(
+        types_of(&recs, "reset@apply"),
+        ["rollback-started", "rollback-succeeded"]
+    );
 }
