@@ -156,8 +156,10 @@ pub struct Report {
     pub rolled_back: Vec<String>,
     /// Rollback steps that failed.
     pub rollback_failed: Vec<StepError>,
-    /// Completed steps whose effects remain because they declare no rollback.
-    pub not_undone: Vec<String>,
+    /// Every step whose action may have taken effect and was not undone, with why: no
+    /// rollback declared, its rollback refused or failed, still in doubt, or the rollback path
+    /// stopped before it.
+    pub not_undone: Vec<StepError>,
     /// Steps interrupted with an unknown outcome that nothing settled.
     pub in_doubt: Vec<String>,
     /// Main steps that never ran.

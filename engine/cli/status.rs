@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::cli::args::DataFormat;
 use crate::cli::{Error, print_json, print_out, session};
-use crate::journal::{Fields, Journal, StepState, time};
+use crate::journal::{Fields, Journal, RunOutcome, StepState, time};
 
 fn figures(f: &Fields) -> String {
     let parts: Vec<String> = f.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -93,6 +93,11 @@ pub fn run(
             StepState::Refused { guard, reason } => format!(": guard `{guard}`: {reason}"),
             StepState::AwaitingApproval { prompt } => format!(": {prompt}"),
             StepState::Succeeded { outputs } => figures(outputs),
+            StepState::RolledBack => rec
+                .failure
+                .as_ref()
+                .map(|e| format!(": failed ({e}), then undone"))
+                .unwrap_or_default(),
             _ => String::new(),
         };
         let of = rec
@@ -158,6 +163,7 @@ pub fn run(
         .map(|(k, _)| (k.clone(), crate::secret::REDACTED.to_owned()))
         .collect();
     let mut not_started: Vec<String> = Vec::new();
+    let mut not_undone: Vec<serde_json::Value> = Vec::new();
     if let Ok(plan) = session::load_plan(&run, &placeholders) {
         let pending: Vec<&str> = plan
             .steps()
@@ -173,10 +179,22 @@ pub fn run(
                 pending.join(", ")
             );
         }
+        let rolling_back = s.abort_requested.is_some()
+            || matches!(
+                s.outcome(),
+                Some(RunOutcome::Failed | RunOutcome::RolledBack | RunOutcome::Aborted)
+            );
+        if rolling_back {
+            for n in crate::exec::summary::not_undone_all(&plan, s) {
+                let _ = writeln!(out, "not undone: {}: {}", n.step, n.error);
+                not_undone.push(serde_json::json!({"step": n.step, "error": n.error}));
+            }
+        }
     }
     if output == DataFormat::Json {
         doc.insert("steps".into(), steps_json.into());
         doc.insert("not_started".into(), not_started.into());
+        doc.insert("not_undone".into(), not_undone.into());
         return print_json(&serde_json::Value::Object(doc));
     }
     print_out(&out)

@@ -194,7 +194,7 @@ impl<E: Effects> Runner<'_, E> {
                     let error = self.redact.text(&e.to_string());
                     self.append(vec![
                         self.intent(step, attempt, Fields::new()),
-                        Record::ActionFailed {
+                        Record::ActionNotSent {
                             step: id,
                             attempt,
                             error,
@@ -300,12 +300,12 @@ impl<E: Effects> Runner<'_, E> {
                     }
                 }
                 Err(e) => {
-                    batch.push(Record::ActionFailed {
-                        step: id.clone(),
+                    batch.push(super::rollback::failed_call(
+                        &id,
                         attempt,
-                        error: self.redact.text(&e.to_string()),
-                        retryable: e.is_retryable(),
-                    });
+                        self.redact.text(&e.to_string()),
+                        &e,
+                    ));
                     self.append(batch)?;
                     return Ok(None);
                 }

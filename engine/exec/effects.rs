@@ -101,6 +101,16 @@ pub enum EffectError {
 }
 
 impl EffectError {
+    /// Whether the error proves the call never left this process (no connection for it, an
+    /// argument rejected before sending), so nothing can have taken effect: the attempt is
+    /// journaled as `action-not-sent` and the step's rollback does not apply to it.
+    pub fn is_before_sending(&self) -> bool {
+        matches!(
+            self,
+            EffectError::NeedsCluster { .. } | EffectError::BadArgument { .. }
+        )
+    }
+
     /// Whether the retry policy may try again.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -53,7 +53,11 @@ impl<E: Effects> Runner<'_, E> {
         }])
     }
 
-    async fn resolve(&self, step: &Step, attempt: u32) -> Result<InDoubtResolution, EffectError> {
+    pub(super) async fn resolve(
+        &self,
+        step: &Step,
+        attempt: u32,
+    ) -> Result<InDoubtResolution, EffectError> {
         let Some(call) = &step.action else {
             // A wait-only step has no side effect to repeat.
             return Ok(InDoubtResolution::Rerun);

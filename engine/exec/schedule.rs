@@ -68,15 +68,16 @@ pub enum RollbackNext<'a> {
     Done,
 }
 
-/// The next rollback to run: completed steps newest first (the reverse of the serial order in
-/// which they completed); a step's own rollbacks in the order declared.
+/// The next rollback to run: steps whose action may have taken effect (they succeeded, failed
+/// after sending their call, or are in doubt: `journal::exposure`), newest first (the reverse
+/// of the serial order in which they ran); a step's own rollbacks in the order declared. A
+/// step that was skipped, refused by its guard or failed before sending has nothing to undo.
 pub fn next_rollback<'a>(plan: &'a Plan, state: &RunState) -> RollbackNext<'a> {
     for forward in plan.steps().collect::<Vec<_>>().into_iter().rev() {
-        let completed = matches!(
-            state.step_state(&forward.id),
-            StepState::Succeeded { .. } | StepState::RolledBack | StepState::RollbackFailed { .. }
-        );
-        if !completed {
+        if !state
+            .step(&forward.id)
+            .is_some_and(|r| r.exposure.may_have_acted())
+        {
             continue;
         }
         for id in &forward.rollback {
@@ -97,6 +98,7 @@ pub fn next_rollback<'a>(plan: &'a Plan, state: &RunState) -> RollbackNext<'a> {
 mod tests {
     use super::*;
     use crate::compile::{Mode, compile_source};
+    use crate::journal::exposure::exposure;
     use crate::journal::replay::{StepRecord, fold};
     use crate::journal::{Entry, Fields, Record};
     use crate::source::{Format, Source};
@@ -122,13 +124,34 @@ rollbacks:
         .unwrap()
     }
 
+    /// A state where each listed step has `state`; steps that succeeded (or were rolled back)
+    /// carry the exposure of a completed action, the others none.
     fn with(states: &[(&str, StepState)]) -> RunState {
         let mut state = fold(std::iter::empty::<&Entry>()).unwrap();
         for (id, s) in states {
+            let acted = [
+                Record::StepStarted {
+                    step: (*id).to_owned(),
+                    attempt: 1,
+                    session: "s".into(),
+                    pre_state: Fields::new(),
+                },
+                Record::StepSucceeded {
+                    step: (*id).to_owned(),
+                    outputs: Fields::new(),
+                },
+            ];
+            let exposure = match s {
+                StepState::Succeeded { .. }
+                | StepState::RolledBack
+                | StepState::RollbackFailed { .. } => exposure(&acted),
+                _ => exposure(&[]),
+            };
             state.steps.insert(
                 (*id).to_owned(),
                 StepRecord {
                     state: s.clone(),
+                    exposure,
                     ..Default::default()
                 },
             );

@@ -27,6 +27,7 @@
 pub mod checksum;
 pub mod durable;
 pub mod error;
+pub mod exposure;
 pub mod file;
 pub mod identity;
 pub mod lock;

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub type Fields = serde_json::Map<String, serde_json::Value>;
 
 /// The journal format version this build writes: see the [module docs](self#versioning).
-pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 1 };
 
 /// A `MAJOR.MINOR` journal format version, serialized as the string `"1.0"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -319,6 +319,20 @@ pub enum Record {
         /// A one-line summary for `runbook status`.
         summary: String,
     },
+    /// An attempt's action was never sent: its arguments could not be evaluated, or the
+    /// effects could not make the call at all (no cluster connection, a bad argument). Unlike
+    /// `action-failed`, nothing reached the world, so the step's rollback does not apply to
+    /// this attempt (see `journal::exposure`). Added in format 1.1.
+    ActionNotSent {
+        /// The step id.
+        step: String,
+        /// The attempt whose action was not sent.
+        attempt: u32,
+        /// Why, rendered.
+        error: String,
+        /// Whether the retry policy may try again.
+        retryable: bool,
+    },
 }
 
 impl Record {
@@ -346,6 +360,7 @@ impl Record {
         "run-paused",
         "abort-requested",
         "run-finished",
+        "action-not-sent",
     ];
 
     /// The record's `type` tag, e.g. `step-started`.
@@ -373,6 +388,7 @@ impl Record {
             Self::RunPaused { .. } => "run-paused",
             Self::AbortRequested { .. } => "abort-requested",
             Self::RunFinished { .. } => "run-finished",
+            Self::ActionNotSent { .. } => "action-not-sent",
         }
     }
 
@@ -395,7 +411,8 @@ impl Record {
             | Self::Approved { step, .. }
             | Self::RollbackStarted { step, .. }
             | Self::RollbackSucceeded { step }
-            | Self::RollbackFailed { step, .. } => Some(step),
+            | Self::RollbackFailed { step, .. }
+            | Self::ActionNotSent { step, .. } => Some(step),
             Self::RunStarted(_)
             | Self::SessionStarted { .. }
             | Self::RunPaused { .. }
@@ -547,6 +564,12 @@ pub(crate) mod tests {
                 outcome: RunOutcome::RolledBack,
                 summary: "3 of 5".into(),
             },
+            Record::ActionNotSent {
+                step,
+                attempt: 1,
+                error: "argument `node` is not a node".into(),
+                retryable: false,
+            },
         ]
     }
 
@@ -576,7 +599,7 @@ pub(crate) mod tests {
             r#"{"type":"step-skipped","step":"a","reason":"b"}"#
         );
         let v = serde_json::to_value(Record::RunStarted(header("r"))).unwrap();
-        assert_eq!(v["format_version"], "1.0");
+        assert_eq!(v["format_version"], "1.1");
         assert_eq!(v["type"], "run-started");
     }
 

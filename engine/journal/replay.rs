@@ -29,6 +29,9 @@
 
 use std::collections::BTreeMap;
 
+mod rollback;
+
+use super::exposure::Exposure;
 use super::file::Entry;
 use super::record::{Fields, InDoubtResolution, Record, RunHeader, RunOutcome};
 
@@ -227,6 +230,11 @@ pub struct StepRecord {
     /// The observations journaled with the latest intent (e.g. the boot id before a reboot),
     /// kept after the action so its wait condition can compare against them.
     pub pre_state: Fields,
+    /// Whether its action may have taken effect (so its rollback applies), folded from its
+    /// records by [`Exposure::after`].
+    pub exposure: Exposure,
+    /// Why the step failed for good (`step-failed`), kept after a rollback undoes it.
+    pub failure: Option<String>,
 }
 
 /// A process that drove the run (one per `session-started`).
@@ -328,7 +336,7 @@ impl RunState {
                         attempt: *attempt,
                         session: session.clone(),
                         pre_state: pre_state.clone(),
-                        rollback_of: None,
+                        rollback_of: rec.rollback_of.clone(),
                     }),
                     StepState::RollingBack { for_step } => Some(InDoubtStep {
                         step: id.clone(),
@@ -368,6 +376,9 @@ pub fn apply(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
     let undo = Undo::take(state, &entry.record);
     match apply_in_place(state, entry) {
         Ok(()) => {
+            if let Some(rec) = entry.record.step().and_then(|id| state.steps.get_mut(id)) {
+                rec.exposure = rec.exposure.after(&entry.record);
+            }
             state.last_seq = entry.seq;
             Ok(())
         }
@@ -399,8 +410,7 @@ impl Undo {
             ids.push(for_step);
         }
         if let Record::RollbackSucceeded { step } | Record::RollbackFailed { step, .. } = record
-            && let Some(StepState::RollingBack { for_step }) =
-                state.steps.get(step).map(|s| &s.state)
+            && let Some(for_step) = state.steps.get(step).and_then(|s| s.rollback_of.as_deref())
         {
             ids.push(for_step);
         }
@@ -506,6 +516,8 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
                 | StepState::Approved { .. }
                 | StepState::AttemptFailed { .. }
                 | StepState::Refused { .. } => true,
+                // A declared rollback step runs its attempts like a forward step.
+                StepState::RollingBack { .. } => rec.rollback_of.is_some(),
                 StepState::RetryScheduled { next_attempt, .. } => next_attempt == attempt,
                 StepState::InDoubtResolved { resolution, .. } => matches!(
                     resolution,
@@ -697,6 +709,7 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
             rec.state = StepState::Failed {
                 error: error.clone(),
             };
+            rec.failure = Some(error.clone());
             rec.ended_ms = Some(at);
         }
         Record::StepSkipped { step, reason } => {
@@ -768,78 +781,33 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
             });
         }
         Record::RollbackStarted { step, for_step } => {
-            if step == for_step {
-                return Err(err("a step cannot roll itself back".into()));
-            }
-            let target = state.step_state(for_step);
-            let undoable = matches!(
-                target,
-                StepState::Started { .. }
-                    | StepState::ActionDone { .. }
-                    | StepState::AttemptFailed { .. }
-                    | StepState::RetryScheduled { .. }
-                    | StepState::InDoubtResolved { .. }
-                    | StepState::Succeeded { .. }
-                    | StepState::Failed { .. }
-                    | StepState::RollbackFailed { .. }
-                    // A step that declares several rollbacks is undone by each in turn.
-                    | StepState::RolledBack
-            );
-            if !undoable {
-                return Err(err(format!(
-                    "step `{for_step}` is {}: there is nothing to roll back",
-                    target.name()
-                )));
-            }
-            let rec = step_mut(state, step);
-            let ok = match &rec.state {
-                StepState::Pending | StepState::Failed { .. } => true,
-                // Re-declaring an in-doubt rollback: rollback actions are idempotent.
-                StepState::RollingBack { for_step: f } => f == for_step,
-                _ => false,
-            };
-            if !ok {
-                return Err(wrong(&rec.state));
-            }
-            rec.rollback_of = Some(for_step.clone());
-            rec.first_started_ms.get_or_insert(at);
-            rec.ended_ms = None;
-            rec.state = StepState::RollingBack {
-                for_step: for_step.clone(),
-            };
+            rollback::declared(state, step, for_step, at, &err)?;
         }
         Record::RollbackSucceeded { step } | Record::RollbackFailed { step, .. } => {
-            let rec = existing(state, step, &err)?;
-            let StepState::RollingBack { for_step } = rec.state.clone() else {
-                return Err(wrong(&rec.state));
-            };
-            let (own, target) = match record {
-                Record::RollbackFailed { error, .. } => (
-                    StepState::Failed {
-                        error: error.clone(),
-                    },
-                    StepState::RollbackFailed {
-                        error: error.clone(),
-                    },
-                ),
-                _ => (
-                    StepState::Succeeded {
-                        outputs: Fields::new(),
-                    },
-                    StepState::RolledBack,
-                ),
-            };
-            rec.state = own;
-            rec.ended_ms = Some(at);
-            let forward = step_mut(state, &for_step);
-            forward.state = target;
-            forward.ended_ms = Some(at);
+            rollback::outcome(state, record, step, at, &err)?;
         }
         Record::RunPaused { reason } => state.paused = Some(reason.clone()),
         Record::AbortRequested { by } => state.abort_requested = Some(by.clone()),
         Record::RunFinished { outcome, summary } => {
             state.finished = Some((*outcome, summary.clone()));
             state.finished_ms = Some(at);
+        }
+        Record::ActionNotSent {
+            step,
+            attempt,
+            error,
+            retryable,
+        } => {
+            let rec = existing(state, step, &err)?;
+            match &rec.state {
+                StepState::Started { attempt: a, .. } if a == attempt => {}
+                s => return Err(attempt_mismatch(s, *attempt, &err)),
+            }
+            rec.state = StepState::AttemptFailed {
+                attempt: *attempt,
+                error: error.clone(),
+                retryable: *retryable,
+            };
         }
     }
     Ok(())
@@ -882,9 +850,9 @@ mod tests {
     use super::*;
     use crate::journal::record::tests::header;
 
-    const S: &str = "reboot[192.168.2.20].wait";
+    pub(super) const S: &str = "reboot[192.168.2.20].wait";
 
-    fn run(records: Vec<Record>) -> Result<RunState, Error> {
+    pub(super) fn run(records: Vec<Record>) -> Result<RunState, Error> {
         let entries: Vec<Entry> = records
             .into_iter()
             .enumerate()
@@ -898,7 +866,7 @@ mod tests {
         fold(&entries)
     }
 
-    fn start() -> Vec<Record> {
+    pub(super) fn start() -> Vec<Record> {
         vec![
             Record::RunStarted(header("r1")),
             Record::SessionStarted {
@@ -909,7 +877,7 @@ mod tests {
         ]
     }
 
-    fn started(step: &str, attempt: u32) -> Record {
+    pub(super) fn started(step: &str, attempt: u32) -> Record {
         Record::StepStarted {
             step: step.into(),
             attempt,
@@ -918,7 +886,10 @@ mod tests {
         }
     }
 
-    fn with(mut base: Vec<Record>, more: impl IntoIterator<Item = Record>) -> Vec<Record> {
+    pub(super) fn with(
+        mut base: Vec<Record>,
+        more: impl IntoIterator<Item = Record>,
+    ) -> Vec<Record> {
         base.extend(more);
         base
     }
@@ -1264,73 +1235,6 @@ mod tests {
             }
         }
         assert!(refused > 20, "{refused}");
-    }
-
-    #[test]
-    fn rollback_marks_both_steps_and_is_in_doubt_until_done() {
-        let base = with(
-            start(),
-            [
-                started("cordon[n1]", 1),
-                Record::StepSucceeded {
-                    step: "cordon[n1]".into(),
-                    outputs: Fields::new(),
-                },
-                started(S, 1),
-                Record::ActionFailed {
-                    step: S.into(),
-                    attempt: 1,
-                    error: "x".into(),
-                    retryable: false,
-                },
-                Record::StepFailed {
-                    step: S.into(),
-                    error: "x".into(),
-                },
-                Record::RollbackStarted {
-                    step: "uncordon[n1]".into(),
-                    for_step: "cordon[n1]".into(),
-                },
-            ],
-        );
-        let state = run(base.clone()).unwrap();
-        let doubt = state.in_doubt_steps();
-        assert_eq!(doubt[0].rollback_of.as_deref(), Some("cordon[n1]"));
-        let state = run(with(
-            base.clone(),
-            [
-                Record::RollbackStarted {
-                    step: "uncordon[n1]".into(),
-                    for_step: "cordon[n1]".into(),
-                },
-                Record::RollbackSucceeded {
-                    step: "uncordon[n1]".into(),
-                },
-                Record::RunFinished {
-                    outcome: RunOutcome::RolledBack,
-                    summary: String::new(),
-                },
-            ],
-        ))
-        .unwrap();
-        assert_eq!(state.step_state("cordon[n1]"), &StepState::RolledBack);
-        assert!(matches!(
-            state.step_state("uncordon[n1]"),
-            StepState::Succeeded { .. }
-        ));
-        assert!(state.in_doubt_steps().is_empty());
-        let state = run(with(
-            base,
-            [Record::RollbackFailed {
-                step: "uncordon[n1]".into(),
-                error: "e".into(),
-            }],
-        ))
-        .unwrap();
-        assert!(matches!(
-            state.step_state("cordon[n1]"),
-            StepState::RollbackFailed { .. }
-        ));
     }
 
     #[test]

@@ -157,6 +157,9 @@ fn record_line(record: &Record) -> Option<String> {
         Record::RunFinished { outcome, summary } => {
             format!("finished: {outcome:?} ({summary})")
         }
+        Record::ActionNotSent { attempt, error, .. } => {
+            format!("  attempt {attempt} not sent: {error}")
+        }
     })
 }
 
@@ -185,6 +188,9 @@ pub fn report_text(r: &Report) -> String {
     list(&mut s, "skipped", &r.skipped);
     list(&mut s, "rolled back", &r.rolled_back);
     list(&mut s, "in doubt", &r.in_doubt);
+    for n in &r.not_undone {
+        let _ = write!(s, "\n  not undone: {}: {}", n.step, n.error);
+    }
     if r.stop != Stop::DryRun {
         list(&mut s, "not run", &r.not_run);
     }
