@@ -272,6 +272,7 @@ pub static ACTIONS: &[ActionSpec] = &[
         summary: "remove another node's etcd member by id, via a healthy node (MachineService/EtcdRemoveMemberByID)",
         args: &[
             NODE,
+            GRACE,
             A::req(
                 "member",
                 ArgType::String,
@@ -286,7 +287,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         name: "etcd.leave",
         summary: "make a node leave etcd and wipe its etcd data (MachineService/EtcdLeaveCluster)",
-        args: &[NODE],
+        args: &[NODE, GRACE],
         idempotency: Verify,
         disruption: Always(MemberRemoval),
         outputs: &[],

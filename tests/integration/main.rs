@@ -8,6 +8,7 @@
 mod authoring;
 mod cli;
 mod crash;
+mod crash_effects;
 mod executor;
 mod harness;
 mod observe;

@@ -1,0 +1,302 @@
+//! Crash injection *inside* every non-idempotent cluster action: `runbook run` SIGKILLs itself
+//! (`RUNBOOK_TEST_KILL_IN_EFFECT=ACTION:1:before|after`) before the call is sent, or after it
+//! returned but before its outcome is journaled, against a simulator running outside the
+//! killed process. `runbook resume` must settle the attempt from the cluster and finish the run
+//! as an uninterrupted run would, and the simulator's call log must show exactly one call of
+//! the action: never lost ("before"), never repeated ("after"), even while the node is still
+//! going down when resume starts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use runbook::sim::{Scenario, SimConfig, SimHandle, Simulator, Speed};
+
+struct Sim {
+    rt: tokio::runtime::Runtime,
+    handle: SimHandle,
+    dir: PathBuf,
+}
+
+impl Sim {
+    fn start(scenario: Scenario, speed: f64, dir: &Path) -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt
+            .block_on(Simulator::start(SimConfig {
+                scenario,
+                speed: Speed::new(speed).unwrap(),
+                dir: dir.join("sim"),
+            }))
+            .unwrap();
+        Sim {
+            rt,
+            handle,
+            dir: dir.join("sim"),
+        }
+    }
+
+    /// `(successful, all)` calls of `method` in the simulator's call log.
+    fn calls(&self, method: &str) -> (usize, usize) {
+        self.handle.cluster().with(|c, _| {
+            let calls: Vec<_> = c.call_log().iter().filter(|r| r.method == method).collect();
+            (
+                calls.iter().filter(|r| r.result.is_ok()).count(),
+                calls.len(),
+            )
+        })
+    }
+
+    fn stop(self) {
+        self.rt.block_on(self.handle.shutdown());
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Case {
+    scenario: Scenario,
+    speed: f64,
+    fixture: &'static str,
+    params: &'static [&'static str],
+    action: &'static str,
+    method: &'static str,
+}
+
+/// Runs `case` killed at `point` inside its first `action`, resumes until the run ends, and
+/// checks the run succeeded with exactly one call of the action.
+fn killed_inside(case: &Case, point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(case.scenario, case.speed, dir.path());
+    let state = dir.path().join("state");
+    let fixture = crate::harness::root()
+        .join("tests/fixtures/runbooks")
+        .join(case.fixture);
+    let cluster = |cmd: &mut Command| {
+        cmd.arg("--talosconfig")
+            .arg(sim.dir.join("talosconfig"))
+            .arg("--kubeconfig")
+            .arg(sim.dir.join("kubeconfig"))
+            .arg("--endpoints")
+            .arg(sim.dir.join("endpoints.json"));
+    };
+    let mut run = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    run.arg("run").arg(&fixture);
+    for p in case.params {
+        run.args(["--param", p]);
+    }
+    cluster(&mut run);
+    let out = run
+        .args(["--output", "plain", "--state-dir"])
+        .arg(&state)
+        .env("NO_COLOR", "1")
+        .env(
+            "RUNBOOK_TEST_KILL_IN_EFFECT",
+            format!("{}:1:{point}", case.action),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "`run` must die inside `{}` ({point}):\n{}",
+        case.action,
+        text(&out)
+    );
+    let mut log = String::new();
+    let mut finished = false;
+    for _ in 0..3 {
+        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["resume", "--output", "plain", "--state-dir"])
+            .arg(&state)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        log.push_str(&text(&out));
+        if out.status.code() == Some(0) {
+            finished = true;
+            break;
+        }
+    }
+    assert!(
+        finished,
+        "{} {point}: resume did not finish:\n{log}",
+        case.action
+    );
+    assert!(log.contains("Succeeded"), "{log}");
+    assert_eq!(
+        sim.calls(case.method),
+        (1, 1),
+        "{} killed {point} the call: exactly one `{}` call, and it succeeded\n{log}",
+        case.action,
+        case.method
+    );
+    eprintln!("{} killed {point} the call:\n{log}", case.action);
+    sim.stop();
+}
+
+/// Speed 6: the node takes about 1.7 s to go down, so `resume` starts while it is still
+/// `rebooting` with its old boot id (the window in which a boot-id-only probe re-sent the
+/// reboot), and about 10 s to come back.
+const REBOOT: Case = Case {
+    scenario: Scenario::Healthy,
+    speed: 6.0,
+    fixture: "once-reboot.yaml",
+    params: &["node=192.168.2.223"],
+    action: "talos.reboot",
+    method: "Reboot",
+};
+
+#[test]
+fn reboot_killed_before_the_call_is_sent_once() {
+    killed_inside(&REBOOT, "before");
+}
+
+#[test]
+fn reboot_killed_after_the_call_is_not_sent_again_while_the_node_goes_down() {
+    killed_inside(&REBOOT, "after");
+}
+
+const SHUTDOWN: Case = Case {
+    scenario: Scenario::Healthy,
+    speed: 6.0,
+    fixture: "once-shutdown.yaml",
+    params: &["node=192.168.2.49"],
+    action: "talos.shutdown",
+    method: "Shutdown",
+};
+
+#[test]
+fn shutdown_killed_before_the_call_is_sent_once() {
+    killed_inside(&SHUTDOWN, "before");
+}
+
+#[test]
+fn shutdown_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&SHUTDOWN, "after");
+}
+
+const UPGRADE: Case = Case {
+    scenario: Scenario::Healthy,
+    speed: 60.0,
+    fixture: "once-upgrade.yaml",
+    params: &[
+        "node=192.168.2.49",
+        "image=ghcr.io/siderolabs/installer:v1.11.5",
+    ],
+    action: "talos.upgrade",
+    method: "Upgrade",
+};
+
+#[test]
+fn upgrade_killed_before_the_call_is_sent_once() {
+    killed_inside(&UPGRADE, "before");
+}
+
+#[test]
+fn upgrade_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&UPGRADE, "after");
+}
+
+const APPLY: Case = Case {
+    scenario: Scenario::Healthy,
+    speed: 20.0,
+    fixture: "once-apply.yaml",
+    params: &["node=192.168.2.223"],
+    action: "talos.apply-config",
+    method: "ApplyConfiguration",
+};
+
+#[test]
+fn apply_config_killed_before_the_call_is_sent_once() {
+    killed_inside(&APPLY, "before");
+}
+
+#[test]
+fn apply_config_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&APPLY, "after");
+}
+
+const RESET: Case = Case {
+    scenario: Scenario::Healthy,
+    speed: 6.0,
+    fixture: "once-reset.yaml",
+    params: &["node=192.168.2.49"],
+    action: "talos.reset",
+    method: "Reset",
+};
+
+#[test]
+fn reset_killed_before_the_call_is_sent_once() {
+    killed_inside(&RESET, "before");
+}
+
+#[test]
+fn reset_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&RESET, "after");
+}
+
+const REMOVE: Case = Case {
+    scenario: Scenario::Healthy,
+    speed: 20.0,
+    fixture: "once-remove.yaml",
+    params: &["via=192.168.2.20", "member=mac-49"],
+    action: "etcd.remove-member",
+    method: "EtcdRemoveMemberByID",
+};
+
+#[test]
+fn remove_member_killed_before_the_call_is_sent_once() {
+    killed_inside(&REMOVE, "before");
+}
+
+#[test]
+fn remove_member_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&REMOVE, "after");
+}
+
+const LEAVE: Case = Case {
+    scenario: Scenario::Healthy,
+    speed: 20.0,
+    fixture: "once-leave.yaml",
+    params: &["node=192.168.2.49"],
+    action: "etcd.leave",
+    method: "EtcdLeaveCluster",
+};
+
+#[test]
+fn leave_killed_before_the_call_is_sent_once() {
+    killed_inside(&LEAVE, "before");
+}
+
+#[test]
+fn leave_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&LEAVE, "after");
+}
+
+const BOOTSTRAP: Case = Case {
+    scenario: Scenario::QuorumLost,
+    speed: 30.0,
+    fixture: "once-bootstrap.yaml",
+    params: &["node=192.168.2.20"],
+    action: "talos.bootstrap",
+    method: "Bootstrap",
+};
+
+#[test]
+fn bootstrap_killed_before_the_call_is_sent_once() {
+    killed_inside(&BOOTSTRAP, "before");
+}
+
+#[test]
+fn bootstrap_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&BOOTSTRAP, "after");
+}
