@@ -591,6 +591,11 @@ impl<E: Effects> Runner<'_, E> {
                     };
                     set(f, step, Some(*attempt), fate, None);
                 }
+                // A person checked an in-doubt attempt by hand and approved running it again:
+                // settled as not done.
+                Record::Approved { step, .. } => {
+                    set(f, step, None, Fate::NotSent, Some(Fate::MaybeSent));
+                }
                 // Failed after its intent without an action outcome: `when` could not be
                 // evaluated, nothing was sent.
                 Record::StepFailed { step, .. } => {

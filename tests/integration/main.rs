@@ -12,6 +12,7 @@ mod crash_effects;
 mod executor;
 mod harness;
 mod observe;
+mod once_executor;
 mod progress;
 mod properties;
 mod rendering;
