@@ -31,7 +31,7 @@ use crate::plan::{Guard, Step, Wait};
 /// this; `--yes` never answers them.
 pub const IN_DOUBT_PROMPT: &str = "interrupted with an unknown outcome";
 
-/// The guard whose journal half the runner checks itself (see [`Runner::bootstrap_recorded`]).
+/// The guard whose journal half the runner checks itself (see `Runner::bootstrap_recorded`).
 const BOOTSTRAP_SAFE: &str = "etcd.bootstrap-safe";
 
 /// How a wait ended.
