@@ -300,3 +300,65 @@ fn bootstrap_killed_before_the_call_is_sent_once() {
 fn bootstrap_killed_after_the_call_is_not_sent_again() {
     killed_inside(&BOOTSTRAP, "after");
 }
+
+/// Runs `case` uninterrupted after `fault` was injected into the simulator; returns the output.
+fn run_with_fault(
+    case: &Case,
+    fault: impl FnOnce(&mut runbook::sim::cluster::Cluster),
+) -> (Output, (usize, usize)) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(case.scenario, case.speed, dir.path());
+    sim.handle.cluster().with(|c, _| fault(c));
+    let fixture = crate::harness::root()
+        .join("tests/fixtures/runbooks")
+        .join(case.fixture);
+    let mut run = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    run.arg("run").arg(&fixture);
+    for p in case.params {
+        run.args(["--param", p]);
+    }
+    let out = run
+        .arg("--talosconfig")
+        .arg(sim.dir.join("talosconfig"))
+        .arg("--kubeconfig")
+        .arg(sim.dir.join("kubeconfig"))
+        .arg("--endpoints")
+        .arg(sim.dir.join("endpoints.json"))
+        .args(["--output", "plain", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let calls = sim.calls(case.method);
+    sim.stop();
+    (out, calls)
+}
+
+/// The Reboot takes effect but its answer is lost (`Unavailable`): the step's retry policy
+/// allows a second attempt, yet the check sees the node going down and nothing is re-sent.
+#[test]
+fn reboot_whose_reply_is_lost_is_checked_and_not_sent_again() {
+    let (out, calls) = run_with_fault(&REBOOT, |c| c.lose_next_reply("Reboot", None, 1));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(calls, (1, 1), "{}", text(&out));
+    assert!(
+        text(&out).contains("may have reached the cluster"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The Reboot never reaches the node (`Unavailable` before it): the check must see the node
+/// unchanged for the grace before the retry sends it, once.
+#[test]
+fn reboot_that_never_reached_the_node_is_checked_then_retried_once() {
+    let (out, calls) = run_with_fault(&REBOOT, |c| c.fail_next("Reboot", None, 1));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        calls,
+        (1, 2),
+        "one refused call, then one that went through:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("checked: not done"), "{}", text(&out));
+}
