@@ -209,6 +209,21 @@ impl ClusterEffects {
             })
     }
 
+    /// Silence from `node` is evidence only if the Talos endpoint we go through answers as
+    /// itself: otherwise it may be our own network that is down.
+    async fn silent_node(&self, node: &str, e: &NoAnswer) -> Probe {
+        match within(self.talos().machine().version(())).await {
+            Ok(_) => Probe::Done(format!(
+                "`{node}` answered before the call and is silent now ({}), while the Talos endpoint answers",
+                e.text
+            )),
+            Err(own) => Probe::Unknown(format!(
+                "`{node}` is silent ({}), but so is the Talos endpoint ({}): cannot tell its silence from ours",
+                e.text, own.text
+            )),
+        }
+    }
+
     async fn boot_id_now(&self, node: &str) -> Result<String, NoAnswer> {
         within(self.boot_id(node)).await
     }
@@ -366,12 +381,7 @@ impl ClusterEffects {
         };
         let now = match self.boot_id_now(node).await {
             Ok(now) => now,
-            Err(e) if e.silent => {
-                return Ok(Probe::Done(format!(
-                    "`{node}` answered before the call and is silent now: {}",
-                    e.text
-                )));
-            }
+            Err(e) if e.silent => return Ok(self.silent_node(node, &e).await),
             Err(e) => {
                 // A reset node in maintenance cannot be read through apid.
                 if call.name == "talos.reset" && matches!(self.in_maintenance(node).await, Ok(true))
@@ -399,10 +409,7 @@ impl ClusterEffects {
             Ok(other) => Probe::Unknown(format!(
                 "`{node}` is in stage {other:?} with the same boot id"
             )),
-            Err(e) if e.silent => Probe::Done(format!(
-                "`{node}` answered before the call and is silent now: {}",
-                e.text
-            )),
+            Err(e) if e.silent => self.silent_node(node, &e).await,
             Err(e) => Probe::Unknown(format!("cannot read the stage of `{node}`: {}", e.text)),
         })
     }
