@@ -91,7 +91,7 @@ fn killed_inside(case: &Case, point: &str) {
     let mut run = Command::new(env!("CARGO_BIN_EXE_runbook"));
     run.arg("run").arg(&fixture);
     for p in case.params {
-        run.args(["--param", p]);
+        run.args(["--param", &p.replace("{sim}", sim.dir.to_str().unwrap())]);
     }
     cluster(&mut run);
     let out = run
@@ -223,6 +223,30 @@ fn apply_config_killed_before_the_call_is_sent_once() {
 #[test]
 fn apply_config_killed_after_the_call_is_not_sent_again() {
     killed_inside(&APPLY, "after");
+}
+
+/// A spare in maintenance mode: after the apply it installs (the maintenance API stops
+/// answering), so a re-send would go to a node that has left maintenance.
+const APPLY_MAINTENANCE: Case = Case {
+    scenario: Scenario::NodeDeadWithSpare,
+    speed: 60.0,
+    fixture: "once-apply-maintenance.yaml",
+    params: &[
+        "node=192.168.2.50",
+        "config={sim}/configs/192.168.2.50.yaml",
+    ],
+    action: "talos.apply-config",
+    method: "ApplyConfiguration",
+};
+
+#[test]
+fn maintenance_apply_killed_before_the_call_is_sent_once() {
+    killed_inside(&APPLY_MAINTENANCE, "before");
+}
+
+#[test]
+fn maintenance_apply_killed_after_the_call_is_not_sent_again() {
+    killed_inside(&APPLY_MAINTENANCE, "after");
 }
 
 const RESET: Case = Case {

@@ -53,6 +53,18 @@ enum Stage {
     Unknown,
 }
 
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Running => "running",
+            Stage::Booting => "booting",
+            Stage::Maintenance => "maintenance",
+            Stage::Leaving(s) => s,
+            Stage::Unknown => "unknown",
+        })
+    }
+}
+
 fn stage_of(v: i32) -> Stage {
     use enums::RuntimeMachineStage as S;
     match S::try_from(v).unwrap_or(S::MachineStageUnknown) {
@@ -407,7 +419,7 @@ impl ClusterEffects {
                 format!("`{node}` is running with the boot id it had before the call"),
             ),
             Ok(other) => Probe::Unknown(format!(
-                "`{node}` is in stage {other:?} with the same boot id"
+                "`{node}` is in stage {other} with the same boot id"
             )),
             Err(e) if e.silent => self.silent_node(node, &e).await,
             Err(e) => Probe::Unknown(format!("cannot read the stage of `{node}`: {}", e.text)),
@@ -453,7 +465,7 @@ impl ClusterEffects {
                     Err(e) => Probe::Unknown(format!("`{node}` does not answer: {}", e.text)),
                 },
                 Ok(s) => Probe::Done(format!(
-                    "`{node}` left maintenance mode and runs a config (stage {s:?})"
+                    "`{node}` left maintenance mode and runs a config (stage {s})"
                 )),
             });
         }
@@ -498,7 +510,7 @@ impl ClusterEffects {
                 format!("`{node}` runs its old config, same boot, stage running"),
             ),
             Ok(s) => Probe::Unknown(format!(
-                "`{node}` runs neither the config sent nor its old one for sure (stage {s:?})"
+                "`{node}` runs neither the config sent nor its old one for sure (stage {s})"
             )),
             Err(e) => Probe::Unknown(format!("cannot read the stage of `{node}`: {}", e.text)),
         })
