@@ -386,3 +386,84 @@ fn reboot_that_never_reached_the_node_is_checked_then_retried_once() {
     );
     assert!(text(&out).contains("checked: not done"), "{}", text(&out));
 }
+
+/// A role that may not read: `run` dies right before its Reboot; `resume` with an
+/// `os:reader` talosconfig cannot read the boot id, so it cannot tell "not sent" from "sent",
+/// asks until the step's probe window ends, then asks a person (`--yes` does not answer).
+/// Only after an operator approves does an admin resume send the Reboot: once.
+#[test]
+fn a_reader_cannot_settle_a_reboot_so_a_person_does_and_it_is_sent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(REBOOT.scenario, REBOOT.speed, dir.path());
+    let state = dir.path().join("state");
+    let fixture = crate::harness::root().join("tests/fixtures/runbooks/once-reboot.yaml");
+    let runbook = |args: &[&str], talosconfig: &Path, kill: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.args(args)
+            .arg("--talosconfig")
+            .arg(talosconfig)
+            .arg("--kubeconfig")
+            .arg(sim.dir.join("kubeconfig"))
+            .arg("--endpoints")
+            .arg(sim.dir.join("endpoints.json"))
+            .args(["--output", "plain", "--state-dir"])
+            .arg(&state)
+            .env("NO_COLOR", "1");
+        if kill {
+            cmd.env("RUNBOOK_TEST_KILL_IN_EFFECT", "talos.reboot:1:before");
+        }
+        cmd.output().unwrap()
+    };
+    let admin = sim.handle.talosconfig().to_path_buf();
+    let reader = sim
+        .handle
+        .talosconfig_for(runbook::sim::pki::Role::Reader)
+        .to_path_buf();
+    let out = runbook(
+        &[
+            "run",
+            fixture.to_str().unwrap(),
+            "--param",
+            "node=192.168.2.223",
+        ],
+        &admin,
+        true,
+    );
+    assert_eq!(out.status.code(), None, "{}", text(&out));
+
+    let out = runbook(&["resume", "--yes"], &reader, false);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("interrupted with an unknown outcome"), "{t}");
+    assert!(t.contains("PermissionDenied"), "{t}");
+    assert_eq!(
+        sim.calls("Reboot"),
+        (0, 0),
+        "nothing sent on ambiguous evidence"
+    );
+
+    // An admin does not change that: the attempt is settled, a person must answer.
+    let out = runbook(&["resume", "--yes"], &admin, false);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(sim.calls("Reboot"), (0, 0));
+
+    let run_id = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["approve", &run_id, "reboot", "--state-dir"])
+        .arg(&state)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = runbook(&["resume"], &admin, false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(sim.calls("Reboot"), (1, 1), "{}", text(&out));
+    sim.stop();
+}

@@ -400,6 +400,10 @@ impl ClusterEffects {
                 {
                     return Ok(Probe::Done(format!("`{node}` is in maintenance mode")));
                 }
+                // The stage alone can still show the node left `running`.
+                if let Ok(Stage::Leaving(s)) = self.stage(node).await {
+                    return Ok(Probe::Done(format!("`{node}` is {s}")));
+                }
                 return Ok(Probe::Unknown(format!(
                     "cannot read the boot id of `{node}`: {}",
                     e.text
