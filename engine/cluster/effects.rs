@@ -77,10 +77,11 @@ fn status_error(action: &str, s: &tonic::Status) -> EffectError {
     let transport = matches!(s.code(), Code::Unknown | Code::Internal | Code::Cancelled)
         && [
             "transport error",
-            "connection",
-            "h2 protocol",
+            "connection reset",
+            "connection closed",
+            "error reading a body from connection",
+            "h2 protocol error",
             "broken pipe",
-            "reset",
         ]
         .iter()
         .any(|t| msg.contains(t));
@@ -793,5 +794,31 @@ impl Effects for ClusterEffects {
     async fn pre_state(&self, call: ActionCall<'_>) -> Result<Fields, EffectError> {
         self.talos().ensure_healthy().await;
         self.evidence_before(&call).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_after_sending_is_retryable_but_a_refusal_is_not() {
+        let retryable =
+            |code, msg: &str| status_error("a", &tonic::Status::new(code, msg)).is_retryable();
+        assert!(retryable(Code::Unavailable, "connection refused"));
+        assert!(retryable(
+            Code::Unknown,
+            "transport error: connection reset by peer"
+        ));
+        assert!(retryable(
+            Code::Internal,
+            "h2 protocol error: error reading a body from connection"
+        ));
+        assert!(!retryable(
+            Code::Unknown,
+            "failed to reset: volume \"X\" not found"
+        ));
+        assert!(!retryable(Code::FailedPrecondition, "locked"));
+        assert!(!retryable(Code::PermissionDenied, "not authorized"));
     }
 }
