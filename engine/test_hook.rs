@@ -9,7 +9,11 @@
 //!   is fsynced (a group commit counts each of its records);
 //! - `RUNBOOK_TEST_KILL_IN_MARKER=N:before|after`: die inside this process's `N`th `marker`
 //!   action, before its line is written or after it is written and synced (but before the
-//!   outcome is journaled).
+//!   outcome is journaled);
+//! - `RUNBOOK_TEST_KILL_IN_EFFECT=ACTION:N:before|after`: die inside this process's `N`th
+//!   cluster action named `ACTION` (e.g. `talos.reboot:1:after`), before its call is sent or
+//!   after the call returned (successfully or not) but before its outcome is journaled: the
+//!   window an exactly-once argument must survive.
 //!
 //! `unsafe` is forbidden crate-wide, so the process signals itself with the `kill` program;
 //! if that fails it aborts, which is just as abrupt for the journal.
@@ -22,7 +26,11 @@ pub const KILL_AFTER_RECORD: &str = "RUNBOOK_TEST_KILL_AFTER_RECORD";
 /// The variable naming the marker action inside which the process dies.
 pub const KILL_IN_MARKER: &str = "RUNBOOK_TEST_KILL_IN_MARKER";
 
+/// The variable naming the cluster action inside which the process dies.
+pub const KILL_IN_EFFECT: &str = "RUNBOOK_TEST_KILL_IN_EFFECT";
+
 static RECORDS: AtomicU64 = AtomicU64::new(0);
+static EFFECTS: AtomicU64 = AtomicU64::new(0);
 static MARKERS: AtomicU64 = AtomicU64::new(0);
 
 fn after_record() -> Option<u64> {
@@ -85,4 +93,49 @@ fn die() -> ! {
         .status();
     // SIGKILL is asynchronous only in theory; never run on past the kill point.
     std::process::abort()
+}
+
+/// Where in a cluster action to die.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EffectPoint {
+    /// Before the call is sent.
+    Before,
+    /// After the call returned, before the outcome is journaled.
+    After,
+}
+
+fn in_effect() -> Option<&'static (String, u64, EffectPoint)> {
+    static E: OnceLock<Option<(String, u64, EffectPoint)>> = OnceLock::new();
+    E.get_or_init(|| {
+        let text = std::env::var(KILL_IN_EFFECT).ok()?;
+        let (rest, point) = text.rsplit_once(':')?;
+        let (action, n) = rest.rsplit_once(':')?;
+        let point = match point {
+            "before" => EffectPoint::Before,
+            "after" => EffectPoint::After,
+            _ => return None,
+        };
+        Some((action.trim().to_string(), n.trim().parse().ok()?, point))
+    })
+    .as_ref()
+}
+
+/// Called by the cluster effects when an action starts: its ordinal among this process's
+/// actions of the hooked name (0 for other actions, or when the hook is off).
+pub fn effect_started(action: &str) -> u64 {
+    match in_effect() {
+        Some((name, _, _)) if name == action => EFFECTS.fetch_add(1, Ordering::Relaxed) + 1,
+        _ => 0,
+    }
+}
+
+/// Dies if the hook asks for it at this point of the `ordinal`th action named `action`.
+pub fn in_effect_at(action: &str, ordinal: u64, point: EffectPoint) {
+    if let Some((name, n, p)) = in_effect()
+        && name == action
+        && *n == ordinal
+        && *p == point
+    {
+        die();
+    }
 }

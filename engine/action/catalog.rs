@@ -15,6 +15,15 @@ const NODE: A = A::req(
     "the node to act on (address label or hostname)",
 );
 
+/// How long, after an interruption, a node must show no sign of the call before it counts as
+/// not done (`docs/design/exactly-once.md`).
+const GRACE: A = A::def(
+    "effect_grace",
+    Duration,
+    Lit::Str("30s"),
+    "after an interruption: how long the node must show no sign of the call before it is sent again",
+);
+
 /// Every action a runbook can use.
 pub static ACTIONS: &[ActionSpec] = &[
     // --- Talos machine API -------------------------------------------------------------
@@ -23,6 +32,7 @@ pub static ACTIONS: &[ActionSpec] = &[
         summary: "reboot a node (MachineService/Reboot); records its boot id first",
         args: &[
             NODE,
+            GRACE,
             A::def(
                 "mode",
                 Enum(&["default", "powercycle"]),
@@ -40,6 +50,7 @@ pub static ACTIONS: &[ActionSpec] = &[
         summary: "power a node off (MachineService/Shutdown)",
         args: &[
             NODE,
+            GRACE,
             A::def(
                 "force",
                 Bool,
@@ -50,13 +61,14 @@ pub static ACTIONS: &[ActionSpec] = &[
         idempotency: Verify,
         disruption: Always(QuorumOutage),
         outputs: &[],
-        probe: false,
+        probe: true,
     },
     ActionSpec {
         name: "talos.upgrade",
         summary: "install another Talos image on a node and reboot into it (MachineService/Upgrade)",
         args: &[
             NODE,
+            GRACE,
             A::req(
                 "image",
                 ArgType::String,
@@ -85,6 +97,7 @@ pub static ACTIONS: &[ActionSpec] = &[
         summary: "apply a machine config or patch (MachineService/ApplyConfiguration)",
         args: &[
             NODE,
+            GRACE,
             A::opt(
                 "config",
                 Path,
@@ -114,20 +127,21 @@ pub static ACTIONS: &[ActionSpec] = &[
                 "only report what would change",
             ),
         ],
-        idempotency: Idempotent,
+        idempotency: Verify,
         disruption: UnlessArg {
             arg: "mode",
             safe: &["no-reboot", "staged", "try"],
             hazard: QuorumOutage,
         },
         outputs: &["mode", "mode_details"],
-        probe: false,
+        probe: true,
     },
     ActionSpec {
         name: "talos.reset",
         summary: "wipe a node (MachineService/Reset); graceful leaves etcd first",
         args: &[
             NODE,
+            GRACE,
             A::def(
                 "graceful",
                 Bool,
@@ -149,13 +163,14 @@ pub static ACTIONS: &[ActionSpec] = &[
         idempotency: Verify,
         disruption: Always(MemberRemoval),
         outputs: &[],
-        probe: false,
+        probe: true,
     },
     ActionSpec {
         name: "talos.bootstrap",
         summary: "bootstrap etcd on exactly one node (MachineService/Bootstrap), optionally from a snapshot",
         args: &[
             NODE,
+            GRACE,
             A::opt(
                 "recover_from",
                 Path,
@@ -168,10 +183,10 @@ pub static ACTIONS: &[ActionSpec] = &[
                 "for raw `db` copies without the sha256 trailer",
             ),
         ],
-        idempotency: Confirm,
+        idempotency: Verify,
         disruption: Always(SplitBrain),
         outputs: &[],
-        probe: false,
+        probe: true,
     },
     ActionSpec {
         name: "talos.read-boot-id",
@@ -257,6 +272,7 @@ pub static ACTIONS: &[ActionSpec] = &[
         summary: "remove another node's etcd member by id, via a healthy node (MachineService/EtcdRemoveMemberByID)",
         args: &[
             NODE,
+            GRACE,
             A::req(
                 "member",
                 ArgType::String,
@@ -271,7 +287,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         name: "etcd.leave",
         summary: "make a node leave etcd and wipe its etcd data (MachineService/EtcdLeaveCluster)",
-        args: &[NODE],
+        args: &[NODE, GRACE],
         idempotency: Verify,
         disruption: Always(MemberRemoval),
         outputs: &[],

@@ -33,9 +33,13 @@ use crate::condition::check;
 use crate::condition::talos::Poll as CondPoll;
 use crate::exec::LocalEffects;
 use crate::exec::effects::{
-    ActionCall, ActionOutcome, CheckCall, EffectError, Effects, Poll, Verdict,
+    ActionCall, ActionOutcome, CheckCall, EffectError, Effects, Poll, Probe, Verdict,
 };
 use crate::journal::Fields;
+
+mod probe;
+
+pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
 
 /// Effects against a real (or simulated) cluster.
 pub struct ClusterEffects {
@@ -73,10 +77,24 @@ impl ClusterEffects {
 
 fn status_error(action: &str, s: &tonic::Status) -> EffectError {
     let msg = s.message();
+    // A transport failure (reset connection, broken pipe, h2 error) may come after the request
+    // was sent: retryable, so a non-idempotent action is checked before it is tried again.
+    let transport = matches!(s.code(), Code::Unknown | Code::Internal | Code::Cancelled)
+        && [
+            "transport error",
+            "connection reset",
+            "connection closed",
+            "error reading a body from connection",
+            "h2 protocol error",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|t| msg.contains(t));
     let retryable = matches!(
         s.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted
-    ) || msg.contains("unhealthy cluster")
+    ) || transport
+        || msg.contains("unhealthy cluster")
         || msg.contains("no leader")
         || msg.contains("too many learner");
     EffectError::Failed {
@@ -196,30 +214,7 @@ impl ClusterEffects {
             }
         };
         let insecure = flag(call, "insecure");
-        let data = match (opt(call, "config")?, call.args.get("patch")) {
-            (Some(path), None) => std::fs::read(path)
-                .map_err(|e| io_error(call.name, &format!("cannot read `{path}`"), e))?,
-            (None, Some(patch)) => {
-                let current = self.current_config(node).await?;
-                patch_config(&current, patch)
-                    .map_err(|e| io_error(call.name, "cannot patch the running config", e))?
-                    .into_bytes()
-            }
-            (Some(_), Some(_)) => {
-                return Err(EffectError::BadArgument {
-                    name: call.name.into(),
-                    arg: "patch".into(),
-                    reason: "give `config` or `patch`, not both".into(),
-                });
-            }
-            (None, None) => {
-                return Err(EffectError::BadArgument {
-                    name: call.name.into(),
-                    arg: "config".into(),
-                    reason: "give `config` (a file) or `patch`".into(),
-                });
-            }
-        };
+        let data = self.config_to_send(call).await?;
         let req = ApplyConfigurationRequest {
             data,
             mode,
@@ -261,6 +256,35 @@ impl ClusterEffects {
             ("mode", serde_json::json!(reply.mode)),
             ("mode_details", serde_json::json!(reply.mode_details)),
         ]))
+    }
+
+    /// The bytes `talos.apply-config` sends: the file, or the running config with the patch.
+    async fn config_to_send(&self, call: &ActionCall<'_>) -> Result<Vec<u8>, EffectError> {
+        let node = arg(call, "node")?;
+        Ok(match (opt(call, "config")?, call.args.get("patch")) {
+            (Some(path), None) => std::fs::read(path)
+                .map_err(|e| io_error(call.name, &format!("cannot read `{path}`"), e))?,
+            (None, Some(patch)) => {
+                let current = self.current_config(node).await?;
+                patch_config(&current, patch)
+                    .map_err(|e| io_error(call.name, "cannot patch the running config", e))?
+                    .into_bytes()
+            }
+            (Some(_), Some(_)) => {
+                return Err(EffectError::BadArgument {
+                    name: call.name.into(),
+                    arg: "patch".into(),
+                    reason: "give `config` or `patch`, not both".into(),
+                });
+            }
+            (None, None) => {
+                return Err(EffectError::BadArgument {
+                    name: call.name.into(),
+                    arg: "config".into(),
+                    reason: "give `config` (a file) or `patch`".into(),
+                });
+            }
+        })
     }
 
     async fn current_config(&self, node: &str) -> Result<String, EffectError> {
@@ -766,7 +790,11 @@ fn check_error(name: &str, e: check::Error) -> EffectError {
 impl Effects for ClusterEffects {
     async fn perform(&self, call: ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
         self.talos().ensure_healthy().await;
-        self.act(call).await
+        let ordinal = crate::test_hook::effect_started(call.name);
+        crate::test_hook::in_effect_at(call.name, ordinal, crate::test_hook::EffectPoint::Before);
+        let outcome = self.act(call).await;
+        crate::test_hook::in_effect_at(call.name, ordinal, crate::test_hook::EffectPoint::After);
+        outcome
     }
 
     async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
@@ -821,43 +849,61 @@ impl Effects for ClusterEffects {
     }
 
     async fn probe(&self, call: ActionCall<'_>) -> Result<Option<bool>, EffectError> {
+        // Without time to wait out a grace: "unknown" and "not yet sure" are errors, so a
+        // caller that cannot wait (the rollback path) never reads them as "not done".
         self.talos().ensure_healthy().await;
-        match call.name {
-            "talos.reboot" | "talos.upgrade" => {
-                let node = arg(&call, "node")?;
-                let Some(before) = call.pre_state.get("boot_id").and_then(|b| b.as_str()) else {
-                    return Ok(None);
-                };
-                match self.boot_id(node).await {
-                    Ok(now) => Ok(Some(now != before)),
-                    // Not answering: it is rebooting, so the call got through.
-                    Err(s) if s.code() == Code::Unavailable => Ok(Some(true)),
-                    Err(s) => Err(status_error(call.name, &s)),
-                }
-            }
-            "etcd.remove-member" => {
-                let via = arg(&call, "node")?;
-                let member = arg(&call, "member")?;
-                Ok(Some(self.member_id(via, member).await?.is_none()))
-            }
-            "etcd.leave" => {
-                let node = arg(&call, "node")?;
-                let v = self.observer.view().await;
-                Ok(Some(crate::condition::talos::not_member(&v, node).holds))
-            }
-            _ => self.local.probe(call).await,
+        match self.effect_of(&call, Duration::ZERO).await {
+            Probe::Done(_) => Ok(Some(true)),
+            Probe::NotDone(_) => Ok(Some(false)),
+            Probe::Unknown(e) => Err(EffectError::Failed {
+                message: e,
+                retryable: true,
+            }),
+            Probe::NoProbe => self.local.probe(call).await,
         }
     }
 
-    async fn pre_state(&self, call: ActionCall<'_>) -> Fields {
+    async fn check_effect(&self, call: ActionCall<'_>, waited: Duration) -> Probe {
         self.talos().ensure_healthy().await;
-        let mut out = Fields::new();
-        if matches!(call.name, "talos.reboot" | "talos.upgrade")
-            && let Ok(node) = arg(&call, "node")
-            && let Ok(id) = self.boot_id(node).await
-        {
-            out.insert("boot_id".into(), id.into());
+        match self.effect_of(&call, waited).await {
+            Probe::NoProbe => match self.local.probe(call).await {
+                Ok(Some(true)) => Probe::Done("the probe found the effect".into()),
+                Ok(Some(false)) => Probe::NotDone("the probe found no effect".into()),
+                Ok(None) => Probe::NoProbe,
+                Err(e) => Probe::Unknown(e.to_string()),
+            },
+            p => p,
         }
-        out
+    }
+
+    async fn pre_state(&self, call: ActionCall<'_>) -> Result<Fields, EffectError> {
+        self.talos().ensure_healthy().await;
+        self.evidence_before(&call).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_after_sending_is_retryable_but_a_refusal_is_not() {
+        let retryable =
+            |code, msg: &str| status_error("a", &tonic::Status::new(code, msg)).is_retryable();
+        assert!(retryable(Code::Unavailable, "connection refused"));
+        assert!(retryable(
+            Code::Unknown,
+            "transport error: connection reset by peer"
+        ));
+        assert!(retryable(
+            Code::Internal,
+            "h2 protocol error: error reading a body from connection"
+        ));
+        assert!(!retryable(
+            Code::Unknown,
+            "failed to reset: volume \"X\" not found"
+        ));
+        assert!(!retryable(Code::FailedPrecondition, "locked"));
+        assert!(!retryable(Code::PermissionDenied, "not authorized"));
     }
 }

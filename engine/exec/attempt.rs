@@ -22,6 +22,7 @@ use super::effects::{ActionCall, CheckCall, EffectError, Effects, Verdict};
 use super::local::effect_free;
 use super::retry::{self, AfterFailure};
 use super::{Error, Runner};
+use crate::dsl::ast::Idempotency;
 use crate::event::{Event, Stop};
 use crate::journal::{Fields, InDoubtResolution, Record, StepState, time};
 use crate::plan::{Guard, Step, Wait};
@@ -30,11 +31,24 @@ use crate::plan::{Guard, Step, Wait};
 /// this; `--yes` never answers them.
 pub const IN_DOUBT_PROMPT: &str = "interrupted with an unknown outcome";
 
+/// The guard whose journal half the runner checks itself (see `Runner::bootstrap_recorded`).
+const BOOTSTRAP_SAFE: &str = "etcd.bootstrap-safe";
+
 /// How a wait ended.
 #[derive(Debug)]
 pub(super) enum WaitEnd {
-    Satisfied { elapsed_ms: u64, figures: Fields },
-    TimedOut { elapsed_ms: u64, figures: Fields },
+    Satisfied {
+        elapsed_ms: u64,
+        figures: Fields,
+    },
+    /// The timeout ended the wait. `answered` says whether the last poll got an answer
+    /// ("not yet") rather than an error: a condition nobody answered proves nothing.
+    TimedOut {
+        elapsed_ms: u64,
+        figures: Fields,
+        answered: bool,
+        last_error: Option<String>,
+    },
     Error(String),
 }
 
@@ -128,9 +142,7 @@ impl<E: Effects> Runner<'_, E> {
                     }
                 }
                 StepState::InDoubtResolved { attempt, .. } => {
-                    let prompt = format!(
-                        "{IN_DOUBT_PROMPT}: attempt {attempt} of `{id}` may or may not have taken effect, and its action cannot be checked automatically. Check by hand; approve to run it again."
-                    );
+                    let prompt = super::in_doubt::in_doubt_prompt(&id, attempt, "");
                     self.append(vec![Record::ApprovalRequested { step: id, prompt }])?;
                 }
                 StepState::RetryScheduled {
@@ -219,7 +231,26 @@ impl<E: Effects> Runner<'_, E> {
                         pre_state: &empty,
                     })
                     .await;
-                self.redact.fields(pre)
+                match pre {
+                    Ok(pre) => self.redact.fields(pre),
+                    Err(e) => {
+                        // Never send without the evidence that verifies the call later.
+                        let error = self.redact.text(&format!(
+                            "cannot record what verifies `{}` before sending it, so it was not sent: {e}",
+                            c.name
+                        ));
+                        self.append(vec![
+                            self.intent(step, attempt, Fields::new()),
+                            Record::ActionNotSent {
+                                step: id,
+                                attempt,
+                                error,
+                                retryable: e.is_retryable(),
+                            },
+                        ])?;
+                        return Ok(None);
+                    }
+                }
             }
             _ => Fields::new(),
         };
@@ -299,6 +330,57 @@ impl<E: Effects> Runner<'_, E> {
                         self.message(&id, m);
                     }
                 }
+                Err(e) if e.is_retryable() && step.idempotency != Idempotency::Idempotent => {
+                    // A timeout, `Unavailable` or reset connection may have reached the
+                    // cluster: the outcome is unknown, exactly as after a crash here. Settle
+                    // it from the cluster before any retry (the step stays in doubt in the
+                    // journal meanwhile, so a crash now is settled the same way on resume).
+                    if !batch.is_empty() {
+                        self.append(std::mem::take(&mut batch))?;
+                    }
+                    let error = self.redact.text(&e.to_string());
+                    self.message(
+                        &id,
+                        &format!("`{}` failed and may have reached the cluster ({error}); checking whether it took effect", c.name),
+                    );
+                    let settlement =
+                        self.resolve(step, attempt)
+                            .await
+                            .map_err(|source| Error::Settle {
+                                step: id.clone(),
+                                source,
+                            })?;
+                    match settlement.resolution {
+                        InDoubtResolution::VerifiedDone => {
+                            self.record_settlement(step, attempt, settlement)?;
+                            let done = self
+                                .journal
+                                .state()
+                                .step(&id)
+                                .map(|r| matches!(r.state, StepState::ActionDone { .. }))
+                                .unwrap_or(false);
+                            if done {
+                                self.finish_attempt(step, attempt, &Fields::new()).await?;
+                            }
+                        }
+                        InDoubtResolution::VerifiedNotDone | InDoubtResolution::Rerun => {
+                            let error = self.redact.text(&format!(
+                                "{error} (checked: not done: {})",
+                                settlement.evidence
+                            ));
+                            self.append(vec![Record::ActionFailed {
+                                step: id,
+                                attempt,
+                                error,
+                                retryable: true,
+                            }])?;
+                        }
+                        InDoubtResolution::AskOperator | InDoubtResolution::Unknown => {
+                            self.record_settlement(step, attempt, settlement)?;
+                        }
+                    }
+                    return Ok(None);
+                }
                 Err(e) => {
                     batch.push(super::rollback::failed_call(
                         &id,
@@ -353,6 +435,7 @@ impl<E: Effects> Runner<'_, E> {
                     WaitEnd::TimedOut {
                         elapsed_ms,
                         figures,
+                        ..
                     } => {
                         self.append(vec![Record::WaitTimedOut {
                             step: id,
@@ -413,6 +496,19 @@ impl<E: Effects> Runner<'_, E> {
                 };
                 (expr.expr.clone(), verdict)
             }
+            Guard::Named { name, args }
+                if name == BOOTSTRAP_SAFE && self.bootstrap_recorded(step).is_some() =>
+            {
+                let (other, attempt, how) = self.bootstrap_recorded(step).unwrap_or_default();
+                let mut figures = Fields::new();
+                figures.insert("bootstrap_step".into(), other.clone().into());
+                figures.insert("attempt".into(), attempt.into());
+                let _ = args;
+                let verdict = refuse(format!(
+                    "this run {how} `talos.bootstrap` in step `{other}` (attempt {attempt}): a second bootstrap can create a second etcd cluster"
+                ));
+                (name.clone(), Verdict { figures, ..verdict })
+            }
             Guard::Named { name, args } => {
                 let pre_state = self.recorded_pre_state(step);
                 let verdict = match self.eval.args(step, self.journal.state(), args) {
@@ -436,8 +532,95 @@ impl<E: Effects> Runner<'_, E> {
         }
     }
 
+    /// The journal half of `etcd.bootstrap-safe`: a `talos.bootstrap` attempt of this run,
+    /// other than the one being guarded, whose intent was recorded and that was not settled
+    /// as not sent (guard refused, action failed before or without reaching the node, or
+    /// verified not done). Returns the step, the attempt and how it stands.
+    pub(super) fn bootstrap_recorded(&self, current: &Step) -> Option<(String, u32, &'static str)> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Fate {
+            MaybeSent,
+            Sent,
+            NotSent,
+        }
+        let is_bootstrap = |id: &str| {
+            self.plan
+                .step(id)
+                .and_then(|s| s.action.as_ref())
+                .is_some_and(|c| c.name == "talos.bootstrap")
+        };
+        let mut fates: Vec<(String, u32, Fate)> = Vec::new();
+        fn set(
+            fates: &mut [(String, u32, Fate)],
+            step: &str,
+            attempt: Option<u32>,
+            fate: Fate,
+            only_from: Option<Fate>,
+        ) {
+            if let Some(f) = fates
+                .iter_mut()
+                .rev()
+                .find(|(s, a, _)| s == step && attempt.is_none_or(|n| n == *a))
+                && only_from.is_none_or(|o| o == f.2)
+            {
+                f.2 = fate;
+            }
+        }
+        for e in self.journal.records() {
+            let f = &mut fates;
+            match &e.record {
+                Record::StepStarted { step, attempt, .. } if is_bootstrap(step) => {
+                    f.push((step.clone(), *attempt, Fate::MaybeSent));
+                }
+                Record::GuardRefused { step, .. } => set(f, step, None, Fate::NotSent, None),
+                Record::ActionFailed { step, attempt, .. } => {
+                    set(f, step, Some(*attempt), Fate::NotSent, None);
+                }
+                Record::ActionCompleted { step, attempt, .. } => {
+                    set(f, step, Some(*attempt), Fate::Sent, None);
+                }
+                Record::InDoubt {
+                    step,
+                    attempt,
+                    resolution,
+                } => {
+                    let fate = match resolution {
+                        InDoubtResolution::VerifiedNotDone => Fate::NotSent,
+                        InDoubtResolution::VerifiedDone => Fate::Sent,
+                        _ => Fate::MaybeSent,
+                    };
+                    set(f, step, Some(*attempt), fate, None);
+                }
+                // A person checked an in-doubt attempt by hand and approved running it again:
+                // settled as not done.
+                Record::Approved { step, .. } => {
+                    set(f, step, None, Fate::NotSent, Some(Fate::MaybeSent));
+                }
+                // Failed after its intent without an action outcome: `when` could not be
+                // evaluated, nothing was sent.
+                Record::StepFailed { step, .. } => {
+                    set(f, step, None, Fate::NotSent, Some(Fate::MaybeSent));
+                }
+                _ => {}
+            }
+        }
+        let current_attempt = self
+            .journal
+            .state()
+            .step(&current.id)
+            .and_then(|r| matches!(r.state, StepState::Started { .. }).then_some(r.attempts));
+        fates
+            .into_iter()
+            .filter(|(s, a, _)| !(s == &current.id && Some(*a) == current_attempt))
+            .find_map(|(s, a, f)| match f {
+                Fate::Sent => Some((s, a, "sent")),
+                Fate::MaybeSent => Some((s, a, "may have sent")),
+                Fate::NotSent => None,
+            })
+    }
+
     /// What the step's latest intent recorded before acting (empty if nothing).
-    fn recorded_pre_state(&self, step: &Step) -> Fields {
+    pub(super) fn recorded_pre_state(&self, step: &Step) -> Fields {
         self.journal
             .state()
             .steps
@@ -457,6 +640,8 @@ impl<E: Effects> Runner<'_, E> {
         let start = Instant::now();
         let timeout_ms = ms(wait.timeout);
         let mut last = Fields::new();
+        let mut answered = false;
+        let mut last_error: Option<String> = None;
         let polling = async {
             loop {
                 let call = CheckCall {
@@ -468,6 +653,7 @@ impl<E: Effects> Runner<'_, E> {
                 let (satisfied, error) = match self.effects.poll(call).await {
                     Ok(p) => {
                         last = self.redact.fields(p.figures);
+                        answered = true;
                         (p.satisfied, None)
                     }
                     Err(
@@ -480,7 +666,12 @@ impl<E: Effects> Runner<'_, E> {
                             retryable: false, ..
                         },
                     ) => return Err(e.to_string()),
-                    Err(e) => (false, Some(self.redact.text(&e.to_string()))),
+                    Err(e) => {
+                        let text = self.redact.text(&e.to_string());
+                        answered = false;
+                        last_error = Some(text.clone());
+                        (false, Some(text))
+                    }
                 };
                 self.events.emit(&Event::WaitProgress {
                     step: step.id.clone(),
@@ -508,6 +699,8 @@ impl<E: Effects> Runner<'_, E> {
             Err(_) => WaitEnd::TimedOut {
                 elapsed_ms,
                 figures: last,
+                answered,
+                last_error,
             },
         }
     }

@@ -8,6 +8,7 @@
 //! runner applies the timeout from outside and journals only the outcome.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::journal::Fields;
 
@@ -67,6 +68,33 @@ pub struct Poll {
     pub satisfied: bool,
     /// What was observed.
     pub figures: Fields,
+}
+
+/// What an action's probe concluded about an attempt whose outcome is unknown (interrupted
+/// between its call and its record, or failed in a way that may have reached the cluster).
+///
+/// Only `Done` and `NotDone` settle the attempt. `Unknown` is never "not done": the runner asks
+/// again until the step's probe window ends, then a person decides (`docs/design/exactly-once.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The effect is there (the evidence, for the operator).
+    Done(String),
+    /// The cluster answered and the effect is not there, for long enough to be sure.
+    NotDone(String),
+    /// The cluster did not answer, or answered ambiguously: ask again later.
+    Unknown(String),
+    /// The action has no built-in probe.
+    NoProbe,
+}
+
+impl Probe {
+    /// The evidence (empty for [`Probe::NoProbe`]).
+    pub fn evidence(&self) -> &str {
+        match self {
+            Probe::Done(e) | Probe::NotDone(e) | Probe::Unknown(e) => e,
+            Probe::NoProbe => "",
+        }
+    }
 }
 
 /// A side effect, check or poll that failed.
@@ -154,8 +182,39 @@ pub trait Effects {
 
     /// Observations to journal with the intent (`pre_state`), so an interrupted attempt can
     /// be verified later (e.g. the node's boot id before a reboot). Default: none.
-    fn pre_state(&self, call: ActionCall<'_>) -> impl Future<Output = Fields> + Send {
+    ///
+    /// An error means evidence the action needs could not be read: the runner fails the
+    /// attempt (retryable when the error is) before anything is sent. Never return partial
+    /// evidence as success.
+    fn pre_state(
+        &self,
+        call: ActionCall<'_>,
+    ) -> impl Future<Output = Result<Fields, EffectError>> + Send {
         let _ = call;
-        std::future::ready(Fields::new())
+        std::future::ready(Ok(Fields::new()))
+    }
+
+    /// Whether the effect of an attempt with an unknown outcome is there, `waited` after the
+    /// runner started asking (so a probe can demand that "not done" hold for a grace period).
+    /// Default: [`Effects::probe`], with an error as [`Probe::Unknown`].
+    fn check_effect(
+        &self,
+        call: ActionCall<'_>,
+        waited: Duration,
+    ) -> impl Future<Output = Probe> + Send {
+        let _ = waited;
+        let probe = self.probe(call);
+        async move {
+            match probe.await {
+                Ok(Some(true)) => {
+                    Probe::Done(format!("the probe of `{}` found its effect", call.name))
+                }
+                Ok(Some(false)) => {
+                    Probe::NotDone(format!("the probe of `{}` found no effect", call.name))
+                }
+                Ok(None) => Probe::NoProbe,
+                Err(e) => Probe::Unknown(e.to_string()),
+            }
+        }
     }
 }

@@ -39,7 +39,9 @@ use crate::journal::{self, Journal, Record, RunOutcome};
 use crate::plan::Plan;
 
 pub use dry_run::dry_run;
-pub use effects::{ActionCall, ActionOutcome, CheckCall, EffectError, Effects, Poll, Verdict};
+pub use effects::{
+    ActionCall, ActionOutcome, CheckCall, EffectError, Effects, Poll, Probe, Verdict,
+};
 pub use eval::{EvalError, Evaluator};
 pub use local::LocalEffects;
 pub use redact::Redactor;

@@ -136,7 +136,7 @@ impl<E: Effects> Runner<'_, E> {
             match rec.state {
                 StepState::Started { attempt, .. } => {
                     let (resolution, why) = match self.resolve(step, attempt).await {
-                        Ok(r) => (r, None),
+                        Ok(r) => (r.resolution, (!r.evidence.is_empty()).then_some(r.evidence)),
                         Err(e) => (InDoubtResolution::AskOperator, Some(e.to_string())),
                     };
                     tracing::info!(step = %id, attempt, ?resolution, "settled an in-doubt step before an abort");
@@ -283,7 +283,7 @@ impl<E: Effects> Runner<'_, E> {
                 StepState::Started { attempt, .. } => {
                     // In doubt after a crash: settle it like a forward step.
                     let (resolution, why) = match self.resolve(rollback, attempt).await {
-                        Ok(r) => (r, None),
+                        Ok(r) => (r.resolution, (!r.evidence.is_empty()).then_some(r.evidence)),
                         Err(e) => (InDoubtResolution::AskOperator, Some(e.to_string())),
                     };
                     tracing::info!(step = %id, attempt, ?resolution, "settled an in-doubt rollback");
@@ -404,7 +404,23 @@ impl<E: Effects> Runner<'_, E> {
                         pre_state: &empty,
                     })
                     .await;
-                self.redact.fields(pre)
+                match pre {
+                    Ok(pre) => self.redact.fields(pre),
+                    Err(e) => {
+                        // Never send without the evidence that verifies the call later.
+                        batch.push(intent(Fields::new(), session));
+                        batch.push(Record::ActionNotSent {
+                            step: id.clone(),
+                            attempt,
+                            error: self.redact.text(&format!(
+                                "cannot record what verifies `{}` before sending it, so it was not sent: {e}",
+                                c.name
+                            )),
+                            retryable: e.is_retryable(),
+                        });
+                        return self.append(batch);
+                    }
+                }
             }
             _ => Fields::new(),
         };
@@ -507,6 +523,7 @@ impl<E: Effects> Runner<'_, E> {
                     WaitEnd::TimedOut {
                         elapsed_ms,
                         figures,
+                        ..
                     } => {
                         return self.append(vec![Record::WaitTimedOut {
                             step: id,

@@ -113,7 +113,9 @@ impl Exposure {
             Record::InDoubt { resolution, .. } => match resolution {
                 InDoubtResolution::VerifiedDone => Attempt::Done,
                 InDoubtResolution::VerifiedNotDone => Attempt::NotSent,
-                InDoubtResolution::Rerun | InDoubtResolution::AskOperator => Attempt::Unknown,
+                InDoubtResolution::Rerun
+                | InDoubtResolution::AskOperator
+                | InDoubtResolution::Unknown => Attempt::Unknown,
             },
             _ => self.attempt,
         };

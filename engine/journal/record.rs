@@ -110,6 +110,10 @@ pub enum InDoubtResolution {
     VerifiedNotDone,
     /// The action can be neither repeated nor verified: an operator must confirm.
     AskOperator,
+    /// The check could not answer (the node was silent where silence is ambiguous, a role
+    /// could not read, the probe window ended with the evidence still ambiguous): never "not
+    /// done"; an operator must confirm, as with `ask-operator`.
+    Unknown,
 }
 
 /// The header of a run, the payload of the first record (`run-started`).

@@ -754,7 +754,7 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
                 rec.state,
                 StepState::Pending
                     | StepState::InDoubtResolved {
-                        resolution: InDoubtResolution::AskOperator,
+                        resolution: InDoubtResolution::AskOperator | InDoubtResolution::Unknown,
                         ..
                     }
             );

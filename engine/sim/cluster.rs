@@ -184,6 +184,8 @@ struct Fault {
     method: String,
     node: Option<String>,
     remaining: u32,
+    /// The call takes effect, but its reply is lost (the client sees `Unavailable`).
+    lose_reply: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -1099,12 +1101,28 @@ impl Cluster {
 
     fn check_fault(&mut self, method: &str, label: &str) -> Result<(), ApiError> {
         if let Some(f) = self.faults.iter_mut().find(|f| {
-            f.remaining > 0 && f.method == method && f.node.as_deref().is_none_or(|n| n == label)
+            !f.lose_reply
+                && f.remaining > 0
+                && f.method == method
+                && f.node.as_deref().is_none_or(|n| n == label)
         }) {
             f.remaining -= 1;
             return Err(ApiError::unreachable(label, APID_PORT));
         }
         Ok(())
+    }
+
+    fn lost_reply(&mut self, method: &str, label: &str) -> bool {
+        if let Some(f) = self.faults.iter_mut().find(|f| {
+            f.lose_reply
+                && f.remaining > 0
+                && f.method == method
+                && f.node.as_deref().is_none_or(|n| n == label)
+        }) {
+            f.remaining -= 1;
+            return true;
+        }
+        false
     }
 
     fn enter(&mut self, method: &str, label: &str, now: SimTime) -> Result<usize, ApiError> {
@@ -1154,6 +1172,13 @@ impl Cluster {
         self.record(method, label, &res);
         self.reap_removed_members();
         self.settle();
+        if res.is_ok() && self.lost_reply(method, label) {
+            // Recorded as done (it is): only the answer is lost on the way back.
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "error reading from server: connection reset by peer (the request was applied)",
+            ));
+        }
         res
     }
 
@@ -2016,6 +2041,19 @@ impl Cluster {
             method: method.into(),
             node: node.map(str::to_string),
             remaining: times,
+            lose_reply: false,
+        });
+    }
+
+    /// The next `times` calls of `method` (on `node`, or any node) take effect, are logged as
+    /// successful, and then answer Unavailable, as a connection reset after the request was
+    /// applied: the client cannot tell whether its call went through.
+    pub fn lose_next_reply(&mut self, method: &str, node: Option<&str>, times: u32) {
+        self.faults.push(Fault {
+            method: method.into(),
+            node: node.map(str::to_string),
+            remaining: times,
+            lose_reply: true,
         });
     }
 

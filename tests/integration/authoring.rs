@@ -383,14 +383,15 @@ fn weaker_idempotency_is_refused() {
     assert_eq!(at, "13:18");
     assert_eq!(
         msg,
-        "step `b` declares `idempotent`, but its action is `confirm`: an interrupted attempt must be checked before it is repeated"
+        "step `b` declares `idempotent`, but its action is `verify`: an interrupted attempt must be checked before it is repeated"
     );
 }
 
 #[test]
 fn verify_step_needs_a_way_to_verify() {
     let (code, _, msg) = only(check_yaml(&y(
-        "steps:\n  - id: r\n    action: talos.reset\n    with: { node: x }\n    guard: [etcd.safe-remove]\n",
+        // Every cluster action classed `verify` has a probe now: declare `verify` on one without.
+        "steps:\n  - id: r\n    action: kube.cordon\n    with: { node: x }\n    idempotency: verify\n",
     )));
     assert_eq!(code, Code::Idempotency);
     assert_eq!(

@@ -918,9 +918,9 @@ async fn a_rollback_that_fails_is_reported_and_stops_the_path() {
     assert_eq!(types_of(&recs, "undo_first@first"), Vec::<&str>::new());
 }
 
-/// Killed right after `apply`'s intent, then aborted: `talos.apply-config` is idempotent, so
-/// the abort settles it as "may have happened" and its reset applies; but the reset's
-/// `verify:` (the replacement is in maintenance) already holds, so nothing is wiped.
+/// Killed right after `apply`'s intent, then aborted: the abort settles it from the cluster
+/// (done), so its reset applies; but the reset's `verify:` (the replacement is in
+/// maintenance) already holds, so nothing is wiped.
 #[tokio::test(start_paused = true)]
 async fn a_rollback_whose_effect_is_already_there_does_not_act() {
     let p = plan("", "");
@@ -949,6 +949,10 @@ async fn a_rollback_whose_effect_is_already_there_does_not_act() {
     }
     drop(journal);
     let fx = Replacement::new(Apply::Ok, true);
+    // The interrupted apply is checked (`talos.apply-config` is `verify`): its join wait holds,
+    // so it took effect and its rollback applies; the reset's own `verify:` (the replacement
+    // is in maintenance) holds too, so nothing is wiped.
+    fx.member.store(true, Ordering::SeqCst);
     let report = abort(&p, &dir, &fx, options()).await;
     assert_eq!(report.stop, Stop::Aborted, "{report:?}");
     assert_eq!(fx.calls("talos.reset"), 0);
@@ -957,7 +961,7 @@ async fn a_rollback_whose_effect_is_already_there_does_not_act() {
     let recs = records(&dir);
     assert!(recs.iter().any(|r| matches!(
         r,
-        Record::InDoubt { step, resolution: InDoubtResolution::Rerun, .. } if step == "apply"
+        Record::InDoubt { step, resolution: InDoubtResolution::VerifiedDone, .. } if step == "apply"
     )));
     assert_eq!(
         types_of(&recs, "reset@apply"),
