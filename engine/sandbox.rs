@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine, EvalAltResult};
 
+/// Largest runbook file accepted (YAML or rhai), in bytes.
+pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of mappings and sequences in a runbook (YAML or the values a script builds).
+pub const MAX_NESTING: usize = 64;
+/// Longest line holding non-ASCII text in a YAML runbook, in bytes. Positions on such a line
+/// cost its length to find, so a long one with many values would make loading quadratic.
+pub const MAX_NON_ASCII_LINE_BYTES: usize = 16 * 1024;
+/// Most values (scalars, mappings, sequences) in one YAML runbook.
+pub const MAX_YAML_NODES: usize = 100_000;
+
 /// Operation budget for one expression.
 pub const EXPR_MAX_OPERATIONS: u64 = 50_000;
 /// Operation budget for one runbook script.
@@ -67,4 +77,21 @@ pub fn engine(max_operations: u64) -> Engine {
     engine.on_print(|text| tracing::info!(target: "runbook::script", "{text}"));
     engine.on_debug(|text, _, pos| tracing::debug!(target: "runbook::script", ?pos, "{text}"));
     engine
+}
+
+/// Test-only hook (documented in `docs/cli.md`): when this variable is set, the binary writes
+/// its peak resident memory (`VmHWM` from `/proc/self/status`) to stderr as it exits, so a test
+/// can prove a hostile runbook was refused in bounded memory without timing anything.
+pub const REPORT_PEAK_MEMORY: &str = "RUNBOOK_TEST_REPORT_PEAK_MEMORY";
+
+/// Writes `runbook-test: VmHWM <n> kB` to stderr if [`REPORT_PEAK_MEMORY`] is set.
+pub fn report_peak_memory() {
+    if std::env::var_os(REPORT_PEAK_MEMORY).is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        let kb = line.trim_start_matches("VmHWM:").trim();
+        eprintln!("runbook-test: VmHWM {kb}");
+    }
 }

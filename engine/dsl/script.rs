@@ -34,6 +34,18 @@ struct ScriptRunbook {
 
 /// Evaluates a rhai runbook script into a document tree.
 pub fn parse(source: &Source) -> Result<Node, Diagnostics> {
+    if source.text.len() > sandbox::MAX_SOURCE_BYTES {
+        return Err(one(
+            source,
+            Code::ScriptSyntax,
+            Position::new(1, 1),
+            format!(
+                "the runbook is {} bytes; runbooks are limited to {} bytes",
+                source.text.len(),
+                sandbox::MAX_SOURCE_BYTES
+            ),
+        ));
+    }
     let mut engine = sandbox::engine(sandbox::SCRIPT_MAX_OPERATIONS);
     engine
         .register_type_with_name::<ScriptRunbook>("Runbook")
@@ -154,7 +166,7 @@ fn to_doc(source: &Source, rb: &ScriptRunbook) -> Result<Node, Diagnostics> {
         .iter()
         .map(|(name, decl, pos)| {
             let span = span_at(source, *pos);
-            (key(name, span), convert(source, decl, span, &mut diags))
+            (key(name, span), convert(source, decl, span, 0, &mut diags))
         })
         .collect();
     let list = |items: &[(Dynamic, Position)], diags: &mut Diagnostics| {
@@ -162,7 +174,7 @@ fn to_doc(source: &Source, rb: &ScriptRunbook) -> Result<Node, Diagnostics> {
             Value::Seq(
                 items
                     .iter()
-                    .map(|(d, pos)| convert(source, d, span_at(source, *pos), diags))
+                    .map(|(d, pos)| convert(source, d, span_at(source, *pos), 0, diags))
                     .collect(),
             ),
             at,
@@ -181,8 +193,26 @@ fn to_doc(source: &Source, rb: &ScriptRunbook) -> Result<Node, Diagnostics> {
     diags.into_result(Node::new(Value::Map(top), at))
 }
 
-fn convert(source: &Source, d: &Dynamic, span: Span, diags: &mut Diagnostics) -> Node {
-    let value = if d.is_unit() {
+fn convert(
+    source: &Source,
+    d: &Dynamic,
+    span: Span,
+    depth: usize,
+    diags: &mut Diagnostics,
+) -> Node {
+    let value = if depth >= sandbox::MAX_NESTING {
+        diags.push(Diagnostic::new(
+            Code::WrongType,
+            source,
+            span,
+            format!(
+                "the value built here nests deeper than {} levels",
+                sandbox::MAX_NESTING
+            ),
+            "too deep",
+        ));
+        Value::Null
+    } else if d.is_unit() {
         Value::Null
     } else if let Ok(b) = d.as_bool() {
         Value::Bool(b)
@@ -197,7 +227,7 @@ fn convert(source: &Source, d: &Dynamic, span: Span, diags: &mut Diagnostics) ->
         Value::Seq(
             items
                 .iter()
-                .map(|i| convert(source, i, span, diags))
+                .map(|i| convert(source, i, span, depth + 1, diags))
                 .collect(),
         )
     } else if d.is_map() {
@@ -207,7 +237,7 @@ fn convert(source: &Source, d: &Dynamic, span: Span, diags: &mut Diagnostics) ->
                     .map(|(k, v)| {
                         (
                             Spanned::new(k.to_string(), span),
-                            convert(source, v, span, diags),
+                            convert(source, v, span, depth + 1, diags),
                         )
                     })
                     .collect(),

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod executor;
 mod harness;
+mod hostile;
 mod observe;
 mod progress;
 mod properties;

@@ -1,0 +1,137 @@
+//! Hostile input (issue 9): runbooks pasted from the internet, secrets on an operator's laptop.
+//! Each test plays the attacker: an alias bomb, a giant file, a secret read by every path.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{check_rhai, only, stderr, stdout};
+use runbook::diagnostic::Code;
+
+const LIMIT_KB: u64 = 64 * 1024;
+
+/// Runs `runbook check FILE` with the peak-memory hook and returns (output, VmHWM in kB).
+fn check_with_peak(dir: &Path, file: &str) -> (std::process::Output, u64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["check", file])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env(runbook::sandbox::REPORT_PEAK_MEMORY, "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    let kb = err
+        .lines()
+        .find_map(|l| l.strip_prefix("runbook-test: VmHWM "))
+        .and_then(|v| v.trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmHWM line in stderr: {err}"));
+    (out, kb)
+}
+
+fn bomb(levels: usize) -> String {
+    let mut text = String::from(
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: lol }\nx0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    );
+    for i in 1..levels {
+        let p = i - 1;
+        text.push_str(&format!(
+            "x{i}: &x{i} [*x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}]\n"
+        ));
+    }
+    text.push_str("steps: [*x");
+    text.push_str(&(levels - 1).to_string());
+    text.push_str("]\n");
+    text
+}
+
+#[test]
+fn alias_bomb_is_refused_at_its_anchor_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = bomb(60);
+    std::fs::write(dir.path().join("bomb.yaml"), &text).unwrap();
+    let (out, kb) = check_with_peak(dir.path(), "bomb.yaml");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("[bomb.yaml:4:5]"), "{err}");
+    assert!(
+        err.contains("YAML anchors (`&name`) are not allowed in runbooks: aliases could expand them without bound"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("FAIL  bomb.yaml"));
+    assert!(kb < LIMIT_KB, "peak {kb} kB");
+}
+
+#[test]
+fn a_megabyte_runbook_at_every_limit_stays_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // Just under the value limit and the size limit: the largest tree we agree to build.
+    let mut text = String::from(
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: big }\nsteps:\n  - { id: a, action: log, with: { message: hi } }\nx:\n",
+    );
+    let per = (runbook::sandbox::MAX_SOURCE_BYTES - text.len() - 64)
+        / (runbook::sandbox::MAX_YAML_NODES / 2 - 40);
+    let mut i = 0;
+    while text.len() + per + 8 < runbook::sandbox::MAX_SOURCE_BYTES
+        && i < runbook::sandbox::MAX_YAML_NODES / 2 - 40
+    {
+        let key = format!("  k{i}: ");
+        let pad = per.saturating_sub(key.len() + 1).max(1);
+        text.push_str(&key);
+        text.push_str(&"v".repeat(pad));
+        text.push('\n');
+        i += 1;
+    }
+    assert!(text.len() <= runbook::sandbox::MAX_SOURCE_BYTES);
+    std::fs::write(dir.path().join("big.yaml"), &text).unwrap();
+    let (out, kb) = check_with_peak(dir.path(), "big.yaml");
+    // The unknown top-level key `x` is refused, after the whole tree was built.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[big.yaml:6:1]"), "{}", stderr(&out));
+    assert!(kb < LIMIT_KB, "peak {kb} kB");
+}
+
+#[test]
+fn an_endless_file_is_read_only_up_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("apiVersion: runbook/v1\n");
+    while text.len() <= runbook::sandbox::MAX_SOURCE_BYTES * 3 {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(dir.path().join("huge.yaml"), &text).unwrap();
+    let (out, kb) = check_with_peak(dir.path(), "huge.yaml");
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the runbook is 1048577 bytes; runbooks are limited to 1048576 bytes"),
+        "{err}"
+    );
+    assert!(kb < LIMIT_KB, "peak {kb} kB");
+}
+
+#[test]
+fn a_script_building_deeply_nested_values_is_refused() {
+    let (code, _, msg) = only(check_rhai(
+        "let rb = runbook(\"deep\", \"d\");\nlet v = \"x\";\nfor i in 0..200 { v = [v]; }\nrb.step(#{ id: \"a\", action: \"log\", \"with\": #{ message: v } });\nrb\n",
+    ));
+    assert_eq!(code, Code::WrongType, "{msg}");
+    assert_eq!(msg, "the value built here nests deeper than 64 levels");
+}
+
+#[test]
+fn an_oversized_script_is_refused() {
+    let text = format!(
+        "// {}\nlet rb = runbook(\"x\", \"y\");\nrb\n",
+        "x".repeat(runbook::sandbox::MAX_SOURCE_BYTES)
+    );
+    let (code, at, msg) = only(check_rhai(&text));
+    assert_eq!(code, Code::ScriptSyntax);
+    assert_eq!(at, "1:1");
+    assert_eq!(
+        msg,
+        format!(
+            "the runbook is {} bytes; runbooks are limited to 1048576 bytes",
+            text.len()
+        )
+    );
+}
