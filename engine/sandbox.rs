@@ -44,6 +44,14 @@ pub fn with_deadline<T>(limit: Duration, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// The error text for an expression stopped by [`EXPR_MAX_OPERATIONS`] or [`EXPR_TIME_LIMIT`].
+pub fn expr_limit_message() -> String {
+    format!(
+        "expression stopped by the sandbox limits ({EXPR_MAX_OPERATIONS} operations, {}s wall clock)",
+        EXPR_TIME_LIMIT.as_secs()
+    )
+}
+
 /// True if an evaluation error is one of the sandbox's limits (operations or time).
 pub fn is_limit(err: &EvalAltResult) -> bool {
     match err {

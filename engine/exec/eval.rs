@@ -93,10 +93,19 @@ impl Evaluator {
             reason,
         };
         let mut scope = self.scope(step, state, result);
-        let value: Dynamic = self
-            .engine
-            .eval_expression_with_scope(&mut scope, expr)
-            .map_err(|e| err(e.to_string()))?;
+        // The same limits as at plan time, deadline included: rhai restarts its operation count
+        // inside closures run by native functions (`map`, `filter`), so only the wall clock
+        // bounds nested closures.
+        let value: Dynamic = sandbox::with_deadline(sandbox::EXPR_TIME_LIMIT, || {
+            self.engine.eval_expression_with_scope(&mut scope, expr)
+        })
+        .map_err(|e| {
+            if sandbox::is_limit(&e) {
+                err(sandbox::expr_limit_message())
+            } else {
+                err(e.to_string())
+            }
+        })?;
         rhai::serde::from_dynamic(&value).map_err(|e| err(e.to_string()))
     }
 
@@ -187,5 +196,56 @@ impl Evaluator {
             out.insert(name.clone(), v);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{self, Mode};
+    use crate::source::{Format, Source};
+
+    fn plan() -> Plan {
+        let src = Source::new(
+            "t.yaml",
+            Format::Yaml,
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nsteps:\n  - { id: a, action: log, with: { message: hi } }\n",
+        );
+        compile::compile_source(&src, &Mode::Check).unwrap()
+    }
+
+    /// Eight nested `map`s: 10^8 closure calls, each level restarting rhai's operation count.
+    fn nested_maps(levels: usize) -> String {
+        let mut e = String::from("0");
+        for i in 0..levels {
+            e = format!("[0,1,2,3,4,5,6,7,8,9].map(|x{i}| {e}).len()");
+        }
+        e
+    }
+
+    #[test]
+    fn runaway_nested_closures_are_stopped_by_the_deadline() {
+        let plan = plan();
+        let eval = Evaluator::new(&plan);
+        let step = plan.step("a").unwrap();
+        let err = eval
+            .value(step, &RunState::default(), &nested_maps(8))
+            .unwrap_err();
+        assert_eq!(
+            err.reason,
+            "expression stopped by the sandbox limits (50000 operations, 1s wall clock)"
+        );
+        assert_eq!(err.step, "a");
+    }
+
+    #[test]
+    fn oversized_values_are_refused_at_run_time() {
+        let plan = plan();
+        let eval = Evaluator::new(&plan);
+        let step = plan.step("a").unwrap();
+        let err = eval
+            .value(step, &RunState::default(), "\"x\".pad(100000, \"y\")")
+            .unwrap_err();
+        assert!(err.reason.contains("too large"), "{}", err.reason);
     }
 }

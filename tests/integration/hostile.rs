@@ -135,3 +135,90 @@ fn an_oversized_script_is_refused() {
         )
     );
 }
+
+mod secrets {
+    use proptest::prelude::*;
+    use runbook::plan::render;
+
+    use crate::harness::plan_yaml;
+
+    fn runbook_with(expr: &str, wrap: &str) -> String {
+        let inner = wrap.replace("E", expr);
+        format!(
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {{ name: s }}\nparams:\n  token: {{ type: secret }}\n  name: {{ type: string, default: plain }}\nsteps:\n  - id: a\n    action: log\n    with: {{ message: '${{{{ {inner} }}}}' }}\n"
+        )
+    }
+
+    const SHAPES: &[&str] = &[
+        "params.token",
+        "params[\"token\"]",
+        "params[\"tok\" + \"en\"]",
+        "params",
+        "params.values()",
+        "params.values()[0]",
+        "params.keys()",
+        "params.values().map(|v| v + \"!\")",
+        "params.token.len()",
+        "params.token.sub_string(0, 1)",
+        "params.token.to_upper()",
+        "`x${params}`",
+        "if params.token == \"a\" { 1 } else { 2 }",
+        "params.keys().map(|k| params[k])",
+        "params.values().filter(|v| v.len() > 3)",
+        "params.to_json()",
+    ];
+    const WRAPS: &[&str] = &[
+        "E",
+        "\"\" + E",
+        "`${E}`",
+        "[E][0]",
+        "#{ a: E }.a",
+        "(E).to_string()",
+        "[1].map(|x| E)",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+        /// Whatever path an expression takes to a secret, the plan neither shows it nor
+        /// hashes it: two secret values give the same plan hash and the same rendering.
+        #[test]
+        fn secret_values_never_reach_the_plan_or_its_hash(
+            shape in 0..SHAPES.len(),
+            wrap in 0..WRAPS.len(),
+            a in "[a-z]{8,12}",
+            b in "[A-Z]{8,12}",
+        ) {
+            let text = runbook_with(SHAPES[shape], WRAPS[wrap]);
+            let pa = plan_yaml(&text, &[("token", &a)]);
+            let pb = plan_yaml(&text, &[("token", &b)]);
+            match (pa, pb) {
+                (Ok(pa), Ok(pb)) => {
+                    prop_assert_eq!(&pa.hash, &pb.hash);
+                    for (plan, secret) in [(&pa, &a), (&pb, &b)] {
+                        let shown = format!("{}\n{}\n{:?}", render::text(plan), render::json(plan), plan);
+                        prop_assert!(!shown.contains(secret.as_str()), "{}", shown);
+                        prop_assert!(!shown.contains("secret placeholder"), "{}", shown);
+                    }
+                }
+                (Err(da), Err(db)) => {
+                    let (ta, tb) = (format!("{da:?}"), format!("{db:?}"));
+                    prop_assert!(!ta.contains(a.as_str()) && !tb.contains(b.as_str()));
+                }
+                (x, y) => prop_assert!(false, "one secret compiled, the other did not: {:?} / {:?}", x.is_ok(), y.is_ok()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_whole_params_map_is_not_folded_while_a_plain_param_is() {
+        let text = runbook_with("params", "E");
+        let plan = plan_yaml(&text, &[("token", "hunter22")]).unwrap();
+        let shown = render::json(&plan);
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert!(shown.contains("\"expr\": \"params\""), "{shown}");
+        let text = runbook_with("params.name", "E");
+        let plan = plan_yaml(&text, &[("token", "hunter22")]).unwrap();
+        assert!(render::json(&plan).contains("\"plain\""));
+    }
+}
