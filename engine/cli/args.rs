@@ -48,7 +48,7 @@ pub enum Command {
         runbook: String,
 
         /// A parameter value, e.g. `--param nodes=192.168.2.20,192.168.2.223`. Repeatable.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// Output format: text for people, dot or mermaid for a picture, json for tools.
@@ -70,7 +70,7 @@ pub enum Command {
         runbook: String,
 
         /// A parameter value, e.g. `--param nodes=192.168.2.20,192.168.2.223`. Repeatable.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// Walk the plan and print what would happen: evaluate expression guards, perform no
@@ -101,7 +101,7 @@ pub enum Command {
         run: Option<String>,
 
         /// Secret parameters must be given again (they are never stored): `--param key=value`.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// Pre-approve approval gates that declare `allow_yes: true`.
@@ -146,7 +146,7 @@ pub enum Command {
         run: String,
 
         /// Secret parameters, given again.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// How to show progress: auto, plain or json.
@@ -252,14 +252,4 @@ pub enum PlanFormat {
     Mermaid,
     /// JSON (format documented in docs/cli.md).
     Json,
-}
-
-fn parse_param(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
-    if k.trim().is_empty() {
-        return Err(format!("`{s}` has an empty key"));
-    }
-    Ok((k.trim().to_string(), v.to_string()))
 }

@@ -10,6 +10,7 @@ pub mod approve;
 pub mod args;
 pub mod check;
 pub mod list;
+pub mod param_value;
 pub mod plan;
 pub mod resume;
 pub mod run;

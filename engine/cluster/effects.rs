@@ -282,7 +282,9 @@ impl ClusterEffects {
     async fn snapshot(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
         let node = arg(call, "node")?;
         let dir = PathBuf::from(arg(call, "dir")?);
-        std::fs::create_dir_all(&dir)
+        // Owner-only and durable (the parent of each new directory fsynced): the snapshot taken
+        // just before a wipe must survive a power cut.
+        crate::journal::durable::create_private_dir_all(&dir)
             .map_err(|e| io_error(call.name, &format!("cannot create `{}`", dir.display()), e))?;
         let stamp = crate::journal::time::compact(crate::journal::time::now_ms());
         let name = format!("{stamp}_{}.db", node.replace(['/', ':'], "_"));

@@ -222,3 +222,102 @@ mod secrets {
         assert!(render::json(&plan).contains("\"plain\""));
     }
 }
+
+mod files {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    const RUNBOOK: &str = "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: keys }\nparams:\n  token: { type: secret }\n  apikey: { type: secret }\n  out: { type: path }\nsteps:\n  - id: say\n    action: log\n    with: { message: \"token ${{ params.token }} key ${{ params.apikey }}\" }\n  - id: snap\n    action: etcd.snapshot\n    with: { node: 192.168.2.223, dir: \"${{ params.out }}/snaps/deep\" }\n    guard: [etcd.quorum]\n  - id: kube\n    action: talos.kubeconfig\n    with: { node: 192.168.2.223, path: \"${{ params.out }}/kubeconfig\" }\n";
+
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.clone());
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(&p, out);
+            }
+        }
+    }
+
+    /// Key material and run directories are owner-only; secrets given as `@FILE` and
+    /// `env:VAR` reach neither the run directory nor the output.
+    #[test]
+    fn key_material_is_owner_only_and_file_and_env_secrets_leave_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("keys.yaml"), RUNBOOK).unwrap();
+        std::fs::write(root.join("token.txt"), "tok-9f8e7d6c5b\n").unwrap();
+        let out_dir = root.join("out");
+        let state = root.join("state");
+        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .current_dir(root)
+            .args(["run", "keys.yaml", "--sim", "--speed", "100", "--yes"])
+            .args([
+                "--param",
+                "token=@token.txt",
+                "--param",
+                "apikey=env:HOSTILE_TEST_KEY",
+            ])
+            .arg("--param")
+            .arg(format!("out={}", out_dir.display()))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--output", "json"])
+            .env("HOSTILE_TEST_KEY", "key-1a2b3c4d5e")
+            .env("NO_COLOR", "1")
+            .env_remove("TALOSCONFIG")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{shown}");
+        for secret in ["tok-9f8e7d6c5b", "key-1a2b3c4d5e"] {
+            assert!(!shown.contains(secret), "{secret} in output: {shown}");
+        }
+        let mut files = Vec::new();
+        walk(&state, &mut files);
+        walk(&out_dir, &mut files);
+        assert!(files.iter().any(|p| p.ends_with("kubeconfig")), "{files:?}");
+        assert!(
+            files
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "db")),
+            "{files:?}"
+        );
+        assert!(
+            files
+                .iter()
+                .any(|p| p.ends_with("journal.jsonl") || p.to_string_lossy().contains("journal")),
+            "{files:?}"
+        );
+        for p in &files {
+            let meta = std::fs::symlink_metadata(p).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", p.display());
+            if meta.is_file() {
+                let bytes = std::fs::read(p).unwrap();
+                for secret in ["tok-9f8e7d6c5b", "key-1a2b3c4d5e"] {
+                    assert!(
+                        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                        "{secret} in {}",
+                        p.display()
+                    );
+                }
+            }
+        }
+        // The state directory and the snapshot directories the run created are owner-only too.
+        for d in [
+            state.clone(),
+            out_dir.join("snaps"),
+            out_dir.join("snaps/deep"),
+        ] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+    }
+}
