@@ -98,6 +98,8 @@ pub struct Observer {
     pub endpoints: BTreeMap<String, String>,
     /// The Kubernetes API, if a kubeconfig is available.
     pub kube: Option<kube::Client>,
+    /// Certificate pins for maintenance-mode nodes (see [`crate::cluster::pinning`]).
+    pub pins: crate::cluster::pinning::Pins,
 }
 
 /// An error as an operator should read it: a gRPC status by its message and code, anything
@@ -374,19 +376,33 @@ impl Observer {
     /// A node the routed API cannot reach may be in maintenance mode: try its own endpoint
     /// without a client certificate.
     async fn maintenance_probe(&self, v: &mut NodeView) {
-        let endpoint = self
-            .endpoints
-            .get(&v.label)
-            .cloned()
-            .unwrap_or_else(|| v.label.clone());
-        let Ok(client) = within(TalosClient::connect_insecure(&endpoint, None)).await else {
+        // Only a configured endpoint is dialled, and only with its certificate pinned or, on
+        // first contact, learned (see `cluster::pinning`).
+        let Some(endpoint) = self.endpoint_of(&v.label) else {
             return;
         };
+        let probed = match within(self.pins.probe(&v.label, &endpoint)).await {
+            Ok(p) => p,
+            Err(e) => {
+                if e.contains("does not match its pin") {
+                    tracing::warn!(target: "runbook::pinning", node = %v.label, "{e}");
+                }
+                return;
+            }
+        };
+        let client = probed.client;
         let answered = match within(client.machine().version(())).await {
             Ok(_) => true,
             Err(e) => e.ends_with(&format!("({:?})", Code::Unimplemented)),
         };
         if !answered {
+            return;
+        }
+        if let Some(fp) = &probed.unpinned
+            && let Err(e) = self.pins.learn(&v.label, fp)
+        {
+            // A pin that cannot be recorded is not trusted: the node stays unreachable.
+            tracing::warn!(target: "runbook::pinning", node = %v.label, "{e}");
             return;
         }
         v.reachable = true;
@@ -423,13 +439,14 @@ impl Observer {
 
 impl Observer {
     /// The direct endpoint of a node (maintenance mode): from the endpoint map when one is
-    /// given (the simulator's), else the label itself (a real node's address).
+    /// given (the simulator's), else the node itself if it is one of the configured nodes
+    /// (a real cluster's talosconfig lists addresses). Any other label is never dialled.
     pub fn endpoint_of(&self, label: &str) -> Option<String> {
-        if self.endpoints.is_empty() {
-            Some(label.to_string())
-        } else {
-            self.endpoints.get(label).cloned()
+        if let Some(e) = self.endpoints.get(label) {
+            return Some(e.clone());
         }
+        (self.endpoints.is_empty() && self.nodes.iter().any(|n| n == label))
+            .then(|| label.to_string())
     }
 }
 

@@ -305,8 +305,20 @@ impl Simulator {
         // mode has no routing): `runbook run --talosconfig DIR/talosconfig --endpoints
         // DIR/endpoints.json`.
         let endpoints_path = config.dir.join("endpoints.json");
-        let endpoint_map: BTreeMap<&String, String> =
-            addrs.iter().map(|(l, a)| (l, a.to_string())).collect();
+        // Each with the SPKI fingerprint of the node's maintenance certificate, so clients pin
+        // it (`--cert-fingerprint`) instead of trusting whatever answers.
+        let endpoint_map: BTreeMap<&String, serde_json::Value> = addrs
+            .iter()
+            .map(|(l, a)| {
+                (
+                    l,
+                    serde_json::json!({
+                        "endpoint": a.to_string(),
+                        "fingerprint": fingerprints.get(l),
+                    }),
+                )
+            })
+            .collect();
         let json = serde_json::to_vec_pretty(&endpoint_map).unwrap_or_default();
         write_private(&endpoints_path, &json).map_err(write_err(&endpoints_path))?;
 

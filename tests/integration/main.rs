@@ -12,6 +12,7 @@ mod executor;
 mod harness;
 mod hostile;
 mod observe;
+mod pinning;
 mod progress;
 mod properties;
 mod rendering;
