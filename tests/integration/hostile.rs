@@ -228,7 +228,7 @@ mod files {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    const RUNBOOK: &str = "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: keys }\nparams:\n  token: { type: secret }\n  apikey: { type: secret }\n  out: { type: path }\nsteps:\n  - id: say\n    action: log\n    with: { message: \"token ${{ params.token }} key ${{ params.apikey }}\" }\n  - id: snap\n    action: etcd.snapshot\n    with: { node: 192.168.2.223, dir: \"${{ params.out }}/snaps/deep\" }\n    guard: [etcd.quorum]\n  - id: kube\n    action: talos.kubeconfig\n    with: { node: 192.168.2.223, path: \"${{ params.out }}/kubeconfig\" }\n";
+    const RUNBOOK: &str = "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: keys }\nparams:\n  token: { type: secret }\n  apikey: { type: secret }\n  out: { type: path }\nsteps:\n  - id: say\n    action: log\n    with: { message: \"token ${{ params.token }} key ${{ params.apikey }}\" }\n  - id: shout\n    action: log\n    with: { message: \"${{ params.apikey.to_upper() }}\" }\n  - id: snap\n    action: etcd.snapshot\n    with: { node: 192.168.2.223, dir: \"${{ params.out }}/snaps/deep\" }\n    guard: [etcd.quorum]\n  - id: kube\n    action: talos.kubeconfig\n    with: { node: 192.168.2.223, path: \"${{ params.out }}/kubeconfig\" }\n";
 
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
@@ -276,7 +276,7 @@ mod files {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(out.status.code(), Some(0), "{shown}");
-        for secret in ["tok-9f8e7d6c5b", "key-1a2b3c4d5e"] {
+        for secret in ["tok-9f8e7d6c5b", "key-1a2b3c4d5e", "KEY-1A2B3C4D5E"] {
             assert!(!shown.contains(secret), "{secret} in output: {shown}");
         }
         let mut files = Vec::new();
@@ -301,7 +301,7 @@ mod files {
             assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", p.display());
             if meta.is_file() {
                 let bytes = std::fs::read(p).unwrap();
-                for secret in ["tok-9f8e7d6c5b", "key-1a2b3c4d5e"] {
+                for secret in ["tok-9f8e7d6c5b", "key-1a2b3c4d5e", "KEY-1A2B3C4D5E"] {
                     assert!(
                         !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
                         "{secret} in {}",
