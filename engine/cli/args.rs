@@ -100,7 +100,8 @@ pub enum Command {
         #[arg(value_name = "RUN_ID")]
         run: Option<String>,
 
-        /// Secret parameters must be given again (they are never stored): `--param key=value`.
+        /// Secret parameters must be given again (they are never stored): `--param key=@FILE`,
+        /// `key=env:VAR` or `key=value`.
         #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
