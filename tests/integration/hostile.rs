@@ -321,3 +321,59 @@ mod files {
         }
     }
 }
+
+/// A secret given as `env:VAR` to `run` and as `@FILE` to `resume` (which asks for it again)
+/// is used live and reaches neither the run directory nor the output.
+#[test]
+fn secret_params_from_env_and_file_work_for_run_and_resume() {
+    use crate::run_harness::{Env, fixture, text};
+    const SECRET: &str = "s3cr3t-from-a-file-91c2";
+    let env = Env::new();
+    let secret_file = env.path().join("token");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let dir = format!("dir={}", env.path().display());
+    let runbook = fixture("runbooks/secret.yaml");
+    let mut output = String::new();
+    let out = env
+        .cmd(&[
+            "run",
+            runbook.to_str().unwrap(),
+            "-p",
+            "token=env:HOSTILE_SECRET",
+            "-p",
+            &dir,
+        ])
+        .args(["--output", "json"])
+        .env("HOSTILE_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    output.push_str(&text(&out));
+    let run = env.the_run();
+    output.push_str(&text(&env.run(&["approve", run.id(), "gate"])));
+    let from_file = format!("token=@{}", secret_file.display());
+    let out = env.run(&[
+        "resume",
+        run.id(),
+        "-p",
+        &from_file,
+        "--output",
+        "plain",
+        "-vv",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    output.push_str(&text(&out));
+    assert_eq!(env.markers(), [format!("len {}", SECRET.len())]);
+    assert!(!output.contains(SECRET), "secret in the output: {output}");
+    for entry in std::fs::read_dir(run.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(SECRET),
+                "secret in {}",
+                path.display()
+            );
+        }
+    }
+}
