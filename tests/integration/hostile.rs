@@ -377,3 +377,45 @@ fn secret_params_from_env_and_file_work_for_run_and_resume() {
         }
     }
 }
+
+/// `runbook plan` and `runbook run --dry-run` with a secret read by indexing and derived:
+/// the secret appears nowhere and two secret values give the same plan hash.
+#[test]
+fn plan_and_dry_run_never_show_a_secret_and_hash_the_same_for_any_value() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: s }\nparams:\n  token: { type: secret }\nsteps:\n  - id: a\n    action: log\n    with: { message: '${{ params[\"token\"] }} ${{ params }} ${{ params.token.to_upper() }}' }\n",
+    )
+    .unwrap();
+    let mut hashes = Vec::new();
+    for secret in ["first-secret-aaaa", "second-secret-bbbb"] {
+        let arg = format!("token={secret}");
+        let out = crate::harness::runbook(
+            dir.path(),
+            &["plan", "s.yaml", "-p", &arg, "--format", "json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        hashes.push(json["hash"].as_str().unwrap().to_string());
+        let text = crate::harness::runbook(dir.path(), &["plan", "s.yaml", "-p", &arg]);
+        let dry = crate::harness::runbook(
+            dir.path(),
+            &[
+                "run",
+                "s.yaml",
+                "-p",
+                &arg,
+                "--dry-run",
+                "--state-dir",
+                "state",
+            ],
+        );
+        for o in [&out, &text, &dry] {
+            let all = format!("{}{}", stdout(o), stderr(o));
+            assert!(!all.contains(secret), "{all}");
+            assert!(!all.contains(&secret.to_uppercase()), "{all}");
+        }
+    }
+    assert_eq!(hashes[0], hashes[1]);
+}
