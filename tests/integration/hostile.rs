@@ -419,3 +419,48 @@ fn plan_and_dry_run_never_show_a_secret_and_hash_the_same_for_any_value() {
     }
     assert_eq!(hashes[0], hashes[1]);
 }
+
+/// rhai bounds each value, not what native calls keep or how many frames hold values: a loop
+/// pushing a large map as a step, and deep recursion holding arrays, are both refused in
+/// bounded memory.
+#[test]
+fn rhai_memory_bombs_are_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("steps.rhai"),
+        "let rb = runbook(\"bomb\", \"m\");\nlet big = [];\nbig.pad(9000, 0);\nfor i in 0..2000 {\n    rb.step(#{ id: \"s\" + i, action: \"log\", \"with\": #{ message: \"m\", extra: big } });\n}\nrb\n",
+    )
+    .unwrap();
+    let body: String = (0..100)
+        .map(|i| format!("let a{i} = []; a{i}.pad(10000, 0); "))
+        .collect();
+    std::fs::write(
+        dir.path().join("frames.rhai"),
+        format!("let rb = runbook(\"bomb\", \"m\");\nfn f(n) {{ {body}if n > 0 {{ f(n - 1) }} else {{ 0 }} }}\nf(30);\nrb\n"),
+    )
+    .unwrap();
+    let vars: String = (0..990)
+        .map(|i| format!("let a{i} = []; a{i}.pad(10000, 0);\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("vars.rhai"),
+        format!("let rb = runbook(\"bomb\", \"m\");\n{vars}rb\n"),
+    )
+    .unwrap();
+    for (file, message) in [
+        (
+            "steps.rhai",
+            "the runbook built by this script holds more than 100000 values",
+        ),
+        (
+            "frames.rhai",
+            "the script was stopped by the sandbox limits: it grew the process by more than 24 MiB",
+        ),
+        ("vars.rhai", "Too many variables defined"),
+    ] {
+        let (out, kb) = check_with_peak(dir.path(), file);
+        assert_eq!(out.status.code(), Some(3), "{file}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{file}: {}", stderr(&out));
+        assert!(kb < LIMIT_KB, "{file}: peak {kb} kB");
+    }
+}
