@@ -97,6 +97,13 @@ fn read_file(path: &Path) -> Result<String, String> {
         return Err("no file named after `@`".into());
     }
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    if let Some(mode) = loose_mode(&file) {
+        // As SSH does for keys, though without refusing: the operator may be mid-incident.
+        eprintln!(
+            "warning: `{}` is readable by group or others (mode {mode:o}): `chmod 600` it if it holds a secret",
+            path.display()
+        );
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -112,6 +119,13 @@ fn read_file(path: &Path) -> Result<String, String> {
         }
     }
     Ok(text)
+}
+
+/// The file's permission bits if group or others may read it.
+fn loose_mode(file: &std::fs::File) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = file.metadata().ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 /// The clap value parser for `--param`.
@@ -198,6 +212,21 @@ mod tests {
                 .starts_with("cannot read the value of parameter `token` from `/nonexistent/x`: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn group_readable_files_are_noticed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "x").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            loose_mode(&std::fs::File::open(&path).unwrap()),
+            Some(0o640)
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(loose_mode(&std::fs::File::open(&path).unwrap()), None);
     }
 
     #[test]
