@@ -1,5 +1,7 @@
 //! The `runbook` binary: a thin entry point over [`runbook::cli::main`].
 
 fn main() -> std::process::ExitCode {
-    runbook::cli::main()
+    let code = runbook::cli::main();
+    runbook::sandbox::report_peak_memory();
+    code
 }

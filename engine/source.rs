@@ -45,6 +45,9 @@ pub struct SourceInner {
     pub text: Arc<str>,
     /// Byte offset of the start of each line.
     line_starts: Arc<[usize]>,
+    /// True if the text is ASCII, so a character column is a byte column (positions are then
+    /// found in constant time, which keeps long single-line documents linear).
+    ascii: bool,
     /// The same text under its display name, for miette reports.
     named: miette::NamedSource<Arc<str>>,
 }
@@ -54,6 +57,7 @@ impl Source {
     pub fn new(name: impl Into<String>, format: Format, text: impl Into<Arc<str>>) -> Source {
         let name = name.into();
         let text: Arc<str> = text.into();
+        let ascii = text.is_ascii();
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         let named =
@@ -67,6 +71,7 @@ impl Source {
             format,
             text,
             line_starts: starts.into(),
+            ascii,
             named,
         }))
     }
@@ -76,7 +81,9 @@ impl Source {
         let format = Format::from_path(path).ok_or_else(|| SourceError::UnknownExtension {
             path: path.to_path_buf(),
         })?;
-        let text = std::fs::read_to_string(path).map_err(|source| SourceError::Read {
+        // Read at most one byte past the limit: the front ends refuse oversized text with a
+        // diagnostic, and a huge (or endless, e.g. /dev/zero) file never fills memory.
+        let text = read_bounded(path).map_err(|source| SourceError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -97,6 +104,9 @@ impl Source {
             .get(idx + 1)
             .copied()
             .unwrap_or(self.text.len());
+        if self.ascii {
+            return start + col_chars.min(end - start);
+        }
         let line_text = &self.text[start..end];
         let within = line_text
             .char_indices()
@@ -132,6 +142,16 @@ impl std::ops::Deref for Source {
     fn deref(&self) -> &SourceInner {
         &self.0
     }
+}
+
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let limit = crate::sandbox::MAX_SOURCE_BYTES as u64 + 1;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Reading a runbook file failed before parsing started.

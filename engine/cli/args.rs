@@ -52,7 +52,7 @@ pub enum Command {
         runbook: String,
 
         /// A parameter value, e.g. `--param nodes=192.168.2.20,192.168.2.223`. Repeatable.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// Output format: text for people, dot or mermaid for a picture, json for tools.
@@ -78,7 +78,7 @@ pub enum Command {
         runbook: String,
 
         /// A parameter value, e.g. `--param nodes=192.168.2.20,192.168.2.223`. Repeatable.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// Walk the plan and print what would happen: evaluate expression guards, perform no
@@ -108,8 +108,9 @@ pub enum Command {
         #[arg(value_name = "RUN_ID")]
         run: Option<String>,
 
-        /// Secret parameters must be given again (they are never stored): `--param key=value`.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        /// Secret parameters must be given again (they are never stored): `--param key=@FILE`,
+        /// `key=env:VAR` or `key=value`.
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// Pre-approve approval gates that declare `allow_yes: true`.
@@ -162,7 +163,7 @@ pub enum Command {
         run: String,
 
         /// Secret parameters, given again.
-        #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(short, long = "param", value_name = "KEY=VALUE|KEY=@FILE|KEY=env:VAR", value_parser = super::param_value::ParamParser)]
         params: Vec<(String, String)>,
 
         /// How to show progress: auto, plain or json.
@@ -324,14 +325,4 @@ pub enum PlanFormat {
     Mermaid,
     /// JSON (format documented in docs/cli.md).
     Json,
-}
-
-fn parse_param(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
-    if k.trim().is_empty() {
-        return Err(format!("`{s}` has an empty key"));
-    }
-    Ok((k.trim().to_string(), v.to_string()))
 }

@@ -56,6 +56,15 @@ async fn on_sim(scenario: &str, speed: f64, backup: Option<&Path>) -> Result<Rep
             .map(|(l, a)| (l.clone(), a.to_string()))
             .collect(),
         nodes: handle.nodes().keys().cloned().collect(),
+        fingerprints: handle
+            .nodes()
+            .keys()
+            .filter_map(|l| {
+                handle
+                    .maintenance_fingerprint(l)
+                    .map(|f| (l.clone(), f.to_string()))
+            })
+            .collect(),
     };
     let report = observe(&conn, backup).await;
     handle.shutdown().await;

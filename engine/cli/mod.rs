@@ -13,6 +13,7 @@ pub mod completions;
 pub mod doctor;
 pub mod lint;
 pub mod list;
+pub mod param_value;
 pub mod plan;
 pub mod resume;
 pub mod run;

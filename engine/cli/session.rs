@@ -174,17 +174,19 @@ impl Target {
         let Some(talosconfig) = &args.talosconfig else {
             return Ok(None);
         };
-        let endpoints = match &args.endpoints {
+        let (endpoints, fingerprints) = match &args.endpoints {
             None => Default::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Error::Usage(format!("cannot read `{}`: {e}", path.display())))?;
-                serde_json::from_str(&text).map_err(|e| {
-                    Error::Usage(format!(
-                        "`{}` is not a JSON map of node label to endpoint: {e}",
-                        path.display()
-                    ))
-                })?
+                crate::cluster::pinning::split_endpoints(serde_json::from_str(&text).map_err(
+                    |e| {
+                        Error::Usage(format!(
+                            "`{}` is not a JSON map of node label to endpoint: {e}",
+                            path.display()
+                        ))
+                    },
+                )?)
             }
         };
         Ok(Some(Target::Cluster(Connection {
@@ -193,6 +195,7 @@ impl Target {
             kubeconfig: args.kubeconfig.as_deref().map(absolute),
             endpoints,
             nodes: Vec::new(),
+            fingerprints,
         })))
     }
 
@@ -288,7 +291,7 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
             Target::Local => go(&LocalEffects, s).await,
             Target::Cluster(conn) => {
                 let effects = conn
-                    .open()
+                    .open_in(Some(run_dir.path()))
                     .await
                     .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
                 go(&effects, s).await
@@ -320,8 +323,17 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                         .map(|(l, a)| (l.clone(), a.to_string()))
                         .collect(),
                     nodes: handle.nodes().keys().cloned().collect(),
+                    fingerprints: handle
+                        .nodes()
+                        .keys()
+                        .filter_map(|l| {
+                            handle
+                                .maintenance_fingerprint(l)
+                                .map(|f| (l.clone(), f.to_string()))
+                        })
+                        .collect(),
                 };
-                let result = match conn.open().await {
+                let result = match conn.open_in(Some(run_dir.path())).await {
                     Ok(effects) => go(&effects, s).await,
                     Err(e) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
                 };

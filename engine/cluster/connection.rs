@@ -23,6 +23,10 @@ pub struct Connection {
     pub endpoints: BTreeMap<String, String>,
     /// The nodes to observe (default: the talosconfig context's nodes).
     pub nodes: Vec<String>,
+    /// Label → SPKI fingerprint of the node's maintenance-mode certificate (from
+    /// `--endpoints` or the simulator); see [`crate::cluster::pinning`].
+    #[serde(default)]
+    pub fingerprints: BTreeMap<String, String>,
 }
 
 /// Connecting to a cluster failed.
@@ -34,6 +38,9 @@ pub enum ConnectError {
     /// No endpoint accepted the connection.
     #[error(transparent)]
     Client(#[from] crate::cluster::talos::ClientError),
+    /// The maintenance pins file could not be read.
+    #[error(transparent)]
+    Pins(#[from] crate::cluster::pinning::PinError),
     /// The kubeconfig could not be used.
     #[error("cannot use kubeconfig `{path}`: {message}")]
     Kube {
@@ -45,8 +52,14 @@ pub enum ConnectError {
 }
 
 impl Connection {
-    /// Opens the clients.
+    /// Opens the clients, with maintenance pins kept in memory only.
     pub async fn open(&self) -> Result<ClusterEffects, ConnectError> {
+        self.open_in(None).await
+    }
+
+    /// Opens the clients; pins learned on first contact are kept in `run_dir` (so a resumed
+    /// run checks the same certificates).
+    pub async fn open_in(&self, run_dir: Option<&Path>) -> Result<ClusterEffects, ConnectError> {
         let cfg = crate::cluster::talosconfig::Talosconfig::load(&self.talosconfig)?;
         let (_, ctx) = cfg.context(self.context.as_deref(), &self.talosconfig)?;
         let talos = Failover::new(TalosClient::connect(ctx).await?, Some(ctx.clone()));
@@ -55,6 +68,10 @@ impl Connection {
         } else {
             self.nodes.clone()
         };
+        let pins = crate::cluster::pinning::Pins::new(
+            self.fingerprints.clone(),
+            run_dir.map(|d| d.join(crate::cluster::pinning::PINS_FILE)),
+        )?;
         let kube = match &self.kubeconfig {
             None => None,
             Some(path) => Some(kube_client(path).await?),
@@ -64,6 +81,7 @@ impl Connection {
             nodes,
             endpoints: self.endpoints.clone(),
             kube,
+            pins,
         }))
     }
 }

@@ -28,7 +28,7 @@ use runbook_proto::machine::{
 
 use crate::cluster::observe::{Observer, evictable};
 use crate::cluster::payload::{extract_kubeconfig, patch_config, verify_snapshot};
-use crate::cluster::talos::{TalosClient, with_node};
+use crate::cluster::talos::with_node;
 use crate::condition::check;
 use crate::condition::talos::Poll as CondPoll;
 use crate::exec::LocalEffects;
@@ -229,14 +229,25 @@ impl ClusterEffects {
                     message: format!("no maintenance endpoint known for `{node}`"),
                     retryable: false,
                 })?;
-            let client = TalosClient::connect_insecure(&endpoint, None)
+            // The config carries the cluster's keys: only to a node whose certificate is
+            // pinned (configured, or learned when it was probed), never to any answer.
+            let client = self
+                .observer
+                .pins
+                .connect_pinned(node, &endpoint)
                 .await
                 .map_err(|e| EffectError::Failed {
+                    retryable: !matches!(
+                        e,
+                        crate::cluster::pinning::PinError::Unpinned { .. }
+                            | crate::cluster::pinning::PinError::Client(
+                                crate::cluster::talos::ClientError::FingerprintMismatch { .. }
+                            )
+                    ),
                     message: format!(
                         "`{}`: cannot reach `{node}` in maintenance mode: {e}",
                         call.name
                     ),
-                    retryable: true,
                 })?;
             client.machine().apply_configuration(req).await
         } else {
@@ -311,7 +322,9 @@ impl ClusterEffects {
     async fn snapshot(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
         let node = arg(call, "node")?;
         let dir = PathBuf::from(arg(call, "dir")?);
-        std::fs::create_dir_all(&dir)
+        // Owner-only and durable (the parent of each new directory fsynced): the snapshot taken
+        // just before a wipe must survive a power cut.
+        crate::journal::durable::create_private_dir_all(&dir)
             .map_err(|e| io_error(call.name, &format!("cannot create `{}`", dir.display()), e))?;
         let taken_ms = crate::journal::time::now_ms();
         let stamp = crate::journal::time::compact(taken_ms);

@@ -11,5 +11,6 @@ pub mod connection;
 pub mod effects;
 pub mod observe;
 pub mod payload;
+pub mod pinning;
 pub mod talos;
 pub mod talosconfig;

@@ -107,6 +107,8 @@ pub struct Observer {
     pub endpoints: BTreeMap<String, String>,
     /// The Kubernetes API, if a kubeconfig is available.
     pub kube: Option<kube::Client>,
+    /// Certificate pins for maintenance-mode nodes (see [`crate::cluster::pinning`]).
+    pub pins: crate::cluster::pinning::Pins,
 }
 
 /// An error as an operator should read it: a gRPC status by its message and code, anything
@@ -553,21 +555,36 @@ impl Observer {
     }
 
     /// A node the routed API cannot reach may be in maintenance mode: try its own endpoint
-    /// without a client certificate. `None` when it does not answer that either.
+    /// without a client certificate, only at a configured endpoint, and only with its
+    /// certificate pinned or, on first contact, learned (see `cluster::pinning`). `None` when
+    /// it does not answer that either.
     async fn maintenance_probe(&self, label: &str) -> Option<NodeView> {
-        let endpoint = self
-            .endpoints
-            .get(label)
-            .cloned()
-            .unwrap_or_else(|| label.to_string());
-        let client = call("connect", TalosClient::connect_insecure(&endpoint, None))
-            .await
-            .ok()?;
+        let endpoint = self.endpoint_of(label)?;
+        let probed =
+            match tokio::time::timeout(CALL_DEADLINE, self.pins.probe(label, &endpoint)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    let e = e.to_string();
+                    if e.contains("does not match its pin") {
+                        tracing::warn!(target: "runbook::pinning", node = %label, "{e}");
+                    }
+                    return None;
+                }
+                Err(_) => return None,
+            };
+        let client = probed.client;
         let answered = match call("Version", client.machine().version(())).await {
             Ok(_) => true,
             Err(e) => e.message.ends_with(&format!("({:?})", Code::Unimplemented)),
         };
         if !answered {
+            return None;
+        }
+        if let Some(fp) = &probed.unpinned
+            && let Err(e) = self.pins.learn(label, fp)
+        {
+            // A pin that cannot be recorded is not trusted: the node stays unreachable.
+            tracing::warn!(target: "runbook::pinning", node = %label, "{e}");
             return None;
         }
         let mut v = NodeView {
@@ -615,13 +632,14 @@ impl Observer {
 
 impl Observer {
     /// The direct endpoint of a node (maintenance mode): from the endpoint map when one is
-    /// given (the simulator's), else the label itself (a real node's address).
+    /// given (the simulator's), else the node itself if it is one of the configured nodes
+    /// (a real cluster's talosconfig lists addresses). Any other label is never dialled.
     pub fn endpoint_of(&self, label: &str) -> Option<String> {
-        if self.endpoints.is_empty() {
-            Some(label.to_string())
-        } else {
-            self.endpoints.get(label).cloned()
+        if let Some(e) = self.endpoints.get(label) {
+            return Some(e.clone());
         }
+        (self.endpoints.is_empty() && self.nodes.iter().any(|n| n == label))
+            .then(|| label.to_string())
     }
 }
 

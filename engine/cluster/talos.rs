@@ -69,6 +69,19 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A maintenance-mode node showed a certificate other than the pinned one: a machine in
+    /// the middle, or a node that was wiped again (its maintenance certificate is new).
+    #[error(
+        "the maintenance-mode certificate of {endpoint} does not match its pin: got {got}, want {want}"
+    )]
+    FingerprintMismatch {
+        /// The endpoint.
+        endpoint: String,
+        /// The SPKI fingerprint shown.
+        got: String,
+        /// The pinned one.
+        want: String,
+    },
 }
 
 /// A connected Talos API client.
@@ -167,10 +180,36 @@ pub fn tls_config(ctx: &Context) -> Result<ClientConfig, ClientError> {
     Ok(cfg)
 }
 
-/// Accepts any server certificate, or only one whose SPKI fingerprint matches.
+/// `base64(std)(sha256(SubjectPublicKeyInfo))` of a DER certificate: what talosctl's
+/// `--cert-fingerprint` pins and what a Talos node in maintenance mode shows on its console.
+pub fn spki_fingerprint(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(
+        base64::engine::general_purpose::STANDARD
+            .encode(Sha256::digest(cert.tbs_certificate.subject_pki.raw)),
+    )
+}
+
+/// How a maintenance-mode connection checks the server certificate.
+#[derive(Debug, Clone)]
+pub enum MaintenancePin {
+    /// Only a certificate with this SPKI fingerprint (`--cert-fingerprint`).
+    Expect(String),
+    /// Trust on first use: accept the certificate and record its fingerprint in the slot, so
+    /// the caller can pin it (with a warning) once the node has answered. A reconnection
+    /// that shows a different certificate is refused.
+    Learn(Arc<std::sync::Mutex<Option<String>>>),
+}
+
+/// Checks a maintenance node's certificate by SPKI fingerprint (there is no CA to check
+/// against), or accepts any (`--insecure` without a pin: only [`TalosClient::connect_insecure`]
+/// with `None`, which the engine never uses). Every fingerprint seen is written to `seen`, so
+/// a refused handshake can be reported as the mismatch it was.
 #[derive(Debug)]
 struct MaintenanceVerifier {
-    fingerprint: Option<String>,
+    expect: Option<String>,
+    accept_unpinned: bool,
+    seen: Arc<std::sync::Mutex<Option<String>>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -183,20 +222,22 @@ impl ServerCertVerifier for MaintenanceVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(want) = &self.fingerprint else {
-            return Ok(ServerCertVerified::assertion());
+        let got = spki_fingerprint(end_entity.as_ref()).ok_or(
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding),
+        )?;
+        let previous = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.replace(got.clone())
         };
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        let got = base64::engine::general_purpose::STANDARD
-            .encode(Sha256::digest(cert.tbs_certificate.subject_pki.raw));
-        if &got == want {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
+        let want = self
+            .expect
+            .clone()
+            .or(if self.accept_unpinned { None } else { previous });
+        match want {
+            Some(want) if want != got => Err(rustls::Error::General(format!(
                 "certificate fingerprint mismatch: got {got}, want {want}"
-            )))
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
 
@@ -235,10 +276,25 @@ impl ServerCertVerifier for MaintenanceVerifier {
     }
 }
 
-/// The maintenance-mode client configuration (no client certificate).
+/// The maintenance-mode client configuration (no client certificate): any server certificate
+/// if `fingerprint` is `None` (talosctl `--insecure`), else only the pinned one.
 pub fn insecure_tls_config(fingerprint: Option<&str>) -> Result<ClientConfig, ClientError> {
+    maintenance_tls_config(
+        fingerprint.map(str::to_string),
+        fingerprint.is_none(),
+        Arc::default(),
+    )
+}
+
+fn maintenance_tls_config(
+    expect: Option<String>,
+    accept_unpinned: bool,
+    seen: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<ClientConfig, ClientError> {
     let verifier = MaintenanceVerifier {
-        fingerprint: fingerprint.map(str::to_string),
+        expect,
+        accept_unpinned,
+        seen,
         provider: provider(),
     };
     let mut cfg = ClientConfig::builder_with_provider(provider())
@@ -329,6 +385,39 @@ impl TalosClient {
             channel,
             endpoint: endpoint.to_string(),
         })
+    }
+
+    /// Connects to a node in maintenance mode with its certificate pinned or learned (see
+    /// [`MaintenancePin`]). With [`MaintenancePin::Expect`], a refused handshake whose
+    /// certificate was seen is [`ClientError::FingerprintMismatch`].
+    pub async fn connect_maintenance(
+        endpoint: &str,
+        pin: MaintenancePin,
+    ) -> Result<TalosClient, ClientError> {
+        let (expect, seen) = match pin {
+            MaintenancePin::Expect(fp) => (Some(fp), Arc::default()),
+            MaintenancePin::Learn(slot) => (None, slot),
+        };
+        let cfg = maintenance_tls_config(expect.clone(), false, seen.clone())?;
+        match open(endpoint, cfg).await {
+            Ok(channel) => Ok(TalosClient {
+                channel,
+                endpoint: endpoint.to_string(),
+            }),
+            Err(e) => {
+                let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match (expect, got) {
+                    (Some(want), Some(got)) if want != got => {
+                        Err(ClientError::FingerprintMismatch {
+                            endpoint: endpoint.to_string(),
+                            got,
+                            want,
+                        })
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// The endpoint this client is connected to.

@@ -53,6 +53,9 @@ impl Checked {
     }
 }
 
+/// What a secret parameter holds while the compiler evaluates (followed by `0` or `1`).
+pub const SECRET_PLACEHOLDER: &str = "<secret placeholder ";
+
 /// A checker with its own sandboxed engine.
 pub struct Checker {
     engine: rhai::Engine,
@@ -72,12 +75,22 @@ impl Checker {
         Checker { engine }
     }
 
-    fn scope(names: &Names<'_>) -> rhai::Scope<'static> {
+    /// The scope the compiler evaluates in. Secret parameters never enter it: each holds a
+    /// placeholder (`variant` picks one of two), so no plan-time value, diagnostic or hash can
+    /// depend on a secret's value, whatever path an expression takes to it.
+    fn scope(names: &Names<'_>, variant: u8) -> rhai::Scope<'static> {
         let mut scope = rhai::Scope::new();
         let params: serde_json::Map<String, serde_json::Value> = names
             .params
             .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .map(|(k, v)| {
+                let value = if v.secret {
+                    serde_json::Value::String(format!("{}{variant}", SECRET_PLACEHOLDER))
+                } else {
+                    v.value.clone()
+                };
+                (k.clone(), value)
+            })
             .collect();
         scope.push("params", to_dynamic(&serde_json::Value::Object(params)));
         scope.push_constant("steps", Dynamic::from_map(rhai::Map::new()));
@@ -97,7 +110,7 @@ impl Checker {
         e: &ExprSrc,
         names: &Names<'_>,
     ) -> Result<Checked, Diagnostic> {
-        let scope = Checker::scope(names);
+        let scope = Checker::scope(names, 0);
         let ast = self
             .engine
             .compile_expression_with_scope(&scope, &e.text)
@@ -135,11 +148,35 @@ impl Checker {
         let mut problem: Option<Diagnostic> = None;
         let mut runtime = false;
         let mut secret = false;
+        let any_secret = names.params.values().any(|p| p.secret);
         ast.walk(&mut |path: &[ASTNode]| {
             let Some(ASTNode::Expr(expr)) = path.last() else {
                 return true;
             };
             match expr {
+                // With a secret declared, `params` may only be read as `params.<name>` of a
+                // non-secret parameter; the whole map, indexing, iteration and method calls
+                // (`params["token"]`, `params`, `params.values()`) may reach a secret.
+                RExpr::Variable(v, _, _) if v.1 == "params" && any_secret => {
+                    let parent = path.len().checked_sub(2).and_then(|i| path.get(i));
+                    let safe = match parent {
+                        Some(ASTNode::Expr(RExpr::Dot(bin, _, _))) => {
+                            matches!(&bin.lhs, RExpr::Variable(lv, _, _) if lv.1 == "params")
+                                && matches!(
+                                    &bin.rhs,
+                                    RExpr::Property(..) | RExpr::Dot(..) | RExpr::Index(..)
+                                )
+                                && prop_chain(&bin.rhs)
+                                    .first()
+                                    .and_then(|(name, _)| names.params.get(name))
+                                    .is_some_and(|p| !p.secret)
+                        }
+                        _ => false,
+                    };
+                    if !safe {
+                        secret = true;
+                    }
+                }
                 RExpr::Variable(v, _, pos) if v.1 == "steps" || v.1 == "result" => {
                     if names.plan_time {
                         problem = Some(plan_time_error(source, e, *pos, &v.1));
@@ -185,17 +222,40 @@ impl Checker {
         e: &ExprSrc,
         names: &Names<'_>,
     ) -> Result<serde_json::Value, Diagnostic> {
-        let mut scope = Checker::scope(names);
+        let value = self.eval_in(source, e, names, 0)?;
+        // Belt and braces behind `check`: evaluate again with the other placeholder; a value
+        // that changes depends on a secret by a path the checker did not see. Refuse it rather
+        // than fold it.
+        if names.params.values().any(|p| p.secret) && self.eval_in(source, e, names, 1)? != value {
+            return Err(Diagnostic::new(
+                Code::ExprEval,
+                source,
+                e.span,
+                format!(
+                    "`{}` depends on a secret parameter in a way that cannot be kept out of the plan",
+                    e.text
+                ),
+                "reads a secret",
+            )
+            .with_help("read a secret directly as `params.<name>`"));
+        }
+        Ok(value)
+    }
+
+    fn eval_in(
+        &self,
+        source: &Source,
+        e: &ExprSrc,
+        names: &Names<'_>,
+        variant: u8,
+    ) -> Result<serde_json::Value, Diagnostic> {
+        let mut scope = Checker::scope(names, variant);
         let result: Dynamic = sandbox::with_deadline(sandbox::EXPR_TIME_LIMIT, || {
             self.engine.eval_expression_with_scope(&mut scope, &e.text)
         })
         .map_err(|err| {
             let message = if sandbox::is_limit(&err) {
-                format!(
-                    "expression stopped by the sandbox limits ({} operations, {}s)",
-                    sandbox::EXPR_MAX_OPERATIONS,
-                    sandbox::EXPR_TIME_LIMIT.as_secs()
-                )
+                sandbox::expr_limit_message()
             } else {
                 strip_position(&err.to_string())
             };

@@ -30,11 +30,70 @@ struct ScriptRunbook {
     params: Vec<(String, Dynamic, Position)>,
     steps: Vec<(Dynamic, Position)>,
     rollbacks: Vec<(Dynamic, Position)>,
+    /// Values held so far (see [`count_values`]). rhai bounds each value it holds, but not
+    /// what a native call keeps: without this budget a loop pushing a large map as a step
+    /// 2,000 times took 1.7 GB.
+    values: usize,
+}
+
+/// Counts the values in `d` (itself, array elements, map entries, recursively), stopping once
+/// the count passes `limit`.
+fn count_values(d: &Dynamic, limit: usize) -> usize {
+    let mut n = 1;
+    if let Some(items) = d.read_lock::<rhai::Array>() {
+        for i in items.iter() {
+            if n > limit {
+                break;
+            }
+            n += count_values(i, limit - n);
+        }
+    } else if let Some(map) = d.read_lock::<Map>() {
+        for v in map.values() {
+            if n > limit {
+                break;
+            }
+            n += count_values(v, limit - n);
+        }
+    }
+    n
+}
+
+impl ScriptRunbook {
+    /// Adds the values of `d` to the budget, refusing past [`sandbox::MAX_YAML_NODES`].
+    fn spend(&mut self, d: &Dynamic, at: Position) -> Result<(), Box<EvalAltResult>> {
+        let left = sandbox::MAX_YAML_NODES.saturating_sub(self.values);
+        self.values += count_values(d, left);
+        if self.values > sandbox::MAX_YAML_NODES {
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                format!(
+                    "the runbook built by this script holds more than {} values",
+                    sandbox::MAX_YAML_NODES
+                )
+                .into(),
+                at,
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Evaluates a rhai runbook script into a document tree.
 pub fn parse(source: &Source) -> Result<Node, Diagnostics> {
+    if source.text.len() > sandbox::MAX_SOURCE_BYTES {
+        return Err(one(
+            source,
+            Code::ScriptSyntax,
+            Position::new(1, 1),
+            format!(
+                "the runbook is {} bytes; runbooks are limited to {} bytes",
+                source.text.len(),
+                sandbox::MAX_SOURCE_BYTES
+            ),
+        ));
+    }
     let mut engine = sandbox::engine(sandbox::SCRIPT_MAX_OPERATIONS);
+    // Each variable may hold a value at the size limits; fewer of them bound the total.
+    engine.set_max_variables(sandbox::SCRIPT_MAX_VARIABLES);
     engine
         .register_type_with_name::<ScriptRunbook>("Runbook")
         .register_fn(
@@ -46,30 +105,45 @@ pub fn parse(source: &Source) -> Result<Node, Diagnostics> {
                 params: Vec::new(),
                 steps: Vec::new(),
                 rollbacks: Vec::new(),
+                values: 0,
             },
         )
         .register_fn(
             "param",
-            |ctx: NativeCallContext, rb: &mut ScriptRunbook, name: &str, decl: Map| {
-                rb.params.push((
-                    name.to_string(),
-                    Dynamic::from_map(decl),
-                    ctx.call_position(),
-                ));
+            |ctx: NativeCallContext,
+             rb: &mut ScriptRunbook,
+             name: &str,
+             decl: Map|
+             -> Result<(), Box<EvalAltResult>> {
+                let decl = Dynamic::from_map(decl);
+                rb.spend(&decl, ctx.call_position())?;
+                rb.params
+                    .push((name.to_string(), decl, ctx.call_position()));
+                Ok(())
             },
         )
         .register_fn(
             "step",
-            |ctx: NativeCallContext, rb: &mut ScriptRunbook, step: Map| {
-                rb.steps
-                    .push((Dynamic::from_map(step), ctx.call_position()));
+            |ctx: NativeCallContext,
+             rb: &mut ScriptRunbook,
+             step: Map|
+             -> Result<(), Box<EvalAltResult>> {
+                let step = Dynamic::from_map(step);
+                rb.spend(&step, ctx.call_position())?;
+                rb.steps.push((step, ctx.call_position()));
+                Ok(())
             },
         )
         .register_fn(
             "rollback",
-            |ctx: NativeCallContext, rb: &mut ScriptRunbook, step: Map| {
-                rb.rollbacks
-                    .push((Dynamic::from_map(step), ctx.call_position()));
+            |ctx: NativeCallContext,
+             rb: &mut ScriptRunbook,
+             step: Map|
+             -> Result<(), Box<EvalAltResult>> {
+                let step = Dynamic::from_map(step);
+                rb.spend(&step, ctx.call_position())?;
+                rb.rollbacks.push((step, ctx.call_position()));
+                Ok(())
             },
         );
 
@@ -81,9 +155,10 @@ pub fn parse(source: &Source) -> Result<Node, Diagnostics> {
             e.err_type().to_string(),
         )
     })?;
-    let result: Dynamic =
-        sandbox::with_deadline(sandbox::SCRIPT_TIME_LIMIT, || engine.eval_ast(&ast))
-            .map_err(|e| script_error(source, &e))?;
+    let result: Dynamic = sandbox::with_deadline(sandbox::SCRIPT_TIME_LIMIT, || {
+        sandbox::with_memory_limit(sandbox::SCRIPT_MAX_MEMORY, || engine.eval_ast(&ast))
+    })
+    .map_err(|e| script_error(source, &e))?;
     let Some(rb) = result.try_cast::<ScriptRunbook>() else {
         return Err(one(
             source,
@@ -120,6 +195,10 @@ fn one(source: &Source, code: Code, pos: Position, message: String) -> Diagnosti
 
 fn script_error(source: &Source, err: &EvalAltResult) -> Diagnostics {
     let message = match err {
+        e if sandbox::is_memory_limit(e) => format!(
+            "the script was stopped by the sandbox limits: it grew the process by more than {} MiB",
+            sandbox::SCRIPT_MAX_MEMORY / (1024 * 1024)
+        ),
         e if sandbox::is_limit(e) => format!(
             "the script was stopped by the sandbox limits ({} operations, {}s): is there an endless loop?",
             sandbox::SCRIPT_MAX_OPERATIONS,
@@ -154,7 +233,7 @@ fn to_doc(source: &Source, rb: &ScriptRunbook) -> Result<Node, Diagnostics> {
         .iter()
         .map(|(name, decl, pos)| {
             let span = span_at(source, *pos);
-            (key(name, span), convert(source, decl, span, &mut diags))
+            (key(name, span), convert(source, decl, span, 0, &mut diags))
         })
         .collect();
     let list = |items: &[(Dynamic, Position)], diags: &mut Diagnostics| {
@@ -162,7 +241,7 @@ fn to_doc(source: &Source, rb: &ScriptRunbook) -> Result<Node, Diagnostics> {
             Value::Seq(
                 items
                     .iter()
-                    .map(|(d, pos)| convert(source, d, span_at(source, *pos), diags))
+                    .map(|(d, pos)| convert(source, d, span_at(source, *pos), 0, diags))
                     .collect(),
             ),
             at,
@@ -181,8 +260,26 @@ fn to_doc(source: &Source, rb: &ScriptRunbook) -> Result<Node, Diagnostics> {
     diags.into_result(Node::new(Value::Map(top), at))
 }
 
-fn convert(source: &Source, d: &Dynamic, span: Span, diags: &mut Diagnostics) -> Node {
-    let value = if d.is_unit() {
+fn convert(
+    source: &Source,
+    d: &Dynamic,
+    span: Span,
+    depth: usize,
+    diags: &mut Diagnostics,
+) -> Node {
+    let value = if depth >= sandbox::MAX_NESTING {
+        diags.push(Diagnostic::new(
+            Code::WrongType,
+            source,
+            span,
+            format!(
+                "the value built here nests deeper than {} levels",
+                sandbox::MAX_NESTING
+            ),
+            "too deep",
+        ));
+        Value::Null
+    } else if d.is_unit() {
         Value::Null
     } else if let Ok(b) = d.as_bool() {
         Value::Bool(b)
@@ -197,7 +294,7 @@ fn convert(source: &Source, d: &Dynamic, span: Span, diags: &mut Diagnostics) ->
         Value::Seq(
             items
                 .iter()
-                .map(|i| convert(source, i, span, diags))
+                .map(|i| convert(source, i, span, depth + 1, diags))
                 .collect(),
         )
     } else if d.is_map() {
@@ -207,7 +304,7 @@ fn convert(source: &Source, d: &Dynamic, span: Span, diags: &mut Diagnostics) ->
                     .map(|(k, v)| {
                         (
                             Spanned::new(k.to_string(), span),
-                            convert(source, v, span, diags),
+                            convert(source, v, span, depth + 1, diags),
                         )
                     })
                     .collect(),

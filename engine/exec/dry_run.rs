@@ -16,8 +16,8 @@ use super::EventSink;
 /// Walks `plan` and emits one [`Event::DryRun`] per step, then [`Event::Stopped`].
 /// Stops as [`Stop::GuardRefused`] if an expression guard would refuse, else [`Stop::DryRun`].
 pub fn dry_run(plan: &Plan, events: &dyn EventSink) -> Report {
-    let eval = Evaluator::new(plan);
     let redact = Redactor::new(plan);
+    let eval = Evaluator::new(plan).sharing(redact.derived());
     let state = RunState::default();
     let mut refused = false;
     let mut done = Vec::new();

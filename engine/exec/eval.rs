@@ -33,6 +33,11 @@ pub struct EvalError {
 pub struct Evaluator {
     engine: Engine,
     params: Dynamic,
+    /// The params with every secret replaced by a placeholder, if the plan has secrets: an
+    /// expression whose value changes when evaluated over these instead is secret-derived.
+    placeholders: Option<Dynamic>,
+    /// Where secret-derived values are registered for redaction.
+    derived: crate::exec::redact::Derived,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -49,15 +54,45 @@ impl Evaluator {
             .iter()
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
+        let placeholders = plan.params.values().any(|p| p.secret).then(|| {
+            let masked: serde_json::Map<String, serde_json::Value> = plan
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    let value = if v.secret {
+                        serde_json::Value::String(crate::compile::expr::SECRET_PLACEHOLDER.into())
+                    } else {
+                        v.value.clone()
+                    };
+                    (k.clone(), value)
+                })
+                .collect();
+            to_dynamic(&serde_json::Value::Object(masked))
+        });
         Evaluator {
             engine: sandbox::engine(sandbox::EXPR_MAX_OPERATIONS),
             params: to_dynamic(&serde_json::Value::Object(params)),
+            placeholders,
+            derived: Default::default(),
         }
     }
 
-    fn scope(&self, step: &Step, state: &RunState, result: Option<&Fields>) -> Scope<'static> {
+    /// Registers secret-derived values in `derived` (a [`Redactor`](super::Redactor)'s list),
+    /// so they are redacted wherever the redactor is applied.
+    pub fn sharing(mut self, derived: crate::exec::redact::Derived) -> Self {
+        self.derived = derived;
+        self
+    }
+
+    fn scope(
+        &self,
+        params: &Dynamic,
+        step: &Step,
+        state: &RunState,
+        result: Option<&Fields>,
+    ) -> Scope<'static> {
         let mut scope = Scope::new();
-        scope.push_constant("params", self.params.clone());
+        scope.push_constant("params", params.clone());
         let mut steps = rhai::Map::new();
         for (declared, concrete) in &step.scope {
             if let StepState::Succeeded { outputs } = state.step_state(concrete) {
@@ -92,12 +127,58 @@ impl Evaluator {
             expr: expr.to_owned(),
             reason,
         };
-        let mut scope = self.scope(step, state, result);
-        let value: Dynamic = self
-            .engine
-            .eval_expression_with_scope(&mut scope, expr)
-            .map_err(|e| err(e.to_string()))?;
-        rhai::serde::from_dynamic(&value).map_err(|e| err(e.to_string()))
+        let mut scope = self.scope(&self.params, step, state, result);
+        // The same limits as at plan time, deadline included: rhai restarts its operation count
+        // inside closures run by native functions (`map`, `filter`), so only the wall clock
+        // bounds nested closures.
+        let value: Dynamic = sandbox::with_deadline(sandbox::EXPR_TIME_LIMIT, || {
+            self.engine.eval_expression_with_scope(&mut scope, expr)
+        })
+        .map_err(|e| {
+            if sandbox::is_limit(&e) {
+                err(sandbox::expr_limit_message())
+            } else {
+                err(e.to_string())
+            }
+        })?;
+        let value: serde_json::Value =
+            rhai::serde::from_dynamic(&value).map_err(|e| err(e.to_string()))?;
+        self.note_if_derived(step, state, result, expr, &value);
+        Ok(value)
+    }
+
+    /// Evaluates `expr` again over placeholder secrets; if the value differs, it depends on a
+    /// secret, and its strings are registered for redaction.
+    fn note_if_derived(
+        &self,
+        step: &Step,
+        state: &RunState,
+        result: Option<&Fields>,
+        expr: &str,
+        value: &serde_json::Value,
+    ) {
+        let Some(masked) = &self.placeholders else {
+            return;
+        };
+        let mut scope = self.scope(masked, step, state, result);
+        let other = sandbox::with_deadline(sandbox::EXPR_TIME_LIMIT, || {
+            self.engine
+                .eval_expression_with_scope::<Dynamic>(&mut scope, expr)
+        })
+        .ok()
+        .and_then(|d| rhai::serde::from_dynamic::<serde_json::Value>(&d).ok());
+        if other.as_ref() == Some(value) {
+            return;
+        }
+        let mut strings = Vec::new();
+        collect_strings(value, &mut strings);
+        let mut derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+        for s in strings {
+            // Short strings (a length, a flag) would redact unrelated text and say little.
+            if s.chars().count() >= 4 && !derived.iter().any(|d| d.expose() == &s) {
+                derived.push(crate::secret::Secret::new(s));
+            }
+        }
     }
 
     /// Evaluates an expression to a value.
@@ -197,5 +278,95 @@ impl Evaluator {
             out.insert(name.clone(), v);
         }
         Ok(out)
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|i| collect_strings(i, out)),
+        other => out.push(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{self, Mode};
+    use crate::source::{Format, Source};
+
+    fn plan() -> Plan {
+        let src = Source::new(
+            "t.yaml",
+            Format::Yaml,
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nsteps:\n  - { id: a, action: log, with: { message: hi } }\n",
+        );
+        compile::compile_source(&src, &Mode::Check).unwrap()
+    }
+
+    /// Eight nested `map`s: 10^8 closure calls, each level restarting rhai's operation count.
+    fn nested_maps(levels: usize) -> String {
+        let mut e = String::from("0");
+        for i in 0..levels {
+            e = format!("[0,1,2,3,4,5,6,7,8,9].map(|x{i}| {e}).len()");
+        }
+        e
+    }
+
+    #[test]
+    fn runaway_nested_closures_are_stopped_by_the_deadline() {
+        let plan = plan();
+        let eval = Evaluator::new(&plan);
+        let step = plan.step("a").unwrap();
+        let err = eval
+            .value(step, &RunState::default(), &nested_maps(8))
+            .unwrap_err();
+        assert_eq!(
+            err.reason,
+            "expression stopped by the sandbox limits (50000 operations, 1s wall clock)"
+        );
+        assert_eq!(err.step, "a");
+    }
+
+    #[test]
+    fn secret_derived_values_are_registered_for_redaction() {
+        let src = Source::new(
+            "t.yaml",
+            Format::Yaml,
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nparams:\n  token: { type: secret }\nsteps:\n  - { id: a, action: log, with: { message: hi } }\n",
+        );
+        let plan =
+            compile::compile_source(&src, &Mode::Plan(vec![("token".into(), "hunter22".into())]))
+                .unwrap();
+        let redact = crate::exec::Redactor::new(&plan);
+        let eval = Evaluator::new(&plan).sharing(redact.derived());
+        let step = plan.step("a").unwrap();
+        let state = RunState::default();
+        let upper = eval.value(step, &state, "params.token.to_upper()").unwrap();
+        assert_eq!(upper, serde_json::json!("HUNTER22"));
+        let text = eval
+            .template(step, &state, "k=${{ params.token.sub_string(2, 5) }} plain")
+            .unwrap();
+        assert_eq!(text, "k=nter2 plain");
+        assert_eq!(
+            eval.value(step, &state, "\"not secret\"").unwrap(),
+            "not secret"
+        );
+        assert_eq!(
+            redact.text("HUNTER22 / nter2 / hunter22 / not secret"),
+            "<redacted> / <redacted> / <redacted> / not secret"
+        );
+    }
+
+    #[test]
+    fn oversized_values_are_refused_at_run_time() {
+        let plan = plan();
+        let eval = Evaluator::new(&plan);
+        let step = plan.step("a").unwrap();
+        let err = eval
+            .value(step, &RunState::default(), "\"x\".pad(100000, \"y\")")
+            .unwrap_err();
+        assert!(err.reason.contains("too large"), "{}", err.reason);
     }
 }

@@ -123,10 +123,11 @@ impl<'a, E: Effects> Runner<'a, E> {
         events: &'a dyn EventSink,
         options: Options<'a>,
     ) -> Self {
+        let redact = Redactor::new(plan);
         Runner {
             plan,
-            eval: Evaluator::new(plan),
-            redact: Redactor::new(plan),
+            eval: Evaluator::new(plan).sharing(redact.derived()),
+            redact,
             journal,
             effects,
             events,

@@ -14,7 +14,13 @@ use crate::secret::{REDACTED, Secret};
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     secrets: Vec<Secret<String>>,
+    /// Values computed from secrets at run time (`params.token.to_upper()`), registered by the
+    /// [`Evaluator`](super::Evaluator) that shares this list; replaced like the secrets.
+    derived: Derived,
 }
+
+/// The shared list of secret-derived values (see [`Redactor::derived`]).
+pub type Derived = std::sync::Arc<std::sync::Mutex<Vec<Secret<String>>>>;
 
 impl Redactor {
     /// A redactor for the secret params of `plan`.
@@ -31,13 +37,40 @@ impl Redactor {
             .collect();
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
-        Redactor { secrets }
+        Redactor {
+            secrets,
+            derived: Derived::default(),
+        }
+    }
+
+    /// The list an evaluator adds secret-derived values to.
+    pub fn derived(&self) -> Derived {
+        self.derived.clone()
+    }
+
+    fn has_any(&self) -> bool {
+        !self.secrets.is_empty()
+            || !self
+                .derived
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 
     /// `text` with every secret replaced.
     pub fn text(&self, text: &str) -> String {
+        let mut all: Vec<Secret<String>> = self.secrets.clone();
+        all.extend(
+            self.derived
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        // Longest first, so a secret that contains another is replaced whole.
+        all.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
         let mut out = text.to_owned();
-        for s in &self.secrets {
+        for s in &all {
             if out.contains(s.expose().as_str()) {
                 out = out.replace(s.expose().as_str(), REDACTED);
             }
@@ -48,7 +81,7 @@ impl Redactor {
     /// A JSON value with every secret replaced in its strings and keys.
     pub fn value(&self, v: serde_json::Value) -> serde_json::Value {
         use serde_json::Value as J;
-        if self.secrets.is_empty() {
+        if !self.has_any() {
             return v;
         }
         match v {
@@ -61,7 +94,7 @@ impl Redactor {
 
     /// Fields with every secret replaced.
     pub fn fields(&self, fields: Fields) -> Fields {
-        if self.secrets.is_empty() {
+        if !self.has_any() {
             return fields;
         }
         fields
@@ -82,6 +115,7 @@ mod tests {
                 Secret::new("hunter2-long".into()),
                 Secret::new("hunter2".into()),
             ],
+            derived: Derived::default(),
         };
         assert_eq!(
             r.text("a hunter2-long b hunter2"),

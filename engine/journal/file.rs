@@ -333,10 +333,7 @@ pub struct JournalFile {
 impl JournalFile {
     /// Creates a new, empty journal at `path` (which must not exist) and makes it durable.
     pub fn create(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
+        let file = durable::private(OpenOptions::new().read(true).append(true).create_new(true))
             .open(path)
             .map_err(Error::io("create", path))?;
         file.sync_all().map_err(Error::io("fsync", path))?;

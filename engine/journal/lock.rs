@@ -62,13 +62,15 @@ impl RunLock {
     /// process, or another handle in this one, holds it.
     pub fn acquire(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join(FILE_NAME);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io("open lock file", &path))?;
+        let mut file = super::durable::private(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .open(&path)
+        .map_err(Error::io("open lock file", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

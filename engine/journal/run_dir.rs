@@ -129,11 +129,12 @@ impl StateDir {
     /// `params.json` (`params` must already be redacted). Does not create the journal: call
     /// `Journal::create` next, which takes the lock.
     pub fn create_run(&self, kind: SourceKind, source: &str, params: &Fields) -> Result<RunDir> {
-        std::fs::create_dir_all(&self.runs).map_err(Error::io("create directory", &self.runs))?;
+        // Owner-only (0700) and durable: the parent of every new directory is fsynced, so a
+        // power cut cannot lose the first run.
+        durable::create_private_dir_all(&self.runs)?;
         let id = identity::new_run_id();
         let path = self.runs.join(&id);
-        std::fs::create_dir(&path).map_err(Error::io("create run directory", &path))?;
-        durable::sync_dir(&self.runs)?;
+        durable::create_private_dir(&path)?;
         let run = RunDir { id, path };
         durable::write_atomic(&run.path.join(kind.file_name()), source.as_bytes())?;
         let params = serde_json::to_vec_pretty(params).map_err(|source| Error::Serialize {

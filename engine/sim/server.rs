@@ -156,6 +156,29 @@ impl std::fmt::Debug for SimHandle {
     }
 }
 
+/// Creates a directory (and parents) owner-only: it holds machine configs and client keys.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes a file readable by its owner only (machine configs carry the cluster's keys).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
+}
+
 fn talosconfig_name(role: Role) -> &'static str {
     match role {
         Role::Admin => "talosconfig",
@@ -179,7 +202,7 @@ impl Simulator {
             let path = path.to_path_buf();
             move |source| SimError::Write { path, source }
         };
-        std::fs::create_dir_all(&config.dir).map_err(write_err(&config.dir))?;
+        private_dir(&config.dir).map_err(write_err(&config.dir))?;
         let calls_path = config.dir.join(CALLS_FILE);
         let _ = std::fs::remove_file(&calls_path);
         let calls = CallSink::to_file(&calls_path).map_err(write_err(&calls_path))?;
@@ -273,24 +296,36 @@ impl Simulator {
         configs.extend(config.scenario.prepared_configs());
         for (label, yaml) in &configs {
             let dir = config.dir.join("configs");
-            std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+            private_dir(&dir).map_err(write_err(&dir))?;
             let path = dir.join(format!("{label}.yaml"));
-            std::fs::write(&path, yaml).map_err(write_err(&path))?;
+            write_private(&path, yaml.as_bytes()).map_err(write_err(&path))?;
         }
         // The inventory an operator keeps beside them (docs/inventory.md): which config is
         // whose, the GPU, and whether a USB stick may be plugged in (the Mac Minis).
         let inventory = cluster.with(|c, _| inventory_yaml(c, &configs));
         let inventory_path = config.dir.join("cluster.yaml");
-        std::fs::write(&inventory_path, inventory).map_err(write_err(&inventory_path))?;
+        write_private(&inventory_path, inventory.as_bytes()).map_err(write_err(&inventory_path))?;
 
         // Label → loopback endpoint, for clients that must reach a node directly (maintenance
         // mode has no routing): `runbook run --talosconfig DIR/talosconfig --endpoints
         // DIR/endpoints.json`.
         let endpoints_path = config.dir.join("endpoints.json");
-        let endpoint_map: BTreeMap<&String, String> =
-            addrs.iter().map(|(l, a)| (l, a.to_string())).collect();
+        // Each with the SPKI fingerprint of the node's maintenance certificate, so clients pin
+        // it (`--cert-fingerprint`) instead of trusting whatever answers.
+        let endpoint_map: BTreeMap<&String, serde_json::Value> = addrs
+            .iter()
+            .map(|(l, a)| {
+                (
+                    l,
+                    serde_json::json!({
+                        "endpoint": a.to_string(),
+                        "fingerprint": fingerprints.get(l),
+                    }),
+                )
+            })
+            .collect();
         let json = serde_json::to_vec_pretty(&endpoint_map).unwrap_or_default();
-        std::fs::write(&endpoints_path, json).map_err(write_err(&endpoints_path))?;
+        write_private(&endpoints_path, &json).map_err(write_err(&endpoints_path))?;
 
         let kube = start_kubernetes_api(KubeApiStart {
             cluster: cluster.clone(),
@@ -301,7 +336,7 @@ impl Simulator {
         .await?;
         if let Some(kube) = kube {
             let path = config.dir.join("kubeconfig");
-            std::fs::write(&path, &kube.kubeconfig).map_err(write_err(&path))?;
+            write_private(&path, &kube.kubeconfig).map_err(write_err(&path))?;
             *kubeconfig.write().unwrap_or_else(|p| p.into_inner()) = Some(kube.kubeconfig);
             tasks.push(kube.task);
         }

@@ -46,6 +46,17 @@ async fn observer(h: &SimHandle, role: Role) -> Observer {
             .filter_map(|n| h.endpoint(n).map(|e| (n.to_string(), e)))
             .collect::<BTreeMap<_, _>>(),
         kube: None,
+        pins: runbook::cluster::pinning::Pins::new(
+            NODES
+                .iter()
+                .filter_map(|n| {
+                    h.maintenance_fingerprint(n)
+                        .map(|f| (n.to_string(), f.to_string()))
+                })
+                .collect(),
+            None,
+        )
+        .unwrap(),
     }
 }
 

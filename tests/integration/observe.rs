@@ -40,6 +40,17 @@ async fn observe(
         nodes: NODES.iter().map(|s| s.to_string()).collect(),
         endpoints,
         kube: None,
+        pins: runbook::cluster::pinning::Pins::new(
+            NODES
+                .iter()
+                .filter_map(|n| {
+                    h.maintenance_fingerprint(n)
+                        .map(|f| (n.to_string(), f.to_string()))
+                })
+                .collect(),
+            None,
+        )
+        .unwrap(),
     };
     (observer.view().await, h, dir)
 }

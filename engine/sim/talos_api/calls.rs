@@ -26,7 +26,11 @@ pub struct CallSink {
 impl CallSink {
     /// A sink writing to `path` (created or appended to).
     pub fn to_file(path: &Path) -> std::io::Result<CallSink> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(path)?;
         Ok(CallSink {
             path: Some(path.to_path_buf()),
             file: Mutex::new(Some(file)),
