@@ -127,6 +127,24 @@ pub enum Command {
         step: String,
     },
 
+    /// Release the cluster-wide disruption lock (Kubernetes Lease
+    /// `kube-system/runbook-disruption`) that run RUN_ID holds, e.g. after its process was
+    /// killed; journaled in RUN_ID's journal with the reason. Reaches the cluster RUN_ID
+    /// recorded. Refuses a lock held by another run unless `--holder` names that run.
+    Unlock {
+        /// The run whose lock to release (and whose journal records it).
+        #[arg(value_name = "RUN_ID")]
+        run: String,
+
+        /// Why (journaled).
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: String,
+
+        /// Release the lock although another run holds it: that run's id, exactly.
+        #[arg(long, value_name = "RUN_ID")]
+        holder: Option<String>,
+    },
+
     /// List runs with their status, age and current step.
     Runs,
 
@@ -228,6 +246,23 @@ pub struct ClusterArgs {
     /// needed to reach nodes in maintenance mode when labels are not addresses.
     #[arg(long, value_name = "FILE", requires = "talosconfig")]
     pub endpoints: Option<PathBuf>,
+
+    /// Go on without the cluster-wide disruption lock when it cannot be taken because the
+    /// Kubernetes API does not answer (recovery runbooks run exactly then). REASON is
+    /// journaled. A live lock held by another run still refuses (see `runbook unlock`).
+    #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+    pub no_cluster_lock: Option<String>,
+
+    /// The TTL of the cluster lock this run holds (Lease `leaseDurationSeconds`): a holder
+    /// that dies without releasing it may be taken over this long after its last renewal.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "RUNBOOK_CLUSTER_LOCK_TTL",
+        default_value_t = crate::cluster::lease::DEFAULT_TTL_SECONDS,
+        value_parser = crate::cluster::lease::parse_ttl
+    )]
+    pub cluster_lock_ttl: u32,
 }
 
 /// `--output` of the commands that drive a run.
@@ -252,6 +287,13 @@ pub enum PlanFormat {
     Mermaid,
     /// JSON (format documented in docs/cli.md).
     Json,
+}
+
+fn parse_reason(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a reason is required (it is journaled)".into());
+    }
+    Ok(s.trim().to_string())
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {

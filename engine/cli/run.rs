@@ -62,6 +62,7 @@ pub fn run(
             output,
             yes,
             abort: false,
+            lock: session::LockOptions::from_args(cluster),
         },
         &target,
         &run,

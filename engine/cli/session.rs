@@ -8,10 +8,11 @@ use crate::cli::Error;
 use crate::cli::args::ClusterArgs;
 use crate::cli::args::OutputArg;
 use crate::cluster::connection::Connection;
+use crate::cluster::lease;
 use crate::compile::{self, Mode};
 use crate::event::{Event, Stop};
 use crate::exec::{self, Approver, Effects, EventSink, LocalEffects, Options, Runner};
-use crate::journal::{Journal, RunDir, SourceKind, StateDir};
+use crate::journal::{ClusterLockEvent, Journal, Record, RunDir, SourceKind, StateDir};
 use crate::plan::Plan;
 use crate::report::{Output, Reporters};
 use crate::secret::REDACTED;
@@ -246,6 +247,25 @@ fn absolute(p: &std::path::Path) -> std::path::PathBuf {
     }
 }
 
+/// The cluster-lock flags of `run`, `resume` and `abort`.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// `--no-cluster-lock REASON`.
+    pub skip_reason: Option<String>,
+    /// `--cluster-lock-ttl` (seconds).
+    pub ttl_seconds: u32,
+}
+
+impl LockOptions {
+    /// From the command line.
+    pub fn from_args(args: &ClusterArgs) -> LockOptions {
+        LockOptions {
+            skip_reason: args.no_cluster_lock.clone(),
+            ttl_seconds: args.cluster_lock_ttl,
+        }
+    }
+}
+
 /// Everything a session needs besides its effects.
 pub struct Session<'a> {
     /// The plan.
@@ -260,6 +280,152 @@ pub struct Session<'a> {
     pub yes: bool,
     /// Run the rollbacks and finish as aborted.
     pub abort: bool,
+    /// The cluster lock's flags.
+    pub lock: LockOptions,
+}
+
+/// Whether a plan can disrupt the cluster (some main or rollback step has a hazard), so
+/// that a session driving it must hold the cluster lock.
+pub fn is_disruptive(plan: &Plan) -> bool {
+    plan.steps()
+        .chain(plan.rollbacks.iter())
+        .any(|s| s.hazard.is_some())
+}
+
+fn lock_record(event: ClusterLockEvent, holder: String, detail: String) -> Record {
+    Record::ClusterLock {
+        event,
+        lease: lease::LEASE.to_owned(),
+        holder,
+        by: user(),
+        detail,
+    }
+}
+
+/// Drives a session against a cluster under the cluster lock (when the plan is disruptive):
+/// takes the Lease or refuses (exit 7), renews it while the session drives, stops the
+/// session before its next side effect if it is lost, and releases it when the session
+/// stops (finished or paused: a paused run's `resume` takes it again).
+async fn go_locked<E: Effects + Sync>(
+    effects: &E,
+    kube: Option<kube::Client>,
+    mut s: Session<'_>,
+    run_dir: &RunDir,
+) -> Result<crate::event::Report, Error> {
+    if !is_disruptive(s.plan) {
+        return go(effects, s).await;
+    }
+    let state = s.journal.state();
+    let run_id = state
+        .header
+        .as_ref()
+        .map(|h| h.run_id.clone())
+        .unwrap_or_else(|| run_dir.id().to_owned());
+    let me = lease::Me {
+        run_id: run_id.clone(),
+        host: crate::journal::identity::host_name(),
+        user: user(),
+        pid: crate::journal::identity::pid(),
+        runbook: s.plan.runbook.clone(),
+    };
+    let taken = match kube {
+        None => Err(lease::LeaseError::Unreachable {
+            message: "the run has no kubeconfig (`--kubeconfig`)".to_owned(),
+        }),
+        Some(client) => lease::ClusterLease::acquire(client, me.clone(), s.lock.ttl_seconds).await,
+    };
+    let (held, how) = match taken {
+        Ok(t) => t,
+        Err(lease::LeaseError::Held { holder }) => {
+            return Err(Error::ClusterLock(format!(
+                "{}; nothing was done: `runbook resume {run_id}` continues this run once the lock is free",
+                lease::LeaseError::Held { holder }
+            )));
+        }
+        Err(e) => {
+            let Some(reason) = s.lock.skip_reason.clone() else {
+                return Err(Error::ClusterLock(format!(
+                    "cannot take the cluster lock `{}`: {e}; nothing was done. If the Kubernetes API is down (recovery), go on without the lock with `--no-cluster-lock REASON` (journaled; the run lock still holds), e.g. `runbook resume {run_id} --no-cluster-lock \"API down: quorum lost\"`",
+                    lease::LEASE
+                )));
+            };
+            s.journal
+                .append(lock_record(
+                    ClusterLockEvent::Skipped,
+                    me.identity(),
+                    format!("{reason} (the lock could not be taken: {e})"),
+                ))
+                .map_err(Error::Journal)?;
+            s.events.emit(&Event::Message {
+                step: String::new(),
+                text: format!(
+                    "going on WITHOUT the cluster lock `{}` (--no-cluster-lock: {reason}): {e}",
+                    lease::LEASE
+                ),
+            });
+            return go(effects, s).await;
+        }
+    };
+    let record = match &how {
+        lease::Taken::Free => lock_record(
+            ClusterLockEvent::Taken,
+            held.identity(),
+            format!("TTL {}s", s.lock.ttl_seconds),
+        ),
+        lease::Taken::Over(prev) => lock_record(
+            ClusterLockEvent::TakenOver,
+            held.identity(),
+            format!("TTL {}s; taken over from {prev}", s.lock.ttl_seconds),
+        ),
+    };
+    let held = std::sync::Arc::new(held);
+    if let Err(e) = s.journal.append(record) {
+        let _ = held.release().await;
+        return Err(Error::Journal(e));
+    }
+    let renewal = held.spawn_renewal();
+    let gate = lease::LeaseGate::new(effects, held.clone());
+    let stopped = gate.stopped();
+    let events = s.events;
+    let outcome = tokio::select! {
+        r = go(&gate, s) => Ok(r),
+        reason = stopped => Err(reason),
+    };
+    renewal.abort();
+    match outcome {
+        Ok(report) => {
+            if let Err(e) = held.release().await {
+                events.emit(&Event::Message {
+                    step: String::new(),
+                    text: format!(
+                        "could not release the cluster lock `{}` ({e}); it expires {}s after its last renewal, or `runbook unlock {run_id} --reason TEXT`",
+                        lease::LEASE,
+                        held.ttl_seconds()
+                    ),
+                });
+            }
+            report
+        }
+        Err(reason) => {
+            // The session (and its journal) was dropped before the side effect: note why.
+            let noted = Journal::open(run_dir).and_then(|mut o| {
+                o.journal
+                    .append(lock_record(
+                        ClusterLockEvent::Lost,
+                        held.identity(),
+                        reason.clone(),
+                    ))
+                    .map(|_| ())
+            });
+            let noted = match noted {
+                Ok(()) => String::new(),
+                Err(e) => format!(" (not journaled: {e})"),
+            };
+            Err(Error::ClusterLock(format!(
+                "{reason}; the run `{run_id}` stopped before its next side effect{noted}; `runbook resume {run_id}` continues it once the lock is free"
+            )))
+        }
+    }
 }
 
 async fn go<E: Effects>(effects: &E, s: Session<'_>) -> Result<crate::event::Report, Error> {
@@ -291,7 +457,11 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                     .open()
                     .await
                     .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
-                go(&effects, s).await
+                let kube = conn
+                    .kube_client()
+                    .await
+                    .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
+                go_locked(&effects, kube, s, run_dir).await
             }
             Target::Sim { scenario, speed } => {
                 let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
@@ -321,9 +491,10 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                         .collect(),
                     nodes: handle.nodes().keys().cloned().collect(),
                 };
-                let result = match conn.open().await {
-                    Ok(effects) => go(&effects, s).await,
-                    Err(e) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
+                let result = match (conn.open().await, conn.kube_client().await) {
+                    (Ok(effects), Ok(kube)) => go_locked(&effects, kube, s, run_dir).await,
+                    (Err(e), _) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
+                    (_, Err(e)) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
                 };
                 handle.shutdown().await;
                 result

@@ -68,6 +68,17 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The Kubernetes client of the recorded kubeconfig, if the run has one (the cluster lock
+    /// lives in that API).
+    pub async fn kube_client(&self) -> Result<Option<kube::Client>, ConnectError> {
+        match &self.kubeconfig {
+            None => Ok(None),
+            Some(path) => Ok(Some(kube_client(path).await?)),
+        }
+    }
+}
+
 async fn kube_client(path: &Path) -> Result<kube::Client, ConnectError> {
     let err = |message: String| ConnectError::Kube {
         path: path.to_path_buf(),

@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod effects;
+pub mod lease;
 pub mod observe;
 pub mod payload;
 pub mod talos;

@@ -841,6 +841,7 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
             state.finished = Some((*outcome, summary.clone()));
             state.finished_ms = Some(at);
         }
+        Record::ClusterLock { .. } => {}
     }
     Ok(())
 }

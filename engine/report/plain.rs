@@ -157,6 +157,13 @@ fn record_line(record: &Record) -> Option<String> {
         Record::RunFinished { outcome, summary } => {
             format!("finished: {outcome:?} ({summary})")
         }
+        Record::ClusterLock {
+            event,
+            lease,
+            holder,
+            detail,
+            ..
+        } => format!("cluster lock {lease} {event:?} ({holder}): {detail}"),
     })
 }
 
