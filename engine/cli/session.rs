@@ -357,7 +357,7 @@ async fn go_locked<E: Effects + Sync>(
                 ))
                 .map_err(Error::Journal)?;
             s.events.emit(&Event::Message {
-                step: String::new(),
+                step: "cluster-lock".to_owned(),
                 text: format!(
                     "going on WITHOUT the cluster lock `{}` (--no-cluster-lock: {reason}): {e}",
                     lease::LEASE
@@ -366,16 +366,29 @@ async fn go_locked<E: Effects + Sync>(
             return go(effects, s).await;
         }
     };
+    let mut held = held;
+    let tolerance = match &s.lock.skip_reason {
+        Some(reason) => {
+            held.tolerate_unreachable();
+            format!(
+                "; --no-cluster-lock: {reason} (goes on if the Kubernetes API stops answering later)"
+            )
+        }
+        None => String::new(),
+    };
     let record = match &how {
         lease::Taken::Free => lock_record(
             ClusterLockEvent::Taken,
             held.identity(),
-            format!("TTL {}s", s.lock.ttl_seconds),
+            format!("TTL {}s{tolerance}", s.lock.ttl_seconds),
         ),
         lease::Taken::Over(prev) => lock_record(
             ClusterLockEvent::TakenOver,
             held.identity(),
-            format!("TTL {}s; taken over from {prev}", s.lock.ttl_seconds),
+            format!(
+                "TTL {}s; taken over from {prev}{tolerance}",
+                s.lock.ttl_seconds
+            ),
         ),
     };
     let held = std::sync::Arc::new(held);
@@ -396,7 +409,7 @@ async fn go_locked<E: Effects + Sync>(
         Ok(report) => {
             if let Err(e) = held.release().await {
                 events.emit(&Event::Message {
-                    step: String::new(),
+                    step: "cluster-lock".to_owned(),
                     text: format!(
                         "could not release the cluster lock `{}` ({e}); it expires {}s after its last renewal, or `runbook unlock {run_id} --reason TEXT`",
                         lease::LEASE,

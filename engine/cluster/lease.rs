@@ -304,6 +304,7 @@ pub struct ClusterLease {
     ttl: Duration,
     held: tokio::sync::Mutex<Held>,
     lost: StdMutex<Option<String>>,
+    tolerate_unreachable: bool,
 }
 
 impl std::fmt::Debug for ClusterLease {
@@ -361,6 +362,7 @@ impl ClusterLease {
                         ttl: Duration::from_secs(u64::from(ttl_seconds)),
                         held: tokio::sync::Mutex::new(Held { lease, confirmed }),
                         lost: StdMutex::new(None),
+                        tolerate_unreachable: false,
                     };
                     return Ok((held, taken));
                 }
@@ -374,6 +376,13 @@ impl ClusterLease {
                 message: format!("`{LEASE}` kept changing while it was being taken"),
             }),
         }
+    }
+
+    /// `--no-cluster-lock` with a lock that was taken: when the API stops answering later
+    /// (a full rebuild takes it down), side effects go on past the TTL. A Lease found taken
+    /// over still stops the run.
+    pub fn tolerate_unreachable(&mut self) {
+        self.tolerate_unreachable = true;
     }
 
     /// The TTL written into the Lease, in seconds.
@@ -457,6 +466,7 @@ impl ClusterLease {
     pub async fn confirm(&self) -> Result<(), LeaseError> {
         match self.renew().await {
             Ok(()) => Ok(()),
+            Err(LeaseError::Unreachable { .. }) if self.tolerate_unreachable => Ok(()),
             Err(LeaseError::Unreachable { message }) | Err(LeaseError::Refused { message, .. }) => {
                 let confirmed = self.held.lock().await.confirmed;
                 let safe = self.ttl.saturating_sub(self.ttl / 10);

@@ -7,6 +7,7 @@
 
 mod authoring;
 mod cli;
+mod cluster_lock;
 mod crash;
 mod executor;
 mod harness;

@@ -1,0 +1,384 @@
+//! The cluster-wide disruption lock, end to end: `runbook` child processes from separate
+//! state directories (two operators) against one in-test simulator, the Lease read back
+//! through kube-rs from the simulator's Kubernetes API.
+//!
+//! Waiting is bounded polling with a message saying what was awaited; no test asserts on
+//! elapsed time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use runbook::sim::{Scenario, SimConfig, SimHandle, Simulator, Speed, Stage};
+
+const SEED: &str = "nodes=192.168.2.20,192.168.2.223,192.168.2.49";
+
+struct Sim {
+    rt: tokio::runtime::Runtime,
+    handle: SimHandle,
+    dir: PathBuf,
+}
+
+impl Sim {
+    fn start(dir: &Path, speed: f64) -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt
+            .block_on(Simulator::start(SimConfig {
+                scenario: Scenario::Healthy,
+                speed: Speed::new(speed).unwrap(),
+                dir: dir.join("sim"),
+            }))
+            .unwrap();
+        Sim {
+            rt,
+            handle,
+            dir: dir.join("sim"),
+        }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// `runbook ARGS --state-dir STATE` with this simulator's files, as a command.
+    fn command(&self, state: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.args(args)
+            .args(["--talosconfig", &self.file("talosconfig")])
+            .args(["--kubeconfig", &self.file("kubeconfig")])
+            .args(["--endpoints", &self.file("endpoints.json")])
+            .args(["--output", "plain", "--state-dir"])
+            .arg(state)
+            .env("NO_COLOR", "1")
+            .env_remove("TALOSCONFIG")
+            .env_remove("RUNBOOK_CLUSTER_LOCK_TTL")
+            .env_remove("RUNBOOK_TEST_KILL_AFTER_RECORD");
+        cmd
+    }
+
+    /// `runbook ARGS --state-dir STATE` without cluster flags (`unlock` uses the recorded ones).
+    fn bare(&self, state: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.args(args)
+            .arg("--state-dir")
+            .arg(state)
+            .env("NO_COLOR", "1")
+            .env_remove("TALOSCONFIG");
+        cmd
+    }
+
+    fn lease(&self) -> Option<Lease> {
+        let kubeconfig = std::fs::read_to_string(self.dir.join("kubeconfig")).unwrap();
+        self.rt.block_on(async {
+            let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            let client = kube::Client::try_from(config).unwrap();
+            let api: Api<Lease> = Api::namespaced(client, "kube-system");
+            api.get_opt("runbook-disruption").await.unwrap()
+        })
+    }
+
+    fn holder(&self) -> Option<String> {
+        self.lease()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+
+    fn count(&self, method: &str) -> usize {
+        self.handle
+            .cluster()
+            .with(|c, _| c.call_log().iter().filter(|r| r.method == method).count())
+    }
+
+    fn stop(self) {
+        self.rt.block_on(self.handle.shutdown());
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_dirs(state: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(state.join("runs"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+fn only_run(state: &Path) -> (String, PathBuf) {
+    let runs = run_dirs(state);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let id = runs[0].file_name().unwrap().to_str().unwrap().to_string();
+    (id, runs[0].clone())
+}
+
+fn journal(run: &Path) -> String {
+    std::fs::read_to_string(run.join("journal.jsonl")).unwrap_or_default()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().unwrap()
+}
+
+/// The issue's "done when": two operators start `reboot-verify` on one cluster at once. The
+/// second is refused with exit 7 naming the first run; only the first reboots anything, and
+/// at no sampled instant are two nodes down.
+#[test]
+fn cluster_lock_second_concurrent_reboot_verify_is_refused_and_never_two_nodes_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 100.0);
+    let (state_a, state_b) = (dir.path().join("state-a"), dir.path().join("state-b"));
+
+    // Sample every node's stage while the runs go on.
+    let done = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (done, worst) = (done.clone(), worst.clone());
+        let cluster = sim.handle.cluster().clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let down = cluster.with(|c, _| {
+                    c.nodes()
+                        .iter()
+                        .filter(|n| n.stage() != Stage::Running)
+                        .count()
+                });
+                worst.fetch_max(down, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    let first = sim
+        .command(&state_a, &["run", "reboot-verify", "--param", SEED])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the first run to take the cluster lock", || {
+        sim.holder().is_some()
+    });
+    let (id_a, run_a) = only_run(&state_a);
+    assert_eq!(
+        sim.holder().unwrap(),
+        format!("{id_a}@{}", runbook::journal::identity::host_name())
+    );
+
+    let second = sim
+        .command(&state_b, &["run", "reboot-verify", "--param", SEED])
+        .output()
+        .unwrap();
+    let t = text(&second);
+    assert_eq!(second.status.code(), Some(7), "{t}");
+    assert!(
+        t.contains(&format!("run `{id_a}`")),
+        "names the holder: {t}"
+    );
+    assert!(t.contains("since "), "says since when: {t}");
+    assert!(
+        t.contains(&runbook::journal::identity::host_name()),
+        "names the host: {t}"
+    );
+    let (id_b, run_b) = only_run(&state_b);
+    assert!(
+        !journal(&run_b).contains("step-started"),
+        "the refused run did nothing: {}",
+        journal(&run_b)
+    );
+
+    let first = finish(first);
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(
+        sim.count("Reboot"),
+        3,
+        "only the first run rebooted, once per node"
+    );
+    assert!(
+        worst.load(Ordering::Relaxed) <= 1,
+        "{} nodes were down at once",
+        worst.load(Ordering::Relaxed)
+    );
+    assert!(journal(&run_a).contains(r#""event":"taken""#));
+    // Released at the end: the refused run now goes ahead with `resume`.
+    assert_eq!(sim.holder(), None);
+    let resumed = sim.command(&state_b, &["resume", &id_b]).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(sim.count("Reboot"), 6);
+    sim.stop();
+}
+
+/// A holder SIGKILLed right after it took the lock (before any side effect) keeps the
+/// cluster locked: another run is refused naming it; `unlock` of the wrong run is refused;
+/// `unlock RUN --reason` releases it, journaled in RUN's journal; then the other run goes.
+#[test]
+fn cluster_lock_of_a_killed_holder_is_released_by_unlock_with_the_reason_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 200.0);
+    let node = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
+    let node = node.to_str().unwrap();
+    let (state_a, state_b) = (dir.path().join("state-a"), dir.path().join("state-b"));
+
+    // Records 1-3: run-started, session-started, cluster-lock taken. Die there.
+    let killed = sim
+        .command(&state_a, &["run", node, "--param", "node=192.168.2.223"])
+        .env("RUNBOOK_TEST_KILL_AFTER_RECORD", "3")
+        .output()
+        .unwrap();
+    assert_ne!(killed.status.code(), Some(0), "{}", text(&killed));
+    let (id_a, run_a) = only_run(&state_a);
+    assert!(
+        journal(&run_a).contains(r#""event":"taken""#),
+        "{}",
+        journal(&run_a)
+    );
+    assert!(sim.holder().unwrap().starts_with(&format!("{id_a}@")));
+    assert_eq!(sim.count("Reboot"), 0);
+
+    let refused = sim
+        .command(&state_b, &["run", node, "--param", "node=192.168.2.49"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(7), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(&format!("run `{id_a}`")),
+        "{}",
+        text(&refused)
+    );
+    let (id_b, run_b) = only_run(&state_b);
+
+    // B's unlock does not release A's lock without naming A.
+    let wrong = sim
+        .bare(&state_b, &["unlock", &id_b, "--reason", "mine?"])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(7), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains(&format!("--holder {id_a}")),
+        "{}",
+        text(&wrong)
+    );
+    assert!(sim.holder().is_some());
+    assert!(!journal(&run_b).contains("unlocked"));
+
+    let unlocked = sim
+        .bare(
+            &state_a,
+            &["unlock", &id_a, "--reason", "operator killed it by mistake"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(unlocked.status.code(), Some(0), "{}", text(&unlocked));
+    assert_eq!(sim.holder(), None);
+    let j = journal(&run_a);
+    assert!(j.contains(r#""event":"unlocked""#), "{j}");
+    assert!(j.contains("operator killed it by mistake"), "{j}");
+
+    let resumed = sim.command(&state_b, &["resume", &id_b]).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(sim.count("Reboot"), 1);
+    sim.stop();
+}
+
+/// A holder SIGKILLed with a short TTL: once `renewTime + leaseDurationSeconds` is past,
+/// another run takes the lock over and journals whom it took it from. The killed run's own
+/// resume then waits its turn (refused while the other one holds it).
+#[test]
+fn cluster_lock_of_a_killed_holder_is_taken_over_after_its_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 200.0);
+    let node = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
+    let node = node.to_str().unwrap();
+    let (state_a, state_c) = (dir.path().join("state-a"), dir.path().join("state-c"));
+
+    let killed = sim
+        .command(&state_a, &["run", node, "--param", "node=192.168.2.223"])
+        .env("RUNBOOK_TEST_KILL_AFTER_RECORD", "3")
+        .env("RUNBOOK_CLUSTER_LOCK_TTL", "2")
+        .output()
+        .unwrap();
+    assert_ne!(killed.status.code(), Some(0), "{}", text(&killed));
+    let (id_a, _) = only_run(&state_a);
+    let lease = sim.lease().unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.lease_duration_seconds, Some(2));
+    let expires = spec
+        .renew_time
+        .unwrap()
+        .0
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(2))
+        .unwrap();
+    wait_for("the killed holder's lease to expire", || {
+        k8s_openapi::jiff::Timestamp::now() > expires
+    });
+
+    let taken = sim
+        .command(&state_c, &["run", node, "--param", "node=192.168.2.49"])
+        .output()
+        .unwrap();
+    assert_eq!(taken.status.code(), Some(0), "{}", text(&taken));
+    let (_, run_c) = only_run(&state_c);
+    let j = journal(&run_c);
+    assert!(j.contains(r#""event":"taken-over""#), "{j}");
+    assert!(j.contains(&format!("run `{id_a}`")), "names whom: {j}");
+    assert_eq!(sim.count("Reboot"), 1);
+    // C released it at its end; A's resume takes it and finishes A's reboot.
+    let resumed = sim.command(&state_a, &["resume", &id_a]).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(sim.count("Reboot"), 2);
+    sim.stop();
+}
+
+/// A resumed run whose earlier session was killed holding the lock takes its own lock back
+/// at once (same run, same host), without waiting for the TTL.
+#[test]
+fn cluster_lock_resume_of_the_killed_holder_takes_its_own_lock_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 200.0);
+    let node = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
+    let state = dir.path().join("state");
+    let killed = sim
+        .command(
+            &state,
+            &[
+                "run",
+                node.to_str().unwrap(),
+                "--param",
+                "node=192.168.2.20",
+            ],
+        )
+        .env("RUNBOOK_TEST_KILL_AFTER_RECORD", "3")
+        .output()
+        .unwrap();
+    assert_ne!(killed.status.code(), Some(0), "{}", text(&killed));
+    let (id, run) = only_run(&state);
+    let resumed = sim.command(&state, &["resume", &id]).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert!(journal(&run).contains(r#""event":"taken-over""#));
+    assert_eq!(sim.count("Reboot"), 1);
+    assert_eq!(sim.holder(), None, "released at the end");
+    sim.stop();
+}
