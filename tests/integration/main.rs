@@ -20,4 +20,5 @@ mod run_harness;
 mod run_sim;
 mod runbooks;
 mod sim_kube;
+mod sim_kube_lease;
 mod sim_talos;
