@@ -194,6 +194,9 @@ impl Target {
             kubeconfig: args.kubeconfig.as_deref().map(absolute),
             endpoints,
             nodes: Vec::new(),
+            ca_sha256: None,
+            kube_ca_sha256: None,
+            cluster_id: None,
         })))
     }
 
@@ -222,20 +225,188 @@ impl Target {
         }
     }
 
-    /// The target for continuing a run: flags win over what the run recorded. A run on an
-    /// embedded simulator cannot continue in another process (its cluster ended with it).
-    pub fn for_resume(run: &RunDir, args: &ClusterArgs) -> Result<Target, Error> {
-        if let Some(t) = Target::from_args(args)? {
-            return Ok(t);
+    /// The target `run` records: for a cluster, with its identity (CA fingerprints, and the
+    /// Talos cluster id when the cluster offers it), so `resume` can tell it from another.
+    pub fn for_run(args: &ClusterArgs) -> Result<Target, Error> {
+        let mut target = Target::from_args(args)?.unwrap_or(Target::Local);
+        if let Target::Cluster(conn) = &mut target {
+            conn.fingerprint()
+                .map_err(|e| Error::Usage(format!("cannot read the cluster's identity: {e}")))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(Error::Runtime)?;
+            // Unreachable now is not an error here: the run itself says so when it connects.
+            conn.cluster_id = runtime.block_on(conn.read_cluster_id()).ok().flatten();
         }
+        Ok(target)
+    }
+
+    /// The target for continuing a run (`resume`, `abort`): always the cluster the run
+    /// recorded. Flags (or `$TALOSCONFIG`) that name another talosconfig, context, kubeconfig
+    /// or endpoint set are refused, naming both, unless they identify the same cluster (same
+    /// Talos CA, same kubeconfig CA, same Talos cluster id); recorded pieces the flags do not
+    /// give (kubeconfig, endpoints, nodes) are kept. A run on an embedded simulator cannot
+    /// continue in another process (its cluster ended with it).
+    pub fn for_resume(run: &RunDir, args: &ClusterArgs) -> Result<Target, Error> {
+        let given = Target::from_args(args)?;
         match Target::load(run)? {
             Target::Sim { scenario, .. } => Err(Error::Usage(format!(
                 "run `{}` rehearsed on a simulator embedded in its process (`--sim`, scenario `{scenario}`), which ended with it; \
                  to rehearse interruptions, start `runbook sim up --dir DIR` and run with `--talosconfig DIR/talosconfig --kubeconfig DIR/kubeconfig --endpoints DIR/endpoints.json`",
                 run.id()
             ))),
-            other => Ok(other),
+            Target::Local => match given {
+                None => Ok(Target::Local),
+                Some(t) => Err(Error::Usage(format!(
+                    "run `{}` was recorded without a cluster; refusing to drive {} with it{}",
+                    run.id(),
+                    describe(&t),
+                    env_note(args)
+                ))),
+            },
+            Target::Cluster(recorded) => match given {
+                None => Ok(Target::Cluster(recorded)),
+                Some(Target::Cluster(given)) => {
+                    bind(run.id(), recorded, given, args).map(Target::Cluster)
+                }
+                Some(other) => Err(Error::Usage(format!(
+                    "run `{}` drives the cluster of {}; refusing to continue it on {}",
+                    run.id(),
+                    describe(&Target::Cluster(recorded)),
+                    describe(&other)
+                ))),
+            },
         }
+    }
+}
+
+fn describe(t: &Target) -> String {
+    match t {
+        Target::Local => "no cluster".to_owned(),
+        Target::Sim { scenario, .. } => format!("an embedded simulator (`--sim`, `{scenario}`)"),
+        Target::Cluster(c) => {
+            let mut s = format!("talosconfig `{}`", c.talosconfig.display());
+            if let Some(ctx) = &c.context {
+                s.push_str(&format!(" context `{ctx}`"));
+            }
+            if let Some(k) = &c.kubeconfig {
+                s.push_str(&format!(", kubeconfig `{}`", k.display()));
+            }
+            if !c.endpoints.is_empty() {
+                let eps: Vec<String> = c
+                    .endpoints
+                    .iter()
+                    .map(|(l, e)| format!("{l}={e}"))
+                    .collect();
+                s.push_str(&format!(", endpoints {}", eps.join(" ")));
+            }
+            if let Some(ca) = &c.ca_sha256 {
+                s.push_str(&format!(", Talos CA sha256 {}", &ca[..ca.len().min(16)]));
+            }
+            if let Some(id) = &c.cluster_id {
+                s.push_str(&format!(", cluster id {id}"));
+            }
+            s
+        }
+    }
+}
+
+fn env_note(args: &ClusterArgs) -> String {
+    let from_env = std::env::var_os("TALOSCONFIG")
+        .is_some_and(|v| args.talosconfig.as_deref() == Some(std::path::Path::new(&v)));
+    if from_env {
+        " (the talosconfig came from $TALOSCONFIG: unset it, or resume without cluster flags, to use the recorded cluster)".to_owned()
+    } else {
+        " (resume without cluster flags to use the recorded cluster)".to_owned()
+    }
+}
+
+/// The recorded connection, with what the flags gave if (and only if) it is the same cluster.
+fn bind(
+    run: &str,
+    recorded: Connection,
+    given: Connection,
+    args: &ClusterArgs,
+) -> Result<Connection, Error> {
+    let talos_differs =
+        given.talosconfig != recorded.talosconfig || given.context != recorded.context;
+    let kube_differs = given
+        .kubeconfig
+        .as_ref()
+        .is_some_and(|k| Some(k) != recorded.kubeconfig.as_ref());
+    let endpoints_differ = !given.endpoints.is_empty() && given.endpoints != recorded.endpoints;
+    if !talos_differs && !kube_differs && !endpoints_differ {
+        return Ok(recorded);
+    }
+    let merged = Connection {
+        talosconfig: given.talosconfig.clone(),
+        context: given.context.clone(),
+        kubeconfig: given
+            .kubeconfig
+            .clone()
+            .or_else(|| recorded.kubeconfig.clone()),
+        endpoints: if given.endpoints.is_empty() {
+            recorded.endpoints.clone()
+        } else {
+            given.endpoints.clone()
+        },
+        nodes: recorded.nodes.clone(),
+        ca_sha256: recorded.ca_sha256.clone(),
+        kube_ca_sha256: recorded.kube_ca_sha256.clone(),
+        cluster_id: recorded.cluster_id.clone(),
+    };
+    let refuse = |why: String| {
+        Error::Usage(format!(
+            "run `{run}` is bound to its cluster ({}); the cluster flags given ({}) {why}; refusing to continue it there{}",
+            describe(&Target::Cluster(recorded.clone())),
+            describe(&Target::Cluster(given.clone())),
+            env_note(args)
+        ))
+    };
+    // Everything below is read from local files first: a different CA is refused before
+    // anything is sent to the other cluster.
+    let Some(ca) = recorded.ca_sha256.as_deref() else {
+        return Err(refuse(
+            "cannot be checked: the run recorded no CA fingerprint".to_owned(),
+        ));
+    };
+    let given_ca = merged
+        .talos_ca_sha256()
+        .map_err(|e| refuse(format!("cannot be read ({e})")))?;
+    if given_ca != ca {
+        return Err(refuse(format!(
+            "trust another Talos CA (sha256 {} ≠ recorded {})",
+            &given_ca[..16.min(given_ca.len())],
+            &ca[..16.min(ca.len())]
+        )));
+    }
+    if kube_differs {
+        let given_kube = merged
+            .kube_ca_sha256_of()
+            .map_err(|e| refuse(format!("have an unreadable kubeconfig ({e})")))?;
+        if given_kube.is_none() || given_kube != recorded.kube_ca_sha256 {
+            return Err(refuse("name a kubeconfig of another cluster CA".to_owned()));
+        }
+    }
+    let Some(id) = recorded.cluster_id.as_deref() else {
+        return Err(refuse(
+            "share its CA, but the run recorded no Talos cluster id to confirm it is the same cluster".to_owned(),
+        ));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    match runtime.block_on(merged.read_cluster_id()) {
+        Ok(Some(given_id)) if given_id == id => Ok(merged),
+        Ok(Some(given_id)) => Err(refuse(format!(
+            "reach Talos cluster id {given_id}, not the recorded {id}"
+        ))),
+        Ok(None) => Err(refuse(
+            "reach a cluster that reports no cluster id".to_owned(),
+        )),
+        Err(e) => Err(refuse(format!("cannot confirm the cluster id ({e})"))),
     }
 }
 
@@ -503,6 +674,9 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                         .map(|(l, a)| (l.clone(), a.to_string()))
                         .collect(),
                     nodes: handle.nodes().keys().cloned().collect(),
+                    ca_sha256: None,
+                    kube_ca_sha256: None,
+                    cluster_id: None,
                 };
                 let result = match (conn.open().await, conn.kube_client().await) {
                     (Ok(effects), Ok(kube)) => go_locked(&effects, kube, s, run_dir).await,

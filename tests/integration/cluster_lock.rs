@@ -382,3 +382,102 @@ fn cluster_lock_resume_of_the_killed_holder_takes_its_own_lock_back() {
     assert_eq!(sim.holder(), None, "released at the end");
     sim.stop();
 }
+
+const APPROVE_THEN_REBOOT: &str = r#"apiVersion: runbook/v1
+kind: Runbook
+metadata:
+  name: approve-then-reboot
+  description: An approval gate, then one guarded reboot
+params:
+  node: { type: node, required: true }
+steps:
+  - id: confirm
+    approval: "Reboot the node?"
+  - id: reboot
+    needs: [confirm]
+    action: talos.reboot
+    with: { node: "${{ params.node }}" }
+    guard: [etcd.safe-down]
+"#;
+
+/// The second finding of the issue: a run started on cluster A, paused at an approval, and
+/// resumed with cluster B's talosconfig (by flag, or by `$TALOSCONFIG`) must not touch B. It
+/// is refused naming both, B's call log stays empty, and the run still finishes on A.
+#[test]
+fn resume_with_another_clusters_talosconfig_is_refused_and_sends_nothing_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Sim::start(&dir.path().join("a"), 200.0);
+    let b = Sim::start(&dir.path().join("b"), 200.0);
+    let file = dir.path().join("approve-then-reboot.yaml");
+    std::fs::write(&file, APPROVE_THEN_REBOOT).unwrap();
+    let state = dir.path().join("state");
+    let paused = a
+        .command(
+            &state,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--param",
+                "node=192.168.2.223",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(paused.status.code(), Some(5), "{}", text(&paused));
+    let (id, run) = only_run(&state);
+    let target = std::fs::read_to_string(run.join("target.json")).unwrap();
+    assert!(target.contains("\"ca_sha256\""), "{target}");
+    let approved = a
+        .bare(&state, &["approve", &id, "confirm"])
+        .output()
+        .unwrap();
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    b.handle.cluster().with(|c, _| c.clear_call_log());
+
+    // B's files by flag: refused, naming both talosconfigs.
+    let by_flag = b.command(&state, &["resume", &id]).output().unwrap();
+    let t = text(&by_flag);
+    assert_eq!(by_flag.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&a.file("talosconfig")),
+        "names the recorded one: {t}"
+    );
+    assert!(
+        t.contains(&b.file("talosconfig")),
+        "names the given one: {t}"
+    );
+    assert!(t.contains("another Talos CA"), "{t}");
+
+    // B's talosconfig through $TALOSCONFIG (as `sim up` suggests exporting): refused too.
+    let by_env = a
+        .bare(&state, &["resume", &id, "--output", "plain"])
+        .env("TALOSCONFIG", b.file("talosconfig"))
+        .output()
+        .unwrap();
+    let t = text(&by_env);
+    assert_eq!(by_env.status.code(), Some(2), "{t}");
+    assert!(t.contains("$TALOSCONFIG"), "{t}");
+    // abort is bound the same way.
+    let abort = a
+        .bare(&state, &["abort", &id, "--output", "plain"])
+        .env("TALOSCONFIG", b.file("talosconfig"))
+        .output()
+        .unwrap();
+    assert_eq!(abort.status.code(), Some(2), "{}", text(&abort));
+
+    let sent_to_b = b.handle.cluster().with(|c, _| c.call_log().len());
+    assert_eq!(sent_to_b, 0, "nothing reached cluster B");
+    assert_eq!(b.count("Reboot"), 0);
+
+    // Without flags (and with A's own talosconfig by env) the run goes on, on A.
+    let resumed = a
+        .bare(&state, &["resume", &id, "--output", "plain"])
+        .env("TALOSCONFIG", a.file("talosconfig"))
+        .output()
+        .unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(a.count("Reboot"), 1);
+    assert_eq!(b.count("Reboot"), 0);
+    a.stop();
+    b.stop();
+}
