@@ -469,10 +469,14 @@ fn resume_with_another_clusters_talosconfig_is_refused_and_sends_nothing_there()
     assert_eq!(sent_to_b, 0, "nothing reached cluster B");
     assert_eq!(b.count("Reboot"), 0);
 
-    // Without flags (and with A's own talosconfig by env) the run goes on, on A.
+    // A copy of A's talosconfig elsewhere is the same cluster (same CA, same Talos cluster
+    // id, read from A): accepted, and the recorded kubeconfig and endpoints are kept.
+    assert!(target.contains("\"cluster_id\""), "{target}");
+    let copy = dir.path().join("copy-of-a-talosconfig");
+    std::fs::copy(a.file("talosconfig"), &copy).unwrap();
     let resumed = a
         .bare(&state, &["resume", &id, "--output", "plain"])
-        .env("TALOSCONFIG", a.file("talosconfig"))
+        .env("TALOSCONFIG", &copy)
         .output()
         .unwrap();
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
