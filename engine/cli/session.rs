@@ -509,14 +509,14 @@ async fn go_locked<E: Effects + Sync>(
         Ok(t) => t,
         Err(lease::LeaseError::Held { holder }) => {
             return Err(Error::ClusterLock(format!(
-                "{}; nothing was done: `runbook resume {run_id}` continues this run once the lock is free",
+                "{}; this session did nothing: `runbook resume {run_id}` continues the run once the lock is free",
                 lease::LeaseError::Held { holder }
             )));
         }
         Err(e) => {
             let Some(reason) = s.lock.skip_reason.clone() else {
                 return Err(Error::ClusterLock(format!(
-                    "cannot take the cluster lock `{}`: {e}; nothing was done. If the Kubernetes API is down (recovery), go on without the lock with `--no-cluster-lock REASON` (journaled; the run lock still holds), e.g. `runbook resume {run_id} --no-cluster-lock \"API down: quorum lost\"`",
+                    "cannot take the cluster lock `{}`: {e}; this session did nothing. If the Kubernetes API is down (recovery), go on without the lock with `--no-cluster-lock REASON` (journaled; the run lock still holds), e.g. `runbook resume {run_id} --no-cluster-lock \"API down: quorum lost\"`",
                     lease::LEASE
                 )));
             };

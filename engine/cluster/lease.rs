@@ -100,10 +100,26 @@ impl Holder {
     fn of(lease: &Lease) -> Option<Holder> {
         let spec = lease.spec.as_ref()?;
         let identity = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
-        let notes = lease.metadata.annotations.clone().unwrap_or_default();
         let (run, host) = identity
             .split_once('@')
             .map_or((identity.as_str(), ""), |(r, h)| (r, h));
+        // Annotations describe the holder only if they name the same run (another tool may
+        // have changed holderIdentity alone).
+        let notes = lease
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|_| {
+                lease
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(A_RUN))
+                    .is_some_and(|r| r == run)
+            })
+            .collect::<BTreeMap<String, String>>();
         let note = |k: &str| notes.get(k).cloned().unwrap_or_default();
         let since = notes
             .get(A_SINCE)

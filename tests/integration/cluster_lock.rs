@@ -485,3 +485,63 @@ fn resume_with_another_clusters_talosconfig_is_refused_and_sends_nothing_there()
     a.stop();
     b.stop();
 }
+
+/// Someone takes the lease over while a run drives (here: a write through kube-rs, as a
+/// second tool that ignores the TTL would): the run's next renewal sees the conflict, the run
+/// stops before its next side effect with exit 7, journals `lost` naming the new holder, and
+/// never writes the lease back; `resume` is then refused while the other holder has it.
+#[test]
+fn cluster_lock_taken_over_mid_run_stops_the_run_before_its_next_side_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 60.0);
+    let state = dir.path().join("state");
+    let child = sim
+        .command(&state, &["run", "reboot-verify", "--param", SEED])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the run to take the cluster lock", || {
+        sim.holder().is_some()
+    });
+    wait_for("the first reboot", || sim.count("Reboot") >= 1);
+    // Take it over: a CAS write from the version just read.
+    let mut lease = sim.lease().unwrap();
+    lease.spec.as_mut().unwrap().holder_identity = Some("intruder@elsewhere".into());
+    lease.spec.as_mut().unwrap().lease_duration_seconds = Some(3600);
+    let kubeconfig = std::fs::read_to_string(sim.dir.join("kubeconfig")).unwrap();
+    sim.rt.block_on(async {
+        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let api: Api<Lease> =
+            Api::namespaced(kube::Client::try_from(config).unwrap(), "kube-system");
+        api.replace("runbook-disruption", &Default::default(), &lease)
+            .await
+            .unwrap();
+    });
+    let out = finish(child);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(7), "{t}");
+    assert!(t.contains("stopped before its next side effect"), "{t}");
+    assert!(t.contains("intruder"), "{t}");
+    let (id, run) = only_run(&state);
+    let j = journal(&run);
+    assert!(j.contains(r#""event":"lost""#), "{j}");
+    assert!(!j.contains("run-finished"), "{j}");
+    assert!(sim.count("Reboot") < 3, "the run did not go on rebooting");
+    assert_eq!(
+        sim.holder().as_deref(),
+        Some("intruder@elsewhere"),
+        "never written back"
+    );
+    let refused = sim.command(&state, &["resume", &id]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(7), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("run `intruder` on host `elsewhere`"),
+        "{}",
+        text(&refused)
+    );
+    sim.stop();
+}
