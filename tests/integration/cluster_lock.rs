@@ -270,6 +270,28 @@ fn cluster_lock_of_a_killed_holder_is_released_by_unlock_with_the_reason_journal
     );
     let (id_b, run_b) = only_run(&state_b);
 
+    // `--no-cluster-lock` is for a lock that cannot be asked, not for one that answers.
+    let still = sim
+        .command(
+            &dir.path().join("state-x"),
+            &[
+                "run",
+                node,
+                "--param",
+                "node=192.168.2.49",
+                "--no-cluster-lock",
+                "in a hurry",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(still.status.code(), Some(7), "{}", text(&still));
+    assert!(
+        text(&still).contains(&format!("run `{id_a}`")),
+        "{}",
+        text(&still)
+    );
+
     // B's unlock does not release A's lock without naming A.
     let wrong = sim
         .bare(&state_b, &["unlock", &id_b, "--reason", "mine?"])
@@ -543,5 +565,81 @@ fn cluster_lock_taken_over_mid_run_stops_the_run_before_its_next_side_effect() {
         "{}",
         text(&refused)
     );
+    sim.stop();
+}
+
+/// Without a kubeconfig the lock cannot be taken: a disruptive run is refused (exit 7) and
+/// says how to go on; with `--no-cluster-lock REASON` it goes on, the reason journaled.
+#[test]
+fn cluster_lock_without_a_kubeconfig_needs_no_cluster_lock_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 200.0);
+    let node = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
+    let node = node.to_str().unwrap();
+    let run = |state: &Path, extra: &[&str]| {
+        sim.bare(
+            state,
+            &[
+                "run",
+                node,
+                "--param",
+                "node=192.168.2.20",
+                "--output",
+                "plain",
+            ],
+        )
+        .args(["--talosconfig", &sim.file("talosconfig")])
+        .args(["--endpoints", &sim.file("endpoints.json")])
+        .args(extra)
+        .output()
+        .unwrap()
+    };
+    let refused = run(&dir.path().join("s1"), &[]);
+    let t = text(&refused);
+    assert_eq!(refused.status.code(), Some(7), "{t}");
+    assert!(t.contains("--no-cluster-lock"), "{t}");
+    assert!(t.contains("no kubeconfig"), "{t}");
+    assert_eq!(sim.count("Reboot"), 0);
+
+    let state = dir.path().join("s2");
+    let went = run(
+        &state,
+        &["--no-cluster-lock", "no kubeconfig on this laptop"],
+    );
+    assert_eq!(went.status.code(), Some(0), "{}", text(&went));
+    let (_, run_dir) = only_run(&state);
+    let j = journal(&run_dir);
+    assert!(j.contains(r#""event":"skipped""#), "{j}");
+    assert!(j.contains("no kubeconfig on this laptop"), "{j}");
+    assert_eq!(sim.count("Reboot"), 1);
+    assert_eq!(sim.holder(), None, "no lease was written");
+    sim.stop();
+}
+
+/// A run recorded without a cluster is never continued on one, however the flags ask.
+#[test]
+fn resume_of_a_local_run_with_a_talosconfig_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 200.0);
+    let file = dir.path().join("local.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: local-gate, description: local }\nsteps:\n  - id: confirm\n    approval: \"go?\"\n  - id: note\n    needs: [confirm]\n    action: log\n    with: { message: done }\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let paused = sim
+        .bare(
+            &state,
+            &["run", file.to_str().unwrap(), "--output", "plain"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(paused.status.code(), Some(5), "{}", text(&paused));
+    let (id, _) = only_run(&state);
+    let refused = sim.command(&state, &["resume", &id]).output().unwrap();
+    let t = text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{t}");
+    assert!(t.contains("recorded without a cluster"), "{t}");
     sim.stop();
 }
