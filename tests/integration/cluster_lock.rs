@@ -496,6 +496,17 @@ fn resume_with_another_clusters_talosconfig_is_refused_and_sends_nothing_there()
     assert!(target.contains("\"cluster_id\""), "{target}");
     let copy = dir.path().join("copy-of-a-talosconfig");
     std::fs::copy(a.file("talosconfig"), &copy).unwrap();
+    // ... but not with B's kubeconfig: the lock and the Kubernetes actions would go to B.
+    let mixed = a
+        .bare(&state, &["resume", &id, "--output", "plain"])
+        .args(["--talosconfig", copy.to_str().unwrap()])
+        .args(["--kubeconfig", &b.file("kubeconfig")])
+        .output()
+        .unwrap();
+    let t = text(&mixed);
+    assert_eq!(mixed.status.code(), Some(2), "{t}");
+    assert!(t.contains("kubeconfig of another cluster CA"), "{t}");
+    assert_eq!(b.handle.cluster().with(|c, _| c.call_log().len()), 0);
     let resumed = a
         .bare(&state, &["resume", &id, "--output", "plain"])
         .env("TALOSCONFIG", &copy)
