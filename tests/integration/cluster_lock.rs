@@ -538,10 +538,8 @@ fn cluster_lock_taken_over_mid_run_stops_the_run_before_its_next_side_effect() {
         sim.holder().is_some()
     });
     wait_for("the first reboot", || sim.count("Reboot") >= 1);
-    // Take it over: a CAS write from the version just read.
-    let mut lease = sim.lease().unwrap();
-    lease.spec.as_mut().unwrap().holder_identity = Some("intruder@elsewhere".into());
-    lease.spec.as_mut().unwrap().lease_duration_seconds = Some(3600);
+    // Take it over: a CAS write from the version just read (read again if the run renewed
+    // in between, as any well-behaved writer would).
     let kubeconfig = std::fs::read_to_string(sim.dir.join("kubeconfig")).unwrap();
     sim.rt.block_on(async {
         let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
@@ -550,9 +548,21 @@ fn cluster_lock_taken_over_mid_run_stops_the_run_before_its_next_side_effect() {
             .unwrap();
         let api: Api<Lease> =
             Api::namespaced(kube::Client::try_from(config).unwrap(), "kube-system");
-        api.replace("runbook-disruption", &Default::default(), &lease)
-            .await
-            .unwrap();
+        for _ in 0..100 {
+            let mut lease = api.get("runbook-disruption").await.unwrap();
+            let spec = lease.spec.as_mut().unwrap();
+            spec.holder_identity = Some("intruder@elsewhere".into());
+            spec.lease_duration_seconds = Some(3600);
+            match api
+                .replace("runbook-disruption", &Default::default(), &lease)
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => panic!("taking the lease over: {e}"),
+            }
+        }
+        panic!("the lease kept changing");
     });
     let out = finish(child);
     let t = text(&out);
