@@ -17,7 +17,9 @@ pub const GUARD_REFUSED: i32 = 4;
 pub const AWAITING_APPROVAL: i32 = 5;
 /// The journal could not be read or written.
 pub const JOURNAL: i32 = 6;
-/// Another process holds the run's lock.
+/// Locked: another process holds the run's lock, another run holds the cluster lock (the
+/// Kubernetes Lease `kube-system/runbook-disruption`), or the cluster lock could not be taken
+/// or was lost while the run drove.
 pub const LOCKED: i32 = 7;
 /// The run was aborted by an operator.
 pub const ABORTED: i32 = 8;
@@ -42,7 +44,10 @@ pub const TABLE: &[(i32, &str)] = &[
     (GUARD_REFUSED, "a guard refused a disruptive action"),
     (AWAITING_APPROVAL, "paused at an approval gate"),
     (JOURNAL, "journal read or write failure"),
-    (LOCKED, "another process holds the run lock"),
+    (
+        LOCKED,
+        "locked: the run lock or the cluster lock is held by another (or the cluster lock could not be taken)",
+    ),
     (ABORTED, "aborted by an operator"),
     (LINT_FAILED, "lint found an error"),
     (DOCTOR_WARNINGS, "doctor found warnings"),

@@ -29,6 +29,7 @@ pub fn run(
             output,
             yes: false,
             abort: true,
+            lock: session::LockOptions::from_args(cluster),
         },
         &target,
         &run,

@@ -71,7 +71,8 @@ pub enum Command {
     /// can be killed at any instant and continued with `runbook resume`.
     ///
     /// Exit codes: 0 success, 1 a step failed (rollbacks ran), 4 a guard refused (paused),
-    /// 5 waiting for approval (paused), 6 journal failure, 7 locked (see docs/cli.md).
+    /// 5 waiting for approval (paused), 6 journal failure, 7 locked: the run lock or the
+    /// cluster lock (see docs/cli.md).
     Run {
         /// A runbook name (see `runbook list`) or a path to a runbook file.
         #[arg(value_name = "NAME|PATH")]
@@ -134,6 +135,24 @@ pub enum Command {
         /// The step id, as `runbook status` shows it.
         #[arg(value_name = "STEP")]
         step: String,
+    },
+
+    /// Release the cluster-wide disruption lock (Kubernetes Lease
+    /// `kube-system/runbook-disruption`) that run RUN_ID holds, e.g. after its process was
+    /// killed; journaled in RUN_ID's journal with the reason. Reaches the cluster RUN_ID
+    /// recorded. Refuses a lock held by another run unless `--holder` names that run.
+    Unlock {
+        /// The run whose lock to release (and whose journal records it).
+        #[arg(value_name = "RUN_ID")]
+        run: String,
+
+        /// Why (journaled).
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: String,
+
+        /// Release the lock although another run holds it: that run's id, exactly.
+        #[arg(long, value_name = "RUN_ID")]
+        holder: Option<String>,
     },
 
     /// List runs with their status, age and current step.
@@ -292,6 +311,23 @@ pub struct ClusterArgs {
     /// needed to reach nodes in maintenance mode when labels are not addresses.
     #[arg(long, value_name = "FILE", requires = "talosconfig")]
     pub endpoints: Option<PathBuf>,
+
+    /// Go on without the cluster-wide disruption lock when it cannot be taken because the
+    /// Kubernetes API does not answer (recovery runbooks run exactly then). REASON is
+    /// journaled. A live lock held by another run still refuses (see `runbook unlock`).
+    #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+    pub no_cluster_lock: Option<String>,
+
+    /// The TTL of the cluster lock this run holds (Lease `leaseDurationSeconds`): a holder
+    /// that dies without releasing it may be taken over this long after its last renewal.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "RUNBOOK_CLUSTER_LOCK_TTL",
+        default_value_t = crate::cluster::lease::DEFAULT_TTL_SECONDS,
+        value_parser = crate::cluster::lease::parse_ttl
+    )]
+    pub cluster_lock_ttl: u32,
 }
 
 /// `--output` of the commands that print data (`list`, `actions`, `runs`, `status`).
@@ -326,3 +362,11 @@ pub enum PlanFormat {
     /// JSON (format documented in docs/cli.md).
     Json,
 }
+
+fn parse_reason(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a reason is required (it is journaled)".into());
+    }
+    Ok(s.trim().to_string())
+}
+

@@ -65,6 +65,9 @@ async fn on_sim(scenario: &str, speed: f64, backup: Option<&Path>) -> Result<Rep
                     .map(|f| (l.clone(), f.to_string()))
             })
             .collect(),
+        ca_sha256: None,
+        kube_ca_sha256: None,
+        cluster_id: None,
     };
     let report = observe(&conn, backup).await;
     handle.shutdown().await;

@@ -21,6 +21,7 @@ pub mod runs;
 pub mod session;
 pub mod sim;
 pub mod status;
+pub mod unlock;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -74,6 +75,10 @@ pub enum Error {
     /// The async runtime could not start.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    /// The cluster-wide disruption lock is held by another run, could not be taken, or was
+    /// lost while the run drove (exit 7).
+    #[error("{0}")]
+    ClusterLock(String),
     /// A session stopped with this exit code; the reporter already showed why.
     #[error("the run stopped with exit code {0}")]
     Stopped(i32),
@@ -95,6 +100,7 @@ impl Error {
             Error::Exec(crate::exec::Error::UnknownStep { .. }) => exit_code::JOURNAL,
             Error::PlanChanged { .. } => exit_code::INVALID_RUNBOOK,
             Error::Stopped(code) => *code,
+            Error::ClusterLock(_) => exit_code::LOCKED,
         }
     }
 }
@@ -209,6 +215,11 @@ pub fn main() -> ExitCode {
             configs,
             output,
         } => lint::run(inventory.as_deref(), &configs, output),
+        args::Command::Unlock {
+            run,
+            reason,
+            holder,
+        } => unlock::run(&run, &reason, holder.as_deref(), state_dir),
         args::Command::Abort {
             run,
             params,

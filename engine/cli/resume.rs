@@ -47,6 +47,7 @@ pub fn run(
             output,
             yes,
             abort: false,
+            lock: session::LockOptions::from_args(cluster),
         },
         &target,
         &run,

@@ -19,10 +19,14 @@ pub fn run(
     cluster: &ClusterArgs,
     state_dir: Option<&std::path::Path>,
 ) -> Result<(), Error> {
-    let target = Target::from_args(cluster)?.unwrap_or(Target::Local);
     let entry = library::find(name)?;
     let plan =
         compile::compile_source(&entry.source, &Mode::Plan(params)).map_err(Error::Diagnostics)?;
+    let target = if dry_run {
+        Target::from_args(cluster)?.unwrap_or(Target::Local)
+    } else {
+        Target::for_run(cluster)?
+    };
     let events = session::reporters(output);
     if dry_run {
         let report = session::dry_run(&plan, &events);
@@ -62,6 +66,7 @@ pub fn run(
             output,
             yes,
             abort: false,
+            lock: session::LockOptions::from_args(cluster),
         },
         &target,
         &run,

@@ -8,10 +8,11 @@ use crate::cli::Error;
 use crate::cli::args::ClusterArgs;
 use crate::cli::args::OutputArg;
 use crate::cluster::connection::Connection;
+use crate::cluster::lease;
 use crate::compile::{self, Mode};
 use crate::event::{Event, Stop};
 use crate::exec::{self, Approver, Effects, EventSink, LocalEffects, Options, Runner};
-use crate::journal::{Journal, RunDir, SourceKind, StateDir};
+use crate::journal::{ClusterLockEvent, Journal, Record, RunDir, SourceKind, StateDir};
 use crate::plan::Plan;
 use crate::report::{Output, Reporters};
 use crate::secret::REDACTED;
@@ -196,6 +197,9 @@ impl Target {
             endpoints,
             nodes: Vec::new(),
             fingerprints,
+            ca_sha256: None,
+            kube_ca_sha256: None,
+            cluster_id: None,
         })))
     }
 
@@ -224,20 +228,193 @@ impl Target {
         }
     }
 
-    /// The target for continuing a run: flags win over what the run recorded. A run on an
-    /// embedded simulator cannot continue in another process (its cluster ended with it).
-    pub fn for_resume(run: &RunDir, args: &ClusterArgs) -> Result<Target, Error> {
-        if let Some(t) = Target::from_args(args)? {
-            return Ok(t);
+    /// The target `run` records: for a cluster, with its identity (CA fingerprints, and the
+    /// Talos cluster id when the cluster offers it), so `resume` can tell it from another.
+    pub fn for_run(args: &ClusterArgs) -> Result<Target, Error> {
+        let mut target = Target::from_args(args)?.unwrap_or(Target::Local);
+        if let Target::Cluster(conn) = &mut target {
+            conn.fingerprint()
+                .map_err(|e| Error::Usage(format!("cannot read the cluster's identity: {e}")))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(Error::Runtime)?;
+            // Unreachable now is not an error here: the run itself says so when it connects.
+            conn.cluster_id = runtime.block_on(conn.read_cluster_id()).ok().flatten();
         }
+        Ok(target)
+    }
+
+    /// The target for continuing a run (`resume`, `abort`): always the cluster the run
+    /// recorded. Flags (or `$TALOSCONFIG`) that name another talosconfig, context, kubeconfig
+    /// or endpoint set are refused, naming both, unless they identify the same cluster (same
+    /// Talos CA, same kubeconfig CA, same Talos cluster id); recorded pieces the flags do not
+    /// give (kubeconfig, endpoints, nodes) are kept. A run on an embedded simulator cannot
+    /// continue in another process (its cluster ended with it).
+    pub fn for_resume(run: &RunDir, args: &ClusterArgs) -> Result<Target, Error> {
+        let given = Target::from_args(args)?;
         match Target::load(run)? {
             Target::Sim { scenario, .. } => Err(Error::Usage(format!(
                 "run `{}` rehearsed on a simulator embedded in its process (`--sim`, scenario `{scenario}`), which ended with it; \
                  to rehearse interruptions, start `runbook sim up --dir DIR` and run with `--talosconfig DIR/talosconfig --kubeconfig DIR/kubeconfig --endpoints DIR/endpoints.json`",
                 run.id()
             ))),
-            other => Ok(other),
+            Target::Local => match given {
+                None => Ok(Target::Local),
+                Some(t) => Err(Error::Usage(format!(
+                    "run `{}` was recorded without a cluster; refusing to drive {} with it{}",
+                    run.id(),
+                    describe(&t),
+                    env_note(args)
+                ))),
+            },
+            Target::Cluster(recorded) => match given {
+                None => Ok(Target::Cluster(recorded)),
+                Some(Target::Cluster(given)) => {
+                    bind(run.id(), recorded, given, args).map(Target::Cluster)
+                }
+                Some(other) => Err(Error::Usage(format!(
+                    "run `{}` drives the cluster of {}; refusing to continue it on {}",
+                    run.id(),
+                    describe(&Target::Cluster(recorded)),
+                    describe(&other)
+                ))),
+            },
         }
+    }
+}
+
+fn describe(t: &Target) -> String {
+    match t {
+        Target::Local => "no cluster".to_owned(),
+        Target::Sim { scenario, .. } => format!("an embedded simulator (`--sim`, `{scenario}`)"),
+        Target::Cluster(c) => {
+            let mut s = format!("talosconfig `{}`", c.talosconfig.display());
+            if let Some(ctx) = &c.context {
+                s.push_str(&format!(" context `{ctx}`"));
+            }
+            if let Some(k) = &c.kubeconfig {
+                s.push_str(&format!(", kubeconfig `{}`", k.display()));
+            }
+            if !c.endpoints.is_empty() {
+                let eps: Vec<String> = c
+                    .endpoints
+                    .iter()
+                    .map(|(l, e)| format!("{l}={e}"))
+                    .collect();
+                s.push_str(&format!(", endpoints {}", eps.join(" ")));
+            }
+            if let Some(ca) = &c.ca_sha256 {
+                s.push_str(&format!(", Talos CA sha256 {}", &ca[..ca.len().min(16)]));
+            }
+            if let Some(id) = &c.cluster_id {
+                s.push_str(&format!(", cluster id {id}"));
+            }
+            s
+        }
+    }
+}
+
+fn env_note(args: &ClusterArgs) -> String {
+    let from_env = std::env::var_os("TALOSCONFIG")
+        .is_some_and(|v| args.talosconfig.as_deref() == Some(std::path::Path::new(&v)));
+    if from_env {
+        " (the talosconfig came from $TALOSCONFIG: unset it, or resume without cluster flags, to use the recorded cluster)".to_owned()
+    } else {
+        " (resume without cluster flags to use the recorded cluster)".to_owned()
+    }
+}
+
+/// The recorded connection, with what the flags gave if (and only if) it is the same cluster.
+fn bind(
+    run: &str,
+    recorded: Connection,
+    given: Connection,
+    args: &ClusterArgs,
+) -> Result<Connection, Error> {
+    let talos_differs =
+        given.talosconfig != recorded.talosconfig || given.context != recorded.context;
+    let kube_differs = given
+        .kubeconfig
+        .as_ref()
+        .is_some_and(|k| Some(k) != recorded.kubeconfig.as_ref());
+    let endpoints_differ = !given.endpoints.is_empty() && given.endpoints != recorded.endpoints;
+    if !talos_differs && !kube_differs && !endpoints_differ {
+        return Ok(recorded);
+    }
+    let merged = Connection {
+        talosconfig: given.talosconfig.clone(),
+        context: given.context.clone(),
+        kubeconfig: given
+            .kubeconfig
+            .clone()
+            .or_else(|| recorded.kubeconfig.clone()),
+        endpoints: if given.endpoints.is_empty() {
+            recorded.endpoints.clone()
+        } else {
+            given.endpoints.clone()
+        },
+        nodes: recorded.nodes.clone(),
+        fingerprints: if given.fingerprints.is_empty() {
+            recorded.fingerprints.clone()
+        } else {
+            given.fingerprints.clone()
+        },
+        ca_sha256: recorded.ca_sha256.clone(),
+        kube_ca_sha256: recorded.kube_ca_sha256.clone(),
+        cluster_id: recorded.cluster_id.clone(),
+    };
+    let refuse = |why: String| {
+        Error::Usage(format!(
+            "run `{run}` is bound to its cluster ({}); the cluster flags given ({}) {why}; refusing to continue it there{}",
+            describe(&Target::Cluster(recorded.clone())),
+            describe(&Target::Cluster(given.clone())),
+            env_note(args)
+        ))
+    };
+    // Everything below is read from local files first: a different CA is refused before
+    // anything is sent to the other cluster.
+    let Some(ca) = recorded.ca_sha256.as_deref() else {
+        return Err(refuse(
+            "cannot be checked: the run recorded no CA fingerprint".to_owned(),
+        ));
+    };
+    let given_ca = merged
+        .talos_ca_sha256()
+        .map_err(|e| refuse(format!("cannot be read ({e})")))?;
+    if given_ca != ca {
+        return Err(refuse(format!(
+            "trust another Talos CA (sha256 {} ≠ recorded {})",
+            &given_ca[..16.min(given_ca.len())],
+            &ca[..16.min(ca.len())]
+        )));
+    }
+    if kube_differs {
+        let given_kube = merged
+            .kube_ca_sha256_of()
+            .map_err(|e| refuse(format!("have an unreadable kubeconfig ({e})")))?;
+        if given_kube.is_none() || given_kube != recorded.kube_ca_sha256 {
+            return Err(refuse("name a kubeconfig of another cluster CA".to_owned()));
+        }
+    }
+    let Some(id) = recorded.cluster_id.as_deref() else {
+        return Err(refuse(
+            "share its CA, but the run recorded no Talos cluster id to confirm it is the same cluster".to_owned(),
+        ));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    match runtime.block_on(merged.read_cluster_id()) {
+        Ok(Some(given_id)) if given_id == id => Ok(merged),
+        Ok(Some(given_id)) => Err(refuse(format!(
+            "reach Talos cluster id {given_id}, not the recorded {id}"
+        ))),
+        Ok(None) => Err(refuse(
+            "reach a cluster that reports no cluster id".to_owned(),
+        )),
+        Err(e) => Err(refuse(format!("cannot confirm the cluster id ({e})"))),
     }
 }
 
@@ -246,6 +423,25 @@ fn absolute(p: &std::path::Path) -> std::path::PathBuf {
         p.to_path_buf()
     } else {
         std::env::current_dir().map_or_else(|_| p.to_path_buf(), |d| d.join(p))
+    }
+}
+
+/// The cluster-lock flags of `run`, `resume` and `abort`.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// `--no-cluster-lock REASON`.
+    pub skip_reason: Option<String>,
+    /// `--cluster-lock-ttl` (seconds).
+    pub ttl_seconds: u32,
+}
+
+impl LockOptions {
+    /// From the command line.
+    pub fn from_args(args: &ClusterArgs) -> LockOptions {
+        LockOptions {
+            skip_reason: args.no_cluster_lock.clone(),
+            ttl_seconds: args.cluster_lock_ttl,
+        }
     }
 }
 
@@ -263,6 +459,165 @@ pub struct Session<'a> {
     pub yes: bool,
     /// Run the rollbacks and finish as aborted.
     pub abort: bool,
+    /// The cluster lock's flags.
+    pub lock: LockOptions,
+}
+
+/// Whether a plan can disrupt the cluster (some main or rollback step has a hazard), so
+/// that a session driving it must hold the cluster lock.
+pub fn is_disruptive(plan: &Plan) -> bool {
+    plan.steps()
+        .chain(plan.rollbacks.iter())
+        .any(|s| s.hazard.is_some())
+}
+
+fn lock_record(event: ClusterLockEvent, holder: String, detail: String) -> Record {
+    Record::ClusterLock {
+        event,
+        lease: lease::LEASE.to_owned(),
+        holder,
+        by: user(),
+        detail,
+    }
+}
+
+/// Drives a session against a cluster under the cluster lock (when the plan is disruptive):
+/// takes the Lease or refuses (exit 7), renews it while the session drives, stops the
+/// session before its next side effect if it is lost, and releases it when the session
+/// stops (finished or paused: a paused run's `resume` takes it again).
+async fn go_locked<E: Effects + Sync>(
+    effects: &E,
+    kube: Option<kube::Client>,
+    mut s: Session<'_>,
+    run_dir: &RunDir,
+) -> Result<crate::event::Report, Error> {
+    if !is_disruptive(s.plan) {
+        return go(effects, s).await;
+    }
+    let state = s.journal.state();
+    let run_id = state
+        .header
+        .as_ref()
+        .map(|h| h.run_id.clone())
+        .unwrap_or_else(|| run_dir.id().to_owned());
+    let me = lease::Me {
+        run_id: run_id.clone(),
+        host: crate::journal::identity::host_name(),
+        user: user(),
+        pid: crate::journal::identity::pid(),
+        runbook: s.plan.runbook.clone(),
+    };
+    let taken = match kube {
+        None => Err(lease::LeaseError::Unreachable {
+            message: "the run has no kubeconfig (`--kubeconfig`)".to_owned(),
+        }),
+        Some(client) => lease::ClusterLease::acquire(client, me.clone(), s.lock.ttl_seconds).await,
+    };
+    let (held, how) = match taken {
+        Ok(t) => t,
+        Err(lease::LeaseError::Held { holder }) => {
+            return Err(Error::ClusterLock(format!(
+                "{}; this session did nothing: `runbook resume {run_id}` continues the run once the lock is free",
+                lease::LeaseError::Held { holder }
+            )));
+        }
+        Err(e) => {
+            let Some(reason) = s.lock.skip_reason.clone() else {
+                return Err(Error::ClusterLock(format!(
+                    "cannot take the cluster lock `{}`: {e}; this session did nothing. If the Kubernetes API is down (recovery), go on without the lock with `--no-cluster-lock REASON` (journaled; the run lock still holds), e.g. `runbook resume {run_id} --no-cluster-lock \"API down: quorum lost\"`",
+                    lease::LEASE
+                )));
+            };
+            s.journal
+                .append(lock_record(
+                    ClusterLockEvent::Skipped,
+                    me.identity(),
+                    format!("{reason} (the lock could not be taken: {e})"),
+                ))
+                .map_err(Error::Journal)?;
+            s.events.emit(&Event::Message {
+                step: "cluster-lock".to_owned(),
+                text: format!(
+                    "going on WITHOUT the cluster lock `{}` (--no-cluster-lock: {reason}): {e}",
+                    lease::LEASE
+                ),
+            });
+            return go(effects, s).await;
+        }
+    };
+    let mut held = held;
+    let tolerance = match &s.lock.skip_reason {
+        Some(reason) => {
+            held.tolerate_unreachable();
+            format!(
+                "; --no-cluster-lock: {reason} (goes on if the Kubernetes API stops answering later)"
+            )
+        }
+        None => String::new(),
+    };
+    let record = match &how {
+        lease::Taken::Free => lock_record(
+            ClusterLockEvent::Taken,
+            held.identity(),
+            format!("TTL {}s{tolerance}", s.lock.ttl_seconds),
+        ),
+        lease::Taken::Over(prev) => lock_record(
+            ClusterLockEvent::TakenOver,
+            held.identity(),
+            format!(
+                "TTL {}s; taken over from {prev}{tolerance}",
+                s.lock.ttl_seconds
+            ),
+        ),
+    };
+    let held = std::sync::Arc::new(held);
+    if let Err(e) = s.journal.append(record) {
+        let _ = held.release().await;
+        return Err(Error::Journal(e));
+    }
+    let renewal = held.spawn_renewal();
+    let gate = lease::LeaseGate::new(effects, held.clone());
+    let stopped = gate.stopped();
+    let events = s.events;
+    let outcome = tokio::select! {
+        r = go(&gate, s) => Ok(r),
+        reason = stopped => Err(reason),
+    };
+    renewal.abort();
+    match outcome {
+        Ok(report) => {
+            if let Err(e) = held.release().await {
+                events.emit(&Event::Message {
+                    step: "cluster-lock".to_owned(),
+                    text: format!(
+                        "could not release the cluster lock `{}` ({e}); it expires {}s after its last renewal, or `runbook unlock {run_id} --reason TEXT`",
+                        lease::LEASE,
+                        held.ttl_seconds()
+                    ),
+                });
+            }
+            report
+        }
+        Err(reason) => {
+            // The session (and its journal) was dropped before the side effect: note why.
+            let noted = Journal::open(run_dir).and_then(|mut o| {
+                o.journal
+                    .append(lock_record(
+                        ClusterLockEvent::Lost,
+                        held.identity(),
+                        reason.clone(),
+                    ))
+                    .map(|_| ())
+            });
+            let noted = match noted {
+                Ok(()) => String::new(),
+                Err(e) => format!(" (not journaled: {e})"),
+            };
+            Err(Error::ClusterLock(format!(
+                "{reason}; the run `{run_id}` stopped before its next side effect{noted}; `runbook resume {run_id}` continues it once the lock is free"
+            )))
+        }
+    }
 }
 
 async fn go<E: Effects>(effects: &E, s: Session<'_>) -> Result<crate::event::Report, Error> {
@@ -294,7 +649,11 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                     .open_in(Some(run_dir.path()))
                     .await
                     .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
-                go(&effects, s).await
+                let kube = conn
+                    .kube_client()
+                    .await
+                    .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
+                go_locked(&effects, kube, s, run_dir).await
             }
             Target::Sim { scenario, speed } => {
                 let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
@@ -332,10 +691,17 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                                 .map(|f| (l.clone(), f.to_string()))
                         })
                         .collect(),
+                    ca_sha256: None,
+                    kube_ca_sha256: None,
+                    cluster_id: None,
                 };
-                let result = match conn.open_in(Some(run_dir.path())).await {
-                    Ok(effects) => go(&effects, s).await,
-                    Err(e) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
+                let result = match (
+                    conn.open_in(Some(run_dir.path())).await,
+                    conn.kube_client().await,
+                ) {
+                    (Ok(effects), Ok(kube)) => go_locked(&effects, kube, s, run_dir).await,
+                    (Err(e), _) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
+                    (_, Err(e)) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
                 };
                 handle.shutdown().await;
                 result

@@ -27,6 +27,17 @@ pub struct Connection {
     /// `--endpoints` or the simulator); see [`crate::cluster::pinning`].
     #[serde(default)]
     pub fingerprints: BTreeMap<String, String>,
+    /// sha256 (hex) of the DER of the Talos CA of the context used, recorded at `run`: what
+    /// tells this cluster from another one whose talosconfig is handed to `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
+    /// sha256 (hex) of the kubeconfig's cluster CA (current context), recorded at `run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_ca_sha256: Option<String>,
+    /// The Talos cluster id (COSI `Infos.cluster.talos.dev`, id `current`, namespace
+    /// `cluster`), recorded at `run` when the cluster offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 /// Connecting to a cluster failed.
@@ -41,6 +52,9 @@ pub enum ConnectError {
     /// The maintenance pins file could not be read.
     #[error(transparent)]
     Pins(#[from] crate::cluster::pinning::PinError),
+    /// The cluster's identity (CA, cluster id) could not be read.
+    #[error("{0}")]
+    Identity(String),
     /// The kubeconfig could not be used.
     #[error("cannot use kubeconfig `{path}`: {message}")]
     Kube {
@@ -83,6 +97,123 @@ impl Connection {
             kube,
             pins,
         }))
+    }
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
+impl Connection {
+    /// sha256 (hex) of the Talos CA of the talosconfig context this connection names.
+    pub fn talos_ca_sha256(&self) -> Result<String, ConnectError> {
+        let cfg = crate::cluster::talosconfig::Talosconfig::load(&self.talosconfig)?;
+        let (_, ctx) = cfg.context(self.context.as_deref(), &self.talosconfig)?;
+        let der = crate::cluster::talos::pem_block_der(&ctx.ca_pem).ok_or_else(|| {
+            ConnectError::Identity(format!(
+                "the CA of talosconfig `{}` is not PEM",
+                self.talosconfig.display()
+            ))
+        })?;
+        Ok(sha256_hex(&der))
+    }
+
+    /// sha256 (hex) of the kubeconfig's cluster CA (its current context), if it has one.
+    pub fn kube_ca_sha256_of(&self) -> Result<Option<String>, ConnectError> {
+        let Some(path) = &self.kubeconfig else {
+            return Ok(None);
+        };
+        let err = |message: String| ConnectError::Kube {
+            path: path.clone(),
+            message,
+        };
+        let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+        let current = kc.current_context.clone().unwrap_or_default();
+        let cluster_name = kc
+            .contexts
+            .iter()
+            .find(|c| c.name == current)
+            .and_then(|c| c.context.as_ref())
+            .map(|c| c.cluster.clone());
+        let Some(cluster) = kc
+            .clusters
+            .iter()
+            .find(|c| Some(&c.name) == cluster_name.as_ref())
+            .and_then(|c| c.cluster.as_ref())
+        else {
+            return Ok(None);
+        };
+        let pem = match (
+            &cluster.certificate_authority_data,
+            &cluster.certificate_authority,
+        ) {
+            (Some(data), _) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|e| err(format!("certificate-authority-data: {e}")))?;
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| err(format!("certificate-authority `{file}`: {e}")))?,
+            (None, None) => return Ok(None),
+        };
+        Ok(crate::cluster::talos::pem_block_der(&pem).map(|der| sha256_hex(&der)))
+    }
+
+    /// Records the CA fingerprints (`run` does, before the run directory is written).
+    pub fn fingerprint(&mut self) -> Result<(), ConnectError> {
+        self.ca_sha256 = Some(self.talos_ca_sha256()?);
+        self.kube_ca_sha256 = self.kube_ca_sha256_of()?;
+        Ok(())
+    }
+
+    /// The Talos cluster id, read from the cluster (COSI `Infos.cluster.talos.dev` `current`);
+    /// None when the cluster does not offer it (older Talos).
+    pub async fn read_cluster_id(&self) -> Result<Option<String>, ConnectError> {
+        use runbook_proto::cosi::resource::GetRequest;
+        let cfg = crate::cluster::talosconfig::Talosconfig::load(&self.talosconfig)?;
+        let (_, ctx) = cfg.context(self.context.as_deref(), &self.talosconfig)?;
+        let client = TalosClient::connect(ctx).await?;
+        let req = GetRequest {
+            namespace: "cluster".into(),
+            r#type: "Infos.cluster.talos.dev".into(),
+            id: "current".into(),
+            options: None,
+        };
+        let resp = match client.cosi().get(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::Unimplemented) => {
+                return Ok(None);
+            }
+            Err(s) => {
+                return Err(ConnectError::Identity(format!(
+                    "cannot read the cluster id: {}",
+                    s.message()
+                )));
+            }
+        };
+        let yaml = resp
+            .resource
+            .and_then(|r| r.spec)
+            .map(|s| s.yaml_spec)
+            .unwrap_or_default();
+        Ok(yaml.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("clusterId:")
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .filter(|v| !v.is_empty())
+        }))
+    }
+
+    /// The Kubernetes client of the recorded kubeconfig, if the run has one (the cluster lock
+    /// lives in that API).
+    pub async fn kube_client(&self) -> Result<Option<kube::Client>, ConnectError> {
+        match &self.kubeconfig {
+            None => Ok(None),
+            Some(path) => Ok(Some(kube_client(path).await?)),
+        }
     }
 }
 

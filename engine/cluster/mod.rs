@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod connection;
 pub mod effects;
+pub mod lease;
 pub mod observe;
 pub mod payload;
 pub mod pinning;

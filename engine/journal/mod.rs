@@ -42,7 +42,8 @@ pub use error::{Error, Result};
 pub use file::{Contents, Entry, SkippedRecord, TornTail};
 pub use lock::{LockHolder, RunLock};
 pub use record::{
-    FORMAT_VERSION, Fields, FormatVersion, InDoubtResolution, Record, RunHeader, RunOutcome,
+    ClusterLockEvent, FORMAT_VERSION, Fields, FormatVersion, InDoubtResolution, Record, RunHeader,
+    RunOutcome,
 };
 pub use replay::{RunState, StepState};
 pub use run_dir::{RunDir, RunStatus, RunSummary, SourceKind, StateDir};

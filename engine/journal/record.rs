@@ -337,6 +337,41 @@ pub enum Record {
         /// Whether the retry policy may try again.
         retryable: bool,
     },
+    /// The cluster-wide disruption lock (a Kubernetes Lease, see `docs/cli.md`) changed for
+    /// this run: taken, taken over, lost, released, skipped with `--no-cluster-lock`, or
+    /// released by `runbook unlock`. Informational: resume decides nothing from it.
+    ClusterLock {
+        /// What happened.
+        event: ClusterLockEvent,
+        /// The Lease, `namespace/name`.
+        lease: String,
+        /// The holder identity concerned (`<run-id>@<host>`): this run's, or the one taken over
+        /// or released.
+        holder: String,
+        /// The operator (`$USER`).
+        by: String,
+        /// The operator's reason (`skipped`, `unlocked`) or what happened (the previous holder
+        /// and its expiry for `taken-over`, the error for `lost` and `skipped`).
+        detail: String,
+    },
+}
+
+/// What happened to the cluster lock, in a [`Record::ClusterLock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterLockEvent {
+    /// The Lease was free (or new) and this run took it.
+    Taken,
+    /// The Lease was held by a holder whose TTL had run out (or by an earlier, killed session
+    /// of this run) and this run took it over.
+    TakenOver,
+    /// The Lease was taken over by someone else or could not be renewed: the run stopped before
+    /// its next side effect.
+    Lost,
+    /// The Kubernetes API could not be asked; the operator went on with `--no-cluster-lock`.
+    Skipped,
+    /// `runbook unlock` released the Lease.
+    Unlocked,
 }
 
 impl Record {
@@ -365,6 +400,7 @@ impl Record {
         "abort-requested",
         "run-finished",
         "action-not-sent",
+        "cluster-lock",
     ];
 
     /// The record's `type` tag, e.g. `step-started`.
@@ -393,6 +429,7 @@ impl Record {
             Self::AbortRequested { .. } => "abort-requested",
             Self::RunFinished { .. } => "run-finished",
             Self::ActionNotSent { .. } => "action-not-sent",
+            Self::ClusterLock { .. } => "cluster-lock",
         }
     }
 
@@ -421,7 +458,8 @@ impl Record {
             | Self::SessionStarted { .. }
             | Self::RunPaused { .. }
             | Self::AbortRequested { .. }
-            | Self::RunFinished { .. } => None,
+            | Self::RunFinished { .. }
+            | Self::ClusterLock { .. } => None,
         }
     }
 
@@ -573,6 +611,13 @@ pub(crate) mod tests {
                 attempt: 1,
                 error: "argument `node` is not a node".into(),
                 retryable: false,
+            },
+            Record::ClusterLock {
+                event: ClusterLockEvent::TakenOver,
+                lease: "kube-system/runbook-disruption".into(),
+                holder: "20261124T203401Z-3fa9c1@ops".into(),
+                by: "alice".into(),
+                detail: "expired holder 20261124T190000Z-aaaaaa@ops2".into(),
             },
         ]
     }

@@ -809,6 +809,7 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
                 retryable: *retryable,
             };
         }
+        Record::ClusterLock { .. } => {}
     }
     Ok(())
 }

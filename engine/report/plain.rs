@@ -160,6 +160,13 @@ fn record_line(record: &Record) -> Option<String> {
         Record::ActionNotSent { attempt, error, .. } => {
             format!("  attempt {attempt} not sent: {error}")
         }
+        Record::ClusterLock {
+            event,
+            lease,
+            holder,
+            detail,
+            ..
+        } => format!("cluster lock {lease} {event:?} ({holder}): {detail}"),
     })
 }
 

@@ -232,6 +232,16 @@ impl Simulator {
             versions: ResourceVersions::default(),
             shutdown: shutdown_rx.clone(),
             wall,
+            cluster_id: {
+                // Like Talos' 32 random bytes: this simulator's CA is fresh at every start.
+                use base64::Engine as _;
+                use sha2::Digest as _;
+                let mut h = sha2::Sha256::new();
+                h.update(b"runbook-sim cluster id\0");
+                h.update(pki.os_ca.cert_der());
+                let digest = h.finalize();
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            },
         });
 
         let mut addrs = BTreeMap::new();

@@ -8,6 +8,7 @@
 mod authoring;
 mod cli;
 mod cli_output;
+mod cluster_lock;
 mod crash;
 mod crash_effects;
 mod doctor;
@@ -31,4 +32,5 @@ mod run_harness;
 mod run_sim;
 mod runbooks;
 mod sim_kube;
+mod sim_kube_lease;
 mod sim_talos;

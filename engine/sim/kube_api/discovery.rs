@@ -159,7 +159,7 @@ pub fn group_resources(name: &str, version: &str) -> Option<APIResourceList> {
             "lease",
             "Lease",
             true,
-            &["get", "list", "watch"],
+            &["create", "delete", "get", "list", "update", "watch"],
             &[],
         )],
         _ => return None,

@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::store::{Content, Entry, LeaseFacts, Meta, NodeFacts, PdbFacts, WallClock};
+use super::store::{ClientLease, Content, Entry, LeaseFacts, Meta, NodeFacts, PdbFacts, WallClock};
 use crate::sim::SimTime;
 use crate::sim::cluster::{ConditionStatus, Pod as ModelPod, PodOwner};
 use crate::sim::node::TALOS_VERSION;
@@ -77,6 +77,7 @@ pub fn labels(content: &Content) -> BTreeMap<String, String> {
             labels
         }
         Content::Lease(_) | Content::Pdb(_) => BTreeMap::new(),
+        Content::ClientLease(l) => l.labels.clone(),
     }
 }
 
@@ -100,6 +101,7 @@ pub fn object(entry: &Entry, clock: WallClock) -> Value {
         Content::Pod(p) => serde_json::to_value(pod(entry, p, clock)),
         Content::Lease(l) => serde_json::to_value(lease(entry, l, clock)),
         Content::Pdb(p) => serde_json::to_value(pdb(entry, p, clock)),
+        Content::ClientLease(l) => serde_json::to_value(client_lease(entry, l, clock)),
     };
     // k8s-openapi types always serialize; an error here would be a bug in the types.
     value.unwrap_or(Value::Null)
@@ -416,6 +418,26 @@ fn lease(entry: &Entry, l: &LeaseFacts, clock: WallClock) -> Lease {
             ..LeaseSpec::default()
         }),
     }
+}
+
+fn client_lease(entry: &Entry, l: &ClientLease, clock: WallClock) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            annotations: Some(l.annotations.clone()).filter(|a| !a.is_empty()),
+            ..meta(entry, clock)
+        },
+        // The spec was a valid LeaseSpec when the server accepted it.
+        spec: serde_json::from_value(l.spec.clone()).ok(),
+    }
+}
+
+/// The holder of a client Lease (`spec.holderIdentity`), empty if none.
+pub fn client_lease_holder(l: &ClientLease) -> String {
+    l.spec
+        .get("holderIdentity")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn pdb(entry: &Entry, p: &PdbFacts, clock: WallClock) -> PodDisruptionBudget {

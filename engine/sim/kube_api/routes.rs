@@ -26,7 +26,7 @@ use super::patch::{self, PatchType};
 use super::render;
 use super::select::Selector;
 use super::status::{self, Failure, json_response};
-use super::store::{Content, Entry, Kind, Store};
+use super::store::{ClientLease, Content, Entry, Kind, Store};
 use super::table::{self, Include};
 use super::watch::{self as watching, Start, WatchRequest};
 use crate::sim::cluster::PodOwner;
@@ -72,11 +72,11 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{coord}/leases"), get(list_all_leases))
         .route(
             &format!("{coord}/namespaces/{{ns}}/leases"),
-            get(list_leases),
+            get(list_leases).post(create_lease),
         )
         .route(
             &format!("{coord}/namespaces/{{ns}}/leases/{{name}}"),
-            get(get_lease),
+            get(get_lease).put(update_lease).delete(delete_lease),
         )
         .route(
             &format!("{policy}/poddisruptionbudgets"),
@@ -523,6 +523,135 @@ async fn get_lease(
     headers: HeaderMap,
 ) -> Reply {
     one(&s, Kind::Lease, &ns, &name, &q, &headers)
+}
+
+/// A Lease body as a client sent it: its name, namespace and resourceVersion, and the parts
+/// the server keeps. Decoded as a k8s-openapi `Lease`, so a malformed body is a `400` the way
+/// kube-apiserver's decoder answers it, and validated as the API server validates Leases.
+struct LeaseBody {
+    name: Option<String>,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    lease: ClientLease,
+}
+
+fn lease_body(body: &[u8]) -> Result<LeaseBody, Failure> {
+    let lease: k8s_openapi::api::coordination::v1::Lease = serde_json::from_slice(body)
+        .map_err(|e| Failure::bad_request(format!("error decoding Lease: {e}")))?;
+    let spec = lease.spec.unwrap_or_default();
+    if let Some(d) = spec.lease_duration_seconds
+        && d <= 0
+    {
+        return Err(Failure::invalid(format!(
+            "Lease.coordination.k8s.io is invalid: spec.leaseDurationSeconds: Invalid value: {d}: must be greater than 0"
+        )));
+    }
+    let spec = serde_json::to_value(&spec)
+        .map_err(|e| Failure::bad_request(format!("error encoding LeaseSpec: {e}")))?;
+    Ok(LeaseBody {
+        name: lease.metadata.name,
+        namespace: lease.metadata.namespace,
+        resource_version: lease.metadata.resource_version,
+        lease: ClientLease {
+            labels: lease.metadata.labels.unwrap_or_default(),
+            annotations: lease.metadata.annotations.unwrap_or_default(),
+            spec,
+        },
+    })
+}
+
+fn check_namespace(body: &LeaseBody, ns: &str) -> Result<(), Failure> {
+    match body.namespace.as_deref() {
+        None | Some("") => Ok(()),
+        Some(n) if n == ns => Ok(()),
+        Some(_) => Err(Failure::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+}
+
+/// `POST .../namespaces/{ns}/leases`: `201 Created`, or `409 AlreadyExists`.
+async fn create_lease(
+    State(s): State<AppState>,
+    Path(ns): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Reply {
+    let b = lease_body(&body)?;
+    check_namespace(&b, &ns)?;
+    let name = b
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            Failure::invalid(
+                "Lease.coordination.k8s.io is invalid: metadata.name: Required value: name or generateName is required",
+            )
+        })?;
+    if dry_run(&q) {
+        return Err(Failure::bad_request(
+            "the simulator does not serve dry-run Lease writes",
+        ));
+    }
+    let entry = s.store.create_lease(&ns, &name, b.lease)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &render::object(&entry, s.store.clock()),
+    ))
+}
+
+/// `PUT .../namespaces/{ns}/leases/{name}`: `200`, `409 Conflict` on a stale
+/// `metadata.resourceVersion`, `404` if the lease does not exist (Leases are not created by
+/// update).
+async fn update_lease(
+    State(s): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> Reply {
+    let b = lease_body(&body)?;
+    check_namespace(&b, &ns)?;
+    if let Some(n) = b.name.as_deref()
+        && n != name
+    {
+        return Err(Failure::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        )));
+    }
+    if dry_run(&q) {
+        return Err(Failure::bad_request(
+            "the simulator does not serve dry-run Lease writes",
+        ));
+    }
+    let entry = s
+        .store
+        .update_lease(&ns, &name, b.resource_version.as_deref(), b.lease)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &render::object(&entry, s.store.clock()),
+    ))
+}
+
+/// `DELETE .../namespaces/{ns}/leases/{name}`, with `DeleteOptions.preconditions`.
+async fn delete_lease(
+    State(s): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> Reply {
+    let (uid, rv) = preconditions(&body)?;
+    if dry_run(&q) {
+        return Err(Failure::bad_request(
+            "the simulator does not serve dry-run Lease writes",
+        ));
+    }
+    let entry = s
+        .store
+        .delete_lease(&ns, &name, uid.as_deref(), rv.as_deref())?;
+    Ok(json_response(
+        StatusCode::OK,
+        &status::success("leases", &name, Some(entry.meta.uid)),
+    ))
 }
 
 async fn list_all_pdbs(State(s): State<AppState>, Query(q): Params, headers: HeaderMap) -> Reply {

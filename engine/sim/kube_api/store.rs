@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use super::status::Failure;
 use crate::sim::cluster::{Cluster, KubeNode, Pod, PodDisruptionBudget};
 use crate::sim::error::KubeError;
 use crate::sim::node::{HardwareModel, splitmix};
@@ -86,6 +87,18 @@ pub struct LeaseFacts {
     pub renew: SimTime,
 }
 
+/// A Lease a client wrote (`create`/`update`), kept as it was sent: the model has no say
+/// in it, so syncs never change or remove it. Runbook's cluster lock is one of these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientLease {
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// `spec`, as the client sent it (a `LeaseSpec` in JSON).
+    pub spec: serde_json::Value,
+}
+
 /// A PodDisruptionBudget with the status the disruption controller would compute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PdbFacts {
@@ -108,6 +121,8 @@ pub enum Content {
     Lease(LeaseFacts),
     /// A PodDisruptionBudget.
     Pdb(PdbFacts),
+    /// A Lease written by a client.
+    ClientLease(ClientLease),
 }
 
 /// Server-assigned metadata of one object.
@@ -395,6 +410,11 @@ impl Store {
         for (key, content) in snap.objects {
             seen.insert(key.clone(), ());
             let change = match st.objects.get(&key) {
+                // A client's object is the client's: the model cannot overwrite it.
+                Some(Entry {
+                    content: Content::ClientLease(_),
+                    ..
+                }) => None,
                 None => Some(EventType::Added),
                 Some(old) if old.content != content => Some(EventType::Modified),
                 Some(_) => None,
@@ -431,9 +451,11 @@ impl Store {
         }
         let gone: Vec<Key> = st
             .objects
-            .keys()
-            .filter(|k| !seen.contains_key(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, e)| {
+                !seen.contains_key(*k) && !matches!(e.content, Content::ClientLease(_))
+            })
+            .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
             if let Some(mut entry) = st.objects.remove(&key) {
@@ -490,6 +512,157 @@ impl Store {
         Ok(self.lock().objects.get(&key).cloned())
     }
 
+    /// Creates a client Lease: `409 AlreadyExists` if the name is taken (by a client or by a
+    /// node lease), `503` while the model says no API server answers.
+    pub fn create_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        lease: ClientLease,
+    ) -> Result<Entry, Failure> {
+        self.sync()?;
+        let key = lease_key(namespace, name);
+        let mut st = self.lock();
+        if st.objects.contains_key(&key) {
+            return Err(Failure::new(
+                409,
+                "AlreadyExists",
+                format!("leases.coordination.k8s.io \"{name}\" already exists"),
+            )
+            .with_details("leases", name));
+        }
+        st.rv += 1;
+        st.uids += 1;
+        let now = self.shared.now();
+        let entry = Entry {
+            key: key.clone(),
+            content: Content::ClientLease(lease),
+            meta: Meta {
+                uid: uid(st.uids),
+                created: now,
+                modified: now,
+                rv: st.rv,
+            },
+        };
+        self.commit(&mut st, EventType::Added, entry.clone());
+        Ok(entry)
+    }
+
+    /// Replaces a client Lease. With `resource_version` given it must be the current one, or
+    /// the update is refused `409 Conflict` exactly as kube-apiserver refuses a stale write
+    /// (optimistic concurrency); without one the update is unconditional, as Leases allow.
+    /// `404` if there is no such lease; `403` for the node leases the model's kubelets own.
+    pub fn update_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+        lease: ClientLease,
+    ) -> Result<Entry, Failure> {
+        self.sync()?;
+        let key = lease_key(namespace, name);
+        let mut st = self.lock();
+        let Some(old) = st.objects.get(&key).cloned() else {
+            return Err(Failure::not_found("leases", name));
+        };
+        if !matches!(old.content, Content::ClientLease(_)) {
+            return Err(Failure::new(
+                403,
+                "Forbidden",
+                format!(
+                    "leases.coordination.k8s.io \"{name}\" is forbidden: node leases are renewed by the simulated kubelets"
+                ),
+            )
+            .with_details("leases", name));
+        }
+        check_version(&old, resource_version, name)?;
+        st.rv += 1;
+        let entry = Entry {
+            key,
+            content: Content::ClientLease(lease),
+            meta: Meta {
+                rv: st.rv,
+                modified: self.shared.now(),
+                ..old.meta
+            },
+        };
+        self.commit(&mut st, EventType::Modified, entry.clone());
+        Ok(entry)
+    }
+
+    /// Deletes a client Lease, honouring `DeleteOptions.preconditions` (uid, resourceVersion)
+    /// with `409 Conflict`; returns its last state.
+    pub fn delete_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid_precondition: Option<&str>,
+        resource_version: Option<&str>,
+    ) -> Result<Entry, Failure> {
+        self.sync()?;
+        let key = lease_key(namespace, name);
+        let mut st = self.lock();
+        let Some(old) = st.objects.get(&key).cloned() else {
+            return Err(Failure::not_found("leases", name));
+        };
+        if !matches!(old.content, Content::ClientLease(_)) {
+            return Err(Failure::new(
+                403,
+                "Forbidden",
+                format!(
+                    "leases.coordination.k8s.io \"{name}\" is forbidden: node leases belong to the simulated kubelets"
+                ),
+            )
+            .with_details("leases", name));
+        }
+        if let Some(u) = uid_precondition
+            && u != old.meta.uid
+        {
+            return Err(Failure::conflict(format!(
+                "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                old.meta.uid
+            ))
+            .with_details("leases", name));
+        }
+        if let Some(rv) = resource_version
+            && rv != old.meta.rv.to_string()
+        {
+            return Err(Failure::conflict(format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                old.meta.rv
+            ))
+            .with_details("leases", name));
+        }
+        st.objects.remove(&key);
+        st.rv += 1;
+        let mut entry = old;
+        entry.meta.rv = st.rv;
+        let rv = st.rv;
+        push(
+            &mut st,
+            Event {
+                rv,
+                kind: EventType::Deleted,
+                entry: entry.clone(),
+            },
+        );
+        self.tick.send_replace(Tick {
+            rv,
+            available: true,
+        });
+        Ok(entry)
+    }
+
+    fn commit(&self, st: &mut State, kind: EventType, entry: Entry) {
+        let rv = entry.meta.rv;
+        st.objects.insert(entry.key.clone(), entry.clone());
+        push(st, Event { rv, kind, entry });
+        self.tick.send_replace(Tick {
+            rv,
+            available: true,
+        });
+    }
+
     /// The events after resource version `rv` (without syncing), or [`Expired`] if some of
     /// them were dropped from the history.
     pub fn events_since(&self, rv: u64) -> Result<Vec<Event>, Expired> {
@@ -506,6 +679,27 @@ impl Store {
     /// The time since an object was created, for `AGE` columns.
     pub fn age(&self, meta: &Meta) -> Duration {
         self.now() - meta.created
+    }
+}
+
+fn lease_key(namespace: &str, name: &str) -> Key {
+    Key {
+        kind: Kind::Lease,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
+/// A stale `resourceVersion` is kube-apiserver's `409 Conflict`, word for word (client-go's
+/// leader election and kube-rs callers match on the reason, people on the message).
+fn check_version(old: &Entry, resource_version: Option<&str>, name: &str) -> Result<(), Failure> {
+    match resource_version {
+        None | Some("") => Ok(()),
+        Some(rv) if rv == old.meta.rv.to_string() => Ok(()),
+        Some(_) => Err(Failure::conflict(format!(
+            "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        ))
+        .with_details("leases", name)),
     }
 }
 

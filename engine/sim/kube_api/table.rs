@@ -298,6 +298,11 @@ fn cells(entry: &Entry, age: String) -> Vec<Value> {
             l.holder.clone().into(),
             age.into(),
         ],
+        Content::ClientLease(l) => vec![
+            entry.key.name.clone().into(),
+            render::client_lease_holder(l).into(),
+            age.into(),
+        ],
         Content::Pdb(p) => vec![
             entry.key.name.clone().into(),
             p.pdb.min_available.to_string().into(),

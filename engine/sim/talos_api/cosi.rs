@@ -103,6 +103,16 @@ impl NodeApi {
                 // Unknown types: still fail like the node if it is down.
                 return c.version(label, now).map(|_| Vec::new());
             };
+            if kind.ty == super::resources::INFOS {
+                // Only a configured (running or booting) node knows its cluster.
+                return c.version(label, now).map(|_| {
+                    super::resources::info(&ctx.cluster_id)
+                        .filter(|_| c.node(label).is_some_and(|n| n.config().is_some()))
+                        .map(|r| ctx.versions.stamp(label, &r, &ctx.wall, now))
+                        .into_iter()
+                        .collect()
+                });
+            }
             build(c, label, kind.ty, now).map(|rs| {
                 rs.iter()
                     .map(|r| ctx.versions.stamp(label, r, &ctx.wall, now))

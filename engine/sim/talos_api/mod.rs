@@ -88,6 +88,8 @@ pub struct ApiContext {
     pub shutdown: watch::Receiver<bool>,
     /// Model time to wall time.
     pub wall: WallClock,
+    /// The Talos cluster id (`Infos.cluster.talos.dev` `current`), unique per simulator.
+    pub cluster_id: String,
 }
 
 impl ApiContext {

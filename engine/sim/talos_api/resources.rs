@@ -65,6 +65,35 @@ pub const MACHINE_CONFIGS: &str = "MachineConfigs.config.talos.dev";
 /// Type name of resource definitions.
 pub const RESOURCE_DEFINITIONS: &str = "ResourceDefinitions.meta.cosi.dev";
 
+/// Type name of the cluster info (cluster id and name).
+pub const INFOS: &str = "Infos.cluster.talos.dev";
+
+/// `InfoSpec` of Talos' `cluster` resources (`clusterId` = 1, `clusterName` = 2).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InfoSpec {
+    /// The cluster id.
+    #[prost(string, tag = "1")]
+    pub cluster_id: String,
+    /// The cluster name.
+    #[prost(string, tag = "2")]
+    pub cluster_name: String,
+}
+
+/// The `Infos.cluster.talos.dev` resource `current` of a simulator whose id is `cluster_id`.
+pub fn info(cluster_id: &str) -> Option<Res> {
+    let kind = kind_of(INFOS)?;
+    let spec = InfoSpec {
+        cluster_id: cluster_id.to_string(),
+        cluster_name: "homelab".into(),
+    };
+    Some(res(
+        kind,
+        "current",
+        &spec,
+        format!("clusterId: {}\nclusterName: homelab\n", q(cluster_id)),
+    ))
+}
+
 /// Every type the simulator serves.
 pub const KINDS: &[Kind] = &[
     kind(
@@ -163,6 +192,13 @@ pub const KINDS: &[Kind] = &[
         "MachineType",
         &["machinetype", "machinetypes"],
         "config.MachineTypeController",
+    ),
+    kind(
+        INFOS,
+        "cluster",
+        "Info",
+        &["info", "infos"],
+        "cluster.InfoController",
     ),
     kind(
         RESOURCE_DEFINITIONS,
@@ -565,6 +601,8 @@ fn build_inner(
             vec![res(kind, "machine-type", &spec, format!("{name}\n"))]
         }
         RESOURCE_DEFINITIONS => KINDS.iter().map(resource_definition).collect(),
+        // Built from the server's cluster id (see `cosi.rs`), not from the model.
+        INFOS => return Err(ApiError::new(Code::Unimplemented, "served by the COSI service")),
         other => {
             return Err(ApiError::new(Code::Internal, format!("no builder for {other}")));
         }
