@@ -369,4 +369,3 @@ fn parse_reason(s: &str) -> Result<String, String> {
     }
     Ok(s.trim().to_string())
 }
-

@@ -277,6 +277,8 @@ fn two_voter_window_remove_member_is_refused_and_never_sent() {
         .args(["--endpoints", &s("endpoints.json")])
         .args(["--param", "node=192.168.2.49", "--param", "hostname=mac-49"])
         .args(["--param", "survivor=192.168.2.20"])
+        // No kubeconfig here: the guard, not the lock, must be what stops it.
+        .args(["--no-cluster-lock", "test without Kubernetes"])
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .env("NO_COLOR", "1")
