@@ -101,7 +101,7 @@ pub static ACTIONS: &[ActionSpec] = &[
             A::opt(
                 "config",
                 Path,
-                "a machine config file (decrypted in memory, never logged)",
+                "a machine config file; a SOPS-encrypted one is decrypted in memory by `sops` (never written, logged or journaled)",
             ),
             A::opt(
                 "patch",

@@ -142,6 +142,24 @@ fn outputs(pairs: impl IntoIterator<Item = (&'static str, serde_json::Value)>) -
     }
 }
 
+/// A machine config file as it is sent: SOPS-encrypted files (`*.sops.yaml`, or with a
+/// `sops:` key) are decrypted in memory by the real `sops`; the plaintext is never written,
+/// logged or journaled (only its digest is, by the probe).
+fn read_config(action: &str, path: &str) -> Result<Vec<u8>, EffectError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| io_error(action, &format!("cannot read `{path}`"), e))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if !crate::lint::config::looks_encrypted(std::path::Path::new(path), &text) {
+        return Ok(bytes);
+    }
+    crate::sops::decrypt(std::path::Path::new(path))
+        .map(|plain| plain.into_exposed().into_bytes())
+        .map_err(|e| EffectError::Failed {
+            message: format!("`{action}`: {e}"),
+            retryable: false,
+        })
+}
+
 fn io_error(action: &str, what: &str, e: impl std::fmt::Display) -> EffectError {
     EffectError::Failed {
         message: format!("`{action}`: {what}: {e}"),
@@ -273,8 +291,7 @@ impl ClusterEffects {
     async fn config_to_send(&self, call: &ActionCall<'_>) -> Result<Vec<u8>, EffectError> {
         let node = arg(call, "node")?;
         Ok(match (opt(call, "config")?, call.args.get("patch")) {
-            (Some(path), None) => std::fs::read(path)
-                .map_err(|e| io_error(call.name, &format!("cannot read `{path}`"), e))?,
+            (Some(path), None) => read_config(call.name, path)?,
             (None, Some(patch)) => {
                 let current = self.current_config(node).await?;
                 patch_config(&current, patch)

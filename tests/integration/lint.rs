@@ -358,3 +358,117 @@ fn sim_up_writes_an_inventory_that_lint_reads() {
     );
     rt.block_on(handle.shutdown());
 }
+
+#[test]
+fn apply_config_sends_a_sops_encrypted_config_decrypted_in_memory() {
+    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario: Scenario::Healthy,
+            speed: Speed::new(20.0).unwrap(),
+            dir: dir.path().join("sim"),
+        }))
+        .unwrap();
+    let sim = dir.path().join("sim");
+    // The node's own config with one more label, encrypted with a fresh age key.
+    let key = dir.path().join("keys.txt");
+    assert!(
+        Command::new("age-keygen")
+            .arg("-o")
+            .arg(&key)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let recipient = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .unwrap();
+    let plain = std::fs::read_to_string(sim.join("configs/192.168.2.223.yaml")).unwrap();
+    let plain = plain.replacen(
+        "machine:\n",
+        "machine:\n  nodeLabels:\n    sops-applied: \"yes\"\n",
+        1,
+    );
+    let plain_path = dir.path().join("plain.yaml");
+    std::fs::write(&plain_path, &plain).unwrap();
+    let out = Command::new("sops")
+        .args([
+            "--encrypt",
+            "--age",
+            &recipient,
+            "--input-type",
+            "yaml",
+            "--output-type",
+            "yaml",
+        ])
+        .arg(&plain_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(&plain_path).unwrap();
+    let enc = dir.path().join("node.sops.yaml");
+    std::fs::write(&enc, &out.stdout).unwrap();
+    let runbook = dir.path().join("apply.yaml");
+    std::fs::write(
+        &runbook,
+        format!(
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {{ name: apply-sops }}\nsteps:\n  - id: apply\n    action: talos.apply-config\n    with: {{ node: 192.168.2.223, config: {}, mode: no-reboot }}\n",
+            enc.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(&runbook)
+        .arg("--talosconfig")
+        .arg(sim.join("talosconfig"))
+        .arg("--endpoints")
+        .arg(sim.join("endpoints.json"))
+        .args(["--output", "plain", "--state-dir"])
+        .arg(&state)
+        .env("SOPS_AGE_KEY_FILE", &key)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let applied = handle
+        .cluster()
+        .with(|c, now| c.machine_config("192.168.2.223", now))
+        .unwrap();
+    assert!(applied.contains("sops-applied"), "{applied}");
+    assert!(!applied.contains("ENC["), "the encrypted text was sent");
+    // The plaintext is nowhere on disk: only the encrypted file and what the tools wrote.
+    let secret = "simtoken.0123456789abcdef";
+    assert!(
+        plain.contains(secret),
+        "the fixture should hold the machine token"
+    );
+    fn walk(p: &Path, needle: &str, hits: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, needle, hits);
+            } else if String::from_utf8_lossy(&std::fs::read(&p).unwrap()).contains(needle) {
+                hits.push(p);
+            }
+        }
+    }
+    let mut hits = Vec::new();
+    walk(&state, secret, &mut hits);
+    assert_eq!(
+        hits,
+        Vec::<PathBuf>::new(),
+        "plaintext in the run directory"
+    );
+    rt.block_on(handle.shutdown());
+}
