@@ -45,30 +45,7 @@ async fn on_sim(scenario: &str, speed: f64, backup: Option<&Path>) -> Result<Rep
     })
     .await
     .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
-    let kubeconfig = handle.dir().join("kubeconfig");
-    let conn = Connection {
-        talosconfig: handle.talosconfig().to_path_buf(),
-        context: None,
-        kubeconfig: kubeconfig.exists().then_some(kubeconfig),
-        endpoints: handle
-            .nodes()
-            .iter()
-            .map(|(l, a)| (l.clone(), a.to_string()))
-            .collect(),
-        nodes: handle.nodes().keys().cloned().collect(),
-        fingerprints: handle
-            .nodes()
-            .keys()
-            .filter_map(|l| {
-                handle
-                    .maintenance_fingerprint(l)
-                    .map(|f| (l.clone(), f.to_string()))
-            })
-            .collect(),
-        ca_sha256: None,
-        kube_ca_sha256: None,
-        cluster_id: None,
-    };
+    let conn = Connection::for_simulator(&handle);
     let report = observe(&conn, backup).await;
     handle.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

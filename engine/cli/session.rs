@@ -670,31 +670,7 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                 })
                 .await
                 .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
-                let dir = handle.dir().to_path_buf();
-                let kubeconfig = dir.join("kubeconfig");
-                let conn = Connection {
-                    talosconfig: handle.talosconfig().to_path_buf(),
-                    context: None,
-                    kubeconfig: kubeconfig.exists().then_some(kubeconfig),
-                    endpoints: handle
-                        .nodes()
-                        .iter()
-                        .map(|(l, a)| (l.clone(), a.to_string()))
-                        .collect(),
-                    nodes: handle.nodes().keys().cloned().collect(),
-                    fingerprints: handle
-                        .nodes()
-                        .keys()
-                        .filter_map(|l| {
-                            handle
-                                .maintenance_fingerprint(l)
-                                .map(|f| (l.clone(), f.to_string()))
-                        })
-                        .collect(),
-                    ca_sha256: None,
-                    kube_ca_sha256: None,
-                    cluster_id: None,
-                };
+                let conn = Connection::for_simulator(&handle);
                 let result = match (
                     conn.open_in(Some(run_dir.path())).await,
                     conn.kube_client().await,

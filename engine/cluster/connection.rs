@@ -66,6 +66,35 @@ pub enum ConnectError {
 }
 
 impl Connection {
+    /// The connection to a simulator started in this process: its talosconfig and kubeconfig,
+    /// every node's direct endpoint and maintenance-mode certificate pin.
+    pub fn for_simulator(handle: &crate::sim::SimHandle) -> Connection {
+        let kubeconfig = handle.dir().join("kubeconfig");
+        Connection {
+            talosconfig: handle.talosconfig().to_path_buf(),
+            context: None,
+            kubeconfig: kubeconfig.exists().then_some(kubeconfig),
+            endpoints: handle
+                .nodes()
+                .iter()
+                .map(|(l, a)| (l.clone(), a.to_string()))
+                .collect(),
+            nodes: handle.nodes().keys().cloned().collect(),
+            fingerprints: handle
+                .nodes()
+                .keys()
+                .filter_map(|l| {
+                    handle
+                        .maintenance_fingerprint(l)
+                        .map(|f| (l.clone(), f.to_string()))
+                })
+                .collect(),
+            ca_sha256: None,
+            kube_ca_sha256: None,
+            cluster_id: None,
+        }
+    }
+
     /// Opens the clients, with maintenance pins kept in memory only.
     pub async fn open(&self) -> Result<ClusterEffects, ConnectError> {
         self.open_in(None).await

@@ -80,20 +80,9 @@ fn doctor_is_healthy_on_the_healthy_cluster_and_warns_on_the_usb_stick() {
 
 #[test]
 fn doctor_changes_nothing_and_reads_the_backup_directory() {
-    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    use runbook::sim::Scenario;
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario: Scenario::Healthy,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.path().join("sim"),
-        }))
-        .unwrap();
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 200.0, dir.path());
     let sim = dir.path().join("sim");
     let backups = dir.path().join("backups");
     std::fs::create_dir(&backups).unwrap();

@@ -304,20 +304,9 @@ fn a_wrong_key_or_a_missing_sops_is_a_clear_error_naming_the_file() {
 
 #[test]
 fn sim_up_writes_an_inventory_that_lint_reads() {
-    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    use runbook::sim::Scenario;
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario: Scenario::Healthy,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.path().join("sim"),
-        }))
-        .unwrap();
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 200.0, dir.path());
     let inv_path = dir.path().join("sim/cluster.yaml");
     let inv = runbook::inventory::Inventory::load(&inv_path).unwrap();
     let names: Vec<(&str, runbook::inventory::Gpu, bool)> = inv
@@ -361,20 +350,9 @@ fn sim_up_writes_an_inventory_that_lint_reads() {
 
 #[test]
 fn apply_config_sends_a_sops_encrypted_config_decrypted_in_memory() {
-    use runbook::sim::{Scenario, SimConfig, Simulator, Speed};
+    use runbook::sim::Scenario;
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario: Scenario::Healthy,
-            speed: Speed::new(20.0).unwrap(),
-            dir: dir.path().join("sim"),
-        }))
-        .unwrap();
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 20.0, dir.path());
     let sim = dir.path().join("sim");
     // The node's own config with one more label, encrypted with a fresh age key.
     let key = dir.path().join("keys.txt");

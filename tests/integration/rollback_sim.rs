@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use runbook::sim::node::Stage;
-use runbook::sim::{Scenario, SimConfig, SimHandle, Simulator, Speed};
+use runbook::sim::{Scenario, SimHandle};
 
 const NODE_REPLACE: &str = include_str!("../../runbooks/node-replace.yaml");
 const SPARE: &str = "192.168.2.50";
@@ -19,23 +19,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// A simulator of `scenario` at speed 200 on its own runtime, files in `dir/sim`.
-fn simulator(scenario: Scenario, dir: &Path) -> (tokio::runtime::Runtime, SimHandle) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.join("sim"),
-        }))
-        .unwrap();
-    (rt, handle)
 }
 
 /// node-replace with `edit` applied to its text, written next to the test's state.
@@ -135,7 +118,8 @@ fn only_run_id(dir: &Path) -> String {
 #[test]
 fn node_replace_wipes_a_replacement_whose_join_wait_times_out() {
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::NodeDeadWithSpare, dir.path());
+    let (rt, handle) =
+        crate::run_harness::simulator(Scenario::NodeDeadWithSpare, 200.0, dir.path());
     let prepared = dir.path().join("sim/configs/192.168.2.50.yaml");
     let worker = std::fs::read_to_string(&prepared).unwrap().replacen(
         "type: controlplane",
@@ -177,7 +161,8 @@ fn node_replace_wipes_a_replacement_whose_join_wait_times_out() {
 #[test]
 fn node_replace_never_wipes_a_replacement_that_became_a_voter_when_a_later_step_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::NodeDeadWithSpare, dir.path());
+    let (rt, handle) =
+        crate::run_harness::simulator(Scenario::NodeDeadWithSpare, 200.0, dir.path());
     let config = dir.path().join("sim/configs/192.168.2.50.yaml");
     let file = runbook_file(dir.path(), |t| {
         append_step(
@@ -227,7 +212,8 @@ fn node_replace_never_wipes_a_replacement_that_became_a_voter_when_a_later_step_
 #[test]
 fn node_replace_abort_never_wipes_a_replacement_that_became_a_voter() {
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::NodeDeadWithSpare, dir.path());
+    let (rt, handle) =
+        crate::run_harness::simulator(Scenario::NodeDeadWithSpare, 200.0, dir.path());
     let config = dir.path().join("sim/configs/192.168.2.50.yaml");
     let file = runbook_file(dir.path(), |t| {
         append_step(
@@ -262,7 +248,8 @@ fn node_replace_abort_settles_an_interrupted_step_before_rolling_back() {
     use runbook::journal::{Fields, Journal, Record, StateDir, time};
 
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::NodeDeadWithSpare, dir.path());
+    let (rt, handle) =
+        crate::run_harness::simulator(Scenario::NodeDeadWithSpare, 200.0, dir.path());
     let config = dir.path().join("sim/configs/192.168.2.50.yaml");
     let file = runbook_file(dir.path(), |t| {
         append_step(

@@ -95,3 +95,27 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A simulator of `scenario` at `speed` on its own runtime, its files in `dir/sim`, for tests
+/// that drive the `runbook` binary against it from outside (as an operator does with
+/// `runbook sim up`). Shut it down with `rt.block_on(handle.shutdown())`.
+pub(crate) fn simulator(
+    scenario: runbook::sim::Scenario,
+    speed: f64,
+    dir: &Path,
+) -> (tokio::runtime::Runtime, runbook::sim::SimHandle) {
+    use runbook::sim::{SimConfig, Simulator, Speed};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt
+        .block_on(Simulator::start(SimConfig {
+            scenario,
+            speed: Speed::new(speed).unwrap(),
+            dir: dir.join("sim"),
+        }))
+        .unwrap();
+    (rt, handle)
+}

@@ -231,7 +231,7 @@ fn reboot_is_never_repeated_when_killed_at_any_record() {
     use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::Healthy, dir.path());
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 200.0, dir.path());
     let sim = dir.path().join("sim");
     let runbook_file = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
     let reboots = || {
@@ -325,7 +325,7 @@ fn quorum_recovery_restores_etcd_from_the_survivor_with_one_bootstrap() {
     use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::QuorumLost, dir.path());
+    let (rt, handle) = crate::run_harness::simulator(Scenario::QuorumLost, 200.0, dir.path());
     let sim = dir.path().join("sim");
     let state = dir.path().join("state");
     let cli = |args: &[&str]| {
@@ -469,7 +469,8 @@ fn node_replace_swaps_a_dead_node_for_a_spare() {
     use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::NodeDeadWithSpare, dir.path());
+    let (rt, handle) =
+        crate::run_harness::simulator(Scenario::NodeDeadWithSpare, 200.0, dir.path());
     let sim = dir.path().join("sim");
     let s = |p: &str| sim.join(p).display().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
@@ -542,7 +543,7 @@ fn full_rebuild_wipes_reinstalls_and_bootstraps_once() {
     use runbook::sim::Scenario;
 
     let dir = tempfile::tempdir().unwrap();
-    let (rt, handle) = simulator(Scenario::Healthy, dir.path());
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 200.0, dir.path());
     let sim = dir.path().join("sim");
     let s = |p: &str| sim.join(p).display().to_string();
     let state = dir.path().join("state");
@@ -638,26 +639,4 @@ fn full_rebuild_wipes_reinstalls_and_bootstraps_once() {
         "exactly one bootstrap, on the first node"
     );
     rt.block_on(handle.shutdown());
-}
-
-/// A simulator at speed 200 on its own runtime, files in `dir/sim`, for tests that drive the
-/// `runbook` binary against it from outside (as an operator does with `runbook sim up`).
-fn simulator(
-    scenario: runbook::sim::Scenario,
-    dir: &Path,
-) -> (tokio::runtime::Runtime, runbook::sim::SimHandle) {
-    use runbook::sim::{SimConfig, Simulator, Speed};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt
-        .block_on(Simulator::start(SimConfig {
-            scenario,
-            speed: Speed::new(200.0).unwrap(),
-            dir: dir.join("sim"),
-        }))
-        .unwrap();
-    (rt, handle)
 }
