@@ -295,21 +295,25 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 60.0, requires = "sim")]
     pub speed: f64,
 
-    /// The talosconfig to reach the cluster with (like talosctl's `--talosconfig`).
-    #[arg(long, value_name = "PATH", env = "TALOSCONFIG")]
+    /// The talosconfig to reach the cluster with, as talosctl looks it up: this flag, then
+    /// `$TALOSCONFIG`, then `~/.talos/config` (for `run` of a runbook that needs a cluster,
+    /// and `doctor`). `--sim` ignores `$TALOSCONFIG`.
+    #[arg(long, value_name = "PATH")]
     pub talosconfig: Option<PathBuf>,
 
     /// The talosconfig context (default: its current context).
-    #[arg(long, value_name = "NAME", requires = "talosconfig")]
+    #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 
-    /// A kubeconfig for the Kubernetes actions and checks.
-    #[arg(long, value_name = "PATH", requires = "talosconfig")]
+    /// A kubeconfig for the Kubernetes actions and checks, as kubectl looks it up: this flag,
+    /// then `$KUBECONFIG` (its first file), then `~/.kube/config` (for `run` and `doctor`;
+    /// `resume` keeps the one the run recorded). `--sim` ignores `$KUBECONFIG`.
+    #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
     /// A JSON map of node label → direct endpoint (the simulator writes `endpoints.json`);
     /// needed to reach nodes in maintenance mode when labels are not addresses.
-    #[arg(long, value_name = "FILE", requires = "talosconfig")]
+    #[arg(long, value_name = "FILE")]
     pub endpoints: Option<PathBuf>,
 
     /// Go on without the cluster-wide disruption lock when it cannot be taken because the

@@ -157,11 +157,14 @@ pub fn run(
     backup_dir: Option<&Path>,
     output: DataFormat,
 ) -> Result<(), Error> {
-    let target = Target::from_args(cluster)?.ok_or_else(|| {
-        Error::Usage(
-            "doctor needs a cluster: --talosconfig PATH (or $TALOSCONFIG), or --sim".into(),
-        )
-    })?;
+    let target = match Target::for_run(cluster, true)? {
+        Target::Local => {
+            return Err(Error::Usage(
+                "doctor needs a cluster: --talosconfig PATH, $TALOSCONFIG or ~/.talos/config, or --sim".into(),
+            ));
+        }
+        t => t,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

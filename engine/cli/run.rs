@@ -25,7 +25,7 @@ pub fn run(
     let target = if dry_run {
         Target::from_args(cluster)?.unwrap_or(Target::Local)
     } else {
-        Target::for_run(cluster)?
+        Target::for_run(cluster, plan.needs_cluster())?
     };
     let events = session::reporters(output);
     if dry_run {

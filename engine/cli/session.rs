@@ -172,9 +172,19 @@ impl Target {
                 speed: args.speed,
             }));
         }
-        let Some(talosconfig) = &args.talosconfig else {
+        // As talosctl: the flag, then `$TALOSCONFIG` (never with `--sim`, handled above).
+        let from_env = std::env::var_os("TALOSCONFIG")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from);
+        let Some(talosconfig) = args.talosconfig.clone().or(from_env) else {
+            if args.context.is_some() || args.kubeconfig.is_some() || args.endpoints.is_some() {
+                return Err(Error::Usage(
+                    "--context, --kubeconfig and --endpoints need a talosconfig: --talosconfig PATH, $TALOSCONFIG or ~/.talos/config".into(),
+                ));
+            }
             return Ok(None);
         };
+        let talosconfig = &talosconfig;
         let (endpoints, fingerprints) = match &args.endpoints {
             None => Default::default(),
             Some(path) => {
@@ -230,9 +240,26 @@ impl Target {
 
     /// The target `run` records: for a cluster, with its identity (CA fingerprints, and the
     /// Talos cluster id when the cluster offers it), so `resume` can tell it from another.
-    pub fn for_run(args: &ClusterArgs) -> Result<Target, Error> {
-        let mut target = Target::from_args(args)?.unwrap_or(Target::Local);
+    ///
+    /// A runbook that needs a cluster falls back to talosctl's and kubectl's default files
+    /// (`~/.talos/config`, `$KUBECONFIG`, `~/.kube/config`) when no flag names them.
+    pub fn for_run(args: &ClusterArgs, needs_cluster: bool) -> Result<Target, Error> {
+        let mut target = match Target::from_args(args)? {
+            Some(t) => t,
+            None if needs_cluster => match default_talosconfig() {
+                Some(path) => Target::from_args(&ClusterArgs {
+                    talosconfig: Some(path),
+                    ..args.clone()
+                })?
+                .unwrap_or(Target::Local),
+                None => Target::Local,
+            },
+            None => Target::Local,
+        };
         if let Target::Cluster(conn) = &mut target {
+            if conn.kubeconfig.is_none() {
+                conn.kubeconfig = default_kubeconfig().map(|p| absolute(&p));
+            }
             conn.fingerprint()
                 .map_err(|e| Error::Usage(format!("cannot read the cluster's identity: {e}")))?;
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -416,6 +443,23 @@ fn bind(
         )),
         Err(e) => Err(refuse(format!("cannot confirm the cluster id ({e})"))),
     }
+}
+
+/// `~/.talos/config`, if it exists.
+pub fn default_talosconfig() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    let path = std::path::Path::new(&home).join(".talos/config");
+    path.is_file().then_some(path)
+}
+
+/// kubectl's lookup: the first file of `$KUBECONFIG` that exists, else `~/.kube/config`.
+pub fn default_kubeconfig() -> Option<std::path::PathBuf> {
+    if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        return std::env::split_paths(&list).find(|p| p.is_file());
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    let path = std::path::Path::new(&home).join(".kube/config");
+    path.is_file().then_some(path)
 }
 
 fn absolute(p: &std::path::Path) -> std::path::PathBuf {

@@ -283,6 +283,26 @@ impl Plan {
         self.order.iter().filter_map(|i| self.graph.node_weight(*i))
     }
 
+    /// Whether any step or rollback uses a cluster action, guard or condition (so `run`
+    /// looks for talosctl's and kubectl's default files when no flag names a cluster).
+    pub fn needs_cluster(&self) -> bool {
+        const LOCAL_ACTIONS: &[&str] = &["noop", "sleep", "log", "fail", "marker", "exec"];
+        const LOCAL_GUARDS: &[&str] = &["backup.fresh"];
+        const LOCAL_CONDITIONS: &[&str] = &["exec.succeeds"];
+        self.steps().chain(self.rollbacks.iter()).any(|s| {
+            s.action
+                .as_ref()
+                .is_some_and(|a| !LOCAL_ACTIONS.contains(&a.name.as_str()))
+                || s.guards.iter().any(|g| {
+                    matches!(g, Guard::Named { name, .. } if !LOCAL_GUARDS.contains(&name.as_str()))
+                })
+                || s.wait
+                    .iter()
+                    .chain(s.verify.iter())
+                    .any(|w| !LOCAL_CONDITIONS.contains(&w.condition.as_str()))
+        })
+    }
+
     /// A main or rollback step by concrete id.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps()

@@ -9,6 +9,7 @@ mod authoring;
 mod cli;
 mod cli_output;
 mod cluster_lock;
+mod conventions;
 mod crash;
 mod crash_effects;
 mod doctor;
