@@ -9,7 +9,7 @@
 //! (`action-completed` / `action-failed` / `action-not-sent`) → `retry-scheduled` under its
 //! retry policy → its wait → `rollback-succeeded`. So a crash anywhere resumes it from the
 //! journal without repeating a non-idempotent rollback action: an interrupted attempt is
-//! settled by [`Runner::resolve`] (rerun if idempotent, else its verify condition or probe, else
+//! settled by `Runner::resolve` (`in_doubt.rs`) (rerun if idempotent, else its verify condition or probe, else
 //! an operator), exactly like a forward step.
 //!
 //! A rollback whose `verify:` condition already holds before its first attempt (the effect it
