@@ -34,6 +34,16 @@ pub const IN_DOUBT_PROMPT: &str = "interrupted with an unknown outcome";
 /// The guard whose journal half the runner checks itself (see `Runner::bootstrap_recorded`).
 const BOOTSTRAP_SAFE: &str = "etcd.bootstrap-safe";
 
+/// How the wait after an action ended, once journaled.
+pub(super) enum AfterWait {
+    /// It held (or there is none): the step may be checkpointed.
+    Held,
+    /// It timed out (`wait-timed-out` is journaled: the retry policy decides).
+    TimedOut,
+    /// It could not run; the redacted error.
+    Failed(String),
+}
+
 /// How a wait ended.
 #[derive(Debug)]
 pub(super) enum WaitEnd {
@@ -411,51 +421,74 @@ impl<E: Effects> Runner<'_, E> {
         attempt: u32,
         result: &Fields,
     ) -> Result<(), Error> {
-        let id = step.id.clone();
-        if let Some(wait) = &step.wait {
-            let waited = self
-                .journal
-                .state()
-                .step(&id)
-                .and_then(|r| r.waits.last())
-                .is_some_and(|w| w.attempt == attempt && w.satisfied);
-            if !waited {
-                let condition = wait.condition.clone();
-                match self.wait_for(step, wait).await {
-                    WaitEnd::Satisfied {
-                        elapsed_ms,
-                        figures,
-                    } => self.append(vec![Record::WaitSatisfied {
-                        step: id.clone(),
-                        attempt,
-                        condition,
-                        elapsed_ms,
-                        figures: self.redact.fields(figures),
-                    }])?,
-                    WaitEnd::TimedOut {
-                        elapsed_ms,
-                        figures,
-                        ..
-                    } => {
-                        self.append(vec![Record::WaitTimedOut {
-                            step: id,
-                            attempt,
-                            condition,
-                            elapsed_ms,
-                            figures: self.redact.fields(figures),
-                        }])?;
-                        return Ok(());
-                    }
-                    WaitEnd::Error(error) => {
-                        let error = self.redact.text(&format!("wait `{condition}`: {error}"));
-                        self.append(vec![Record::StepFailed { step: id, error }])?;
-                        return Ok(());
-                    }
-                }
+        match self.journaled_wait(step, attempt).await? {
+            AfterWait::Held => {
+                let record = self.checkpoint(step, result);
+                self.append(vec![record])
             }
+            AfterWait::TimedOut => Ok(()),
+            AfterWait::Failed(error) => self.append(vec![Record::StepFailed {
+                step: step.id.clone(),
+                error,
+            }]),
         }
-        let record = self.checkpoint(step, result);
-        self.append(vec![record])
+    }
+
+    /// The step's wait for `attempt`, journaled as `wait-satisfied` or `wait-timed-out`
+    /// (nothing when it has none, or this attempt's wait already held). A wait that could not
+    /// run comes back as its redacted error, for the caller to record as its step's failure.
+    /// Forward steps and rollbacks share it.
+    pub(super) async fn journaled_wait(
+        &mut self,
+        step: &Step,
+        attempt: u32,
+    ) -> Result<AfterWait, Error> {
+        let Some(wait) = &step.wait else {
+            return Ok(AfterWait::Held);
+        };
+        let id = step.id.clone();
+        let waited = self
+            .journal
+            .state()
+            .step(&id)
+            .and_then(|r| r.waits.last())
+            .is_some_and(|w| w.attempt == attempt && w.satisfied);
+        if waited {
+            return Ok(AfterWait::Held);
+        }
+        let condition = wait.condition.clone();
+        match self.wait_for(step, wait).await {
+            WaitEnd::Satisfied {
+                elapsed_ms,
+                figures,
+            } => {
+                self.append(vec![Record::WaitSatisfied {
+                    step: id,
+                    attempt,
+                    condition,
+                    elapsed_ms,
+                    figures: self.redact.fields(figures),
+                }])?;
+                Ok(AfterWait::Held)
+            }
+            WaitEnd::TimedOut {
+                elapsed_ms,
+                figures,
+                ..
+            } => {
+                self.append(vec![Record::WaitTimedOut {
+                    step: id,
+                    attempt,
+                    condition,
+                    elapsed_ms,
+                    figures: self.redact.fields(figures),
+                }])?;
+                Ok(AfterWait::TimedOut)
+            }
+            WaitEnd::Error(error) => Ok(AfterWait::Failed(
+                self.redact.text(&format!("wait `{condition}`: {error}")),
+            )),
+        }
     }
 
     /// `step-succeeded` with the step's outputs, or `step-failed` if they cannot be computed.

@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use super::attempt::{IN_DOUBT_PROMPT, WaitEnd};
+use super::attempt::{AfterWait, IN_DOUBT_PROMPT, WaitEnd};
 use super::effects::{ActionCall, CheckCall, EffectError, Effects};
 use super::retry::{self, AfterFailure};
 use super::schedule::{self, RollbackNext};
@@ -499,48 +499,12 @@ impl<E: Effects> Runner<'_, E> {
     /// After a rollback's action: its wait (unless this attempt's already held), then
     /// `rollback-succeeded`. A timed-out wait fails the attempt (the retry policy decides).
     async fn finish_rollback(&mut self, rollback: &Step, attempt: u32) -> Result<(), Error> {
-        let id = rollback.id.clone();
-        if let Some(wait) = &rollback.wait {
-            let waited = self
-                .journal
-                .state()
-                .step(&id)
-                .and_then(|r| r.waits.last())
-                .is_some_and(|w| w.attempt == attempt && w.satisfied);
-            if !waited {
-                let condition = wait.condition.clone();
-                match self.wait_for(rollback, wait).await {
-                    WaitEnd::Satisfied {
-                        elapsed_ms,
-                        figures,
-                    } => self.append(vec![Record::WaitSatisfied {
-                        step: id.clone(),
-                        attempt,
-                        condition,
-                        elapsed_ms,
-                        figures: self.redact.fields(figures),
-                    }])?,
-                    WaitEnd::TimedOut {
-                        elapsed_ms,
-                        figures,
-                        ..
-                    } => {
-                        return self.append(vec![Record::WaitTimedOut {
-                            step: id,
-                            attempt,
-                            condition,
-                            elapsed_ms,
-                            figures: self.redact.fields(figures),
-                        }]);
-                    }
-                    WaitEnd::Error(e) => {
-                        let error = self.redact.text(&format!("wait `{condition}`: {e}"));
-                        return self.append(vec![Record::RollbackFailed { step: id, error }]);
-                    }
-                }
-            }
+        let step = rollback.id.clone();
+        match self.journaled_wait(rollback, attempt).await? {
+            AfterWait::Held => self.append(vec![Record::RollbackSucceeded { step }]),
+            AfterWait::TimedOut => Ok(()),
+            AfterWait::Failed(error) => self.append(vec![Record::RollbackFailed { step, error }]),
         }
-        self.append(vec![Record::RollbackSucceeded { step: id }])
     }
 
     /// One poll of `condition` for `rollback`: whether it holds right now. Anything else (it
