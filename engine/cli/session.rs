@@ -343,8 +343,9 @@ fn describe(t: &Target) -> String {
 }
 
 fn env_note(args: &ClusterArgs) -> String {
-    let from_env = std::env::var_os("TALOSCONFIG")
-        .is_some_and(|v| args.talosconfig.as_deref() == Some(std::path::Path::new(&v)));
+    // No `--talosconfig` flag: the talosconfig given came from `$TALOSCONFIG`.
+    let from_env = args.talosconfig.is_none()
+        && std::env::var_os("TALOSCONFIG").is_some_and(|v| !v.is_empty());
     if from_env {
         " (the talosconfig came from $TALOSCONFIG: unset it, or resume without cluster flags, to use the recorded cluster)".to_owned()
     } else {
