@@ -27,6 +27,13 @@ pub fn run(
     } else {
         Target::for_run(cluster, plan.needs_cluster())?
     };
+    if !dry_run && plan.needs_cluster() && matches!(target, Target::Local) {
+        // Refused before a run directory exists: a run that could never start leaves nothing.
+        return Err(Error::Usage(format!(
+            "`{}` needs a cluster: give --talosconfig PATH (or set $TALOSCONFIG, or create ~/.talos/config with talosctl), or rehearse it with --sim",
+            plan.runbook
+        )));
+    }
     let events = session::reporters(output);
     if dry_run {
         let report = session::dry_run(&plan, &events);

@@ -102,7 +102,7 @@ impl Probe {
 pub enum EffectError {
     /// The action needs a cluster connection, which this build's effects do not have.
     #[error(
-        "`{name}` needs a cluster connection: cluster actions, guards and conditions arrive with the Talos/Kubernetes client; only the local actions (noop, sleep, log, fail, marker) and expression guards run today"
+        "`{name}` needs a cluster connection: give --talosconfig PATH (or set $TALOSCONFIG, or create ~/.talos/config), or rehearse with --sim; without one only the local actions (noop, sleep, log, fail, marker, exec) and local checks run"
     )]
     NeedsCluster {
         /// The action, guard or condition.

@@ -254,13 +254,24 @@ fn secrets_never_reach_the_run_directory_or_the_output() {
 }
 
 #[test]
-fn cluster_actions_fail_clearly_without_a_cluster() {
+fn a_runbook_that_needs_a_cluster_is_refused_without_one_and_leaves_nothing() {
     let env = Env::new();
-    let out = env.run(&["run", &fx("cluster.yaml"), "--output", "plain"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = env
+        .cmd(&["run", &fx("cluster.yaml"), "--output", "plain"])
+        .env("HOME", env.path())
+        .env_remove("TALOSCONFIG")
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("`kube.cordon` needs a cluster connection"),
+        text(&out).contains("needs a cluster: give --talosconfig PATH (or set $TALOSCONFIG, or create ~/.talos/config with talosctl), or rehearse it with --sim"),
         "{}",
         text(&out)
+    );
+    assert!(
+        !env.state().join("runs").exists()
+            || std::fs::read_dir(env.state().join("runs")).unwrap().count() == 0,
+        "a run that could never start left a run directory"
     );
 }
