@@ -306,8 +306,9 @@ pub struct ClusterArgs {
     pub context: Option<String>,
 
     /// A kubeconfig for the Kubernetes actions and checks, as kubectl looks it up: this flag,
-    /// then `$KUBECONFIG` (its first file), then `~/.kube/config` (for `run` and `doctor`;
-    /// `resume` keeps the one the run recorded). `--sim` ignores `$KUBECONFIG`.
+    /// then `$KUBECONFIG` (its first file), then `~/.kube/config` (for `run` and `doctor`, and
+    /// only when the talosconfig is not named by `--talosconfig` either; `resume` keeps the one
+    /// the run recorded). `--sim` ignores `$KUBECONFIG`.
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 

@@ -257,7 +257,11 @@ impl Target {
             None => Target::Local,
         };
         if let Target::Cluster(conn) = &mut target {
-            if conn.kubeconfig.is_none() {
+            // The operator's own environment, consistently: kubectl's default kubeconfig goes
+            // with talosctl's default talosconfig. A talosconfig named by flag (a simulator, a
+            // second cluster) never picks up whatever ~/.kube/config points at, or the lock and
+            // the Kubernetes actions could land on another cluster.
+            if conn.kubeconfig.is_none() && args.talosconfig.is_none() {
                 conn.kubeconfig = default_kubeconfig().map(|p| absolute(&p));
             }
             conn.fingerprint()

@@ -99,3 +99,38 @@ fn the_default_talosconfig_and_kubeconfig_are_found_without_flags() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     rt.block_on(handle.shutdown());
 }
+
+#[test]
+fn a_talosconfig_named_by_flag_never_picks_up_the_default_kubeconfig() {
+    use runbook::sim::Scenario;
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = simulator(Scenario::Healthy, 100.0, dir.path());
+    let sim = dir.path().join("sim");
+    // The operator's usual kubeconfig points at another cluster (here: nowhere on loopback).
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".kube")).unwrap();
+    std::fs::write(
+        home.join(".kube/config"),
+        "apiVersion: v1\nkind: Config\nclusters: [{name: other, cluster: {server: https://127.0.0.1:1}}]\ncontexts: [{name: other, context: {cluster: other, user: u}}]\ncurrent-context: other\nusers: [{name: u, user: {token: x}}]\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = Command::new(BIN)
+        .args(["run", "etcd-backup", "--param", "node=192.168.2.223", "--param"])
+        .arg(format!("dir={}", dir.path().join("snaps").display()))
+        .arg("--talosconfig")
+        .arg(sim.join("talosconfig"))
+        .args(["--output", "plain", "--state-dir"])
+        .arg(&state)
+        .env("HOME", &home)
+        .env_remove("KUBECONFIG")
+        .env_remove("TALOSCONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs = runbook::journal::StateDir::new(&state).list_runs().unwrap();
+    let target = std::fs::read_to_string(runs[0].run.path().join("target.json")).unwrap();
+    assert!(!target.contains(".kube/config"), "{target}");
+    rt.block_on(handle.shutdown());
+}
