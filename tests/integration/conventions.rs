@@ -116,7 +116,13 @@ fn a_talosconfig_named_by_flag_never_picks_up_the_default_kubeconfig() {
     .unwrap();
     let state = dir.path().join("state");
     let out = Command::new(BIN)
-        .args(["run", "etcd-backup", "--param", "node=192.168.2.223", "--param"])
+        .args([
+            "run",
+            "etcd-backup",
+            "--param",
+            "node=192.168.2.223",
+            "--param",
+        ])
         .arg(format!("dir={}", dir.path().join("snaps").display()))
         .arg("--talosconfig")
         .arg(sim.join("talosconfig"))
