@@ -625,3 +625,127 @@ pub fn diagnose(
         verdict,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::condition::etcd::tests::{down, member, node, three};
+    use crate::condition::view::{Gap, GapKind};
+
+    fn now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn checks(r: &Report) -> Vec<(&str, &'static str, Severity)> {
+        r.findings
+            .iter()
+            .map(|f| (f.scope.as_str(), f.check, f.severity))
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_has_no_finding_and_a_margin_of_one() {
+        let r = diagnose(&three(), &[], None, now());
+        assert_eq!(r.verdict, Severity::Ok, "{:?}", r.findings);
+        let e = r.etcd.unwrap();
+        assert_eq!((e.voters, e.healthy, e.quorum, e.margin), (3, 3, 2, 1));
+        assert_eq!(e.leader.as_deref(), Some("host-1"));
+    }
+
+    #[test]
+    fn two_voters_and_a_dead_node_are_critical_with_margin_zero() {
+        let ms = [member(1, false), member(2, false)];
+        let two = ClusterView {
+            nodes: vec![node("a", 1, &ms, 1), node("b", 2, &ms, 1)],
+        };
+        let r = diagnose(&two, &[], None, now());
+        assert_eq!(
+            checks(&r),
+            vec![("cluster", "etcd.quorum", Severity::Critical)]
+        );
+        assert!(r.findings[0].message.contains("exactly two voters"));
+        let mut v = three();
+        down(&mut v, "c");
+        let r = diagnose(&v, &[], None, now());
+        assert_eq!(r.etcd.as_ref().unwrap().margin, 0);
+        assert!(checks(&r).contains(&("c", "reachable", Severity::Critical)));
+        assert!(checks(&r).contains(&("cluster", "etcd.quorum", Severity::Critical)));
+    }
+
+    #[test]
+    fn time_learners_alarms_and_version_skew_are_reported() {
+        let ms = [
+            member(1, false),
+            member(2, false),
+            member(3, false),
+            member(4, true),
+        ];
+        let mut v = ClusterView {
+            nodes: vec![
+                node("a", 1, &ms, 1),
+                node("b", 2, &ms, 1),
+                node("c", 3, &ms, 1),
+            ],
+        };
+        v.nodes[0].unmet = vec!["time: time is not in sync".into()];
+        v.nodes[1].alarms = Observed::Answered(vec!["0000000000000002: alarm 1".into()]);
+        let extras = vec![
+            NodeExtras {
+                talos_version: Observed::Answered("v1.11.5".into()),
+                ..NodeExtras::default()
+            },
+            NodeExtras {
+                talos_version: Observed::Answered("v1.12.0".into()),
+                ..NodeExtras::default()
+            },
+            NodeExtras::default(),
+        ];
+        let r = diagnose(&v, &extras, None, now());
+        let c = checks(&r);
+        assert!(c.contains(&("a", "time", Severity::Warning)), "{c:?}");
+        assert!(
+            c.contains(&("cluster", "etcd.learners", Severity::Warning)),
+            "{c:?}"
+        );
+        assert!(
+            c.contains(&("cluster", "etcd.alarms", Severity::Critical)),
+            "{c:?}"
+        );
+        assert!(
+            c.contains(&("cluster", "version", Severity::Warning)),
+            "{c:?}"
+        );
+        assert_eq!(r.verdict, Severity::Critical);
+        // Worst first.
+        assert_eq!(r.findings[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn an_unreadable_stage_is_a_warning_naming_the_call_not_a_pass() {
+        let mut v = three();
+        v.nodes[2].stage = Observed::Missing(Gap::new(
+            "MachineStatus",
+            GapKind::PermissionDenied,
+            "not authorized",
+        ));
+        let r = diagnose(&v, &[], None, now());
+        let f = r.findings.iter().find(|f| f.scope == "c").unwrap();
+        assert_eq!((f.check, f.severity), ("stage", Severity::Warning));
+        assert!(
+            f.message
+                .contains("refused MachineStatus (PermissionDenied)"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn an_empty_or_stale_backup_directory_is_a_warning() {
+        let dir = std::env::temp_dir().join(format!("runbook-doctor-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = diagnose(&three(), &[], Some(&dir), now());
+        assert_eq!(checks(&r), vec![("cluster", "backup", Severity::Warning)]);
+        assert_eq!(r.backup.unwrap().newest, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
