@@ -740,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_or_stale_backup_directory_is_a_warning() {
+    fn an_empty_backup_directory_is_a_warning() {
         let dir = std::env::temp_dir().join(format!("runbook-doctor-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let r = diagnose(&three(), &[], Some(&dir), now());
