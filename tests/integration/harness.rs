@@ -66,6 +66,10 @@ pub(crate) fn runbook(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env("XDG_CONFIG_HOME", dir.join("config"))
+        // Hermetic: never the developer's ~/.talos/config, ~/.kube/config or exported ones.
+        .env("HOME", dir)
+        .env_remove("TALOSCONFIG")
+        .env_remove("KUBECONFIG")
         .env_remove("RUST_LOG")
         .output()
         .expect("run the runbook binary")

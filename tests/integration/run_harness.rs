@@ -45,6 +45,10 @@ impl Env {
             .env_remove("RUNBOOK_TEST_KILL_AFTER_RECORD")
             .env_remove("RUNBOOK_TEST_KILL_IN_MARKER")
             .env_remove("RUST_LOG")
+            // Hermetic: never the developer's ~/.talos/config, ~/.kube/config or exported ones.
+            .env("HOME", self.path())
+            .env_remove("TALOSCONFIG")
+            .env_remove("KUBECONFIG")
             .env("NO_COLOR", "1");
         c
     }
