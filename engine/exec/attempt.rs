@@ -34,6 +34,12 @@ pub const IN_DOUBT_PROMPT: &str = "interrupted with an unknown outcome";
 /// The guard whose journal half the runner checks itself (see `Runner::bootstrap_recorded`).
 const BOOTSTRAP_SAFE: &str = "etcd.bootstrap-safe";
 
+/// Why an attempt's action is not sent (journaled as `action-not-sent`): redacted.
+pub(super) struct NotSent {
+    error: String,
+    retryable: bool,
+}
+
 /// How the wait after an action ended, once journaled.
 pub(super) enum AfterWait {
     /// It held (or there is none): the step may be checkpointed.
@@ -197,7 +203,7 @@ impl<E: Effects> Runner<'_, E> {
         }
     }
 
-    fn intent(&self, step: &Step, attempt: u32, pre_state: Fields) -> Record {
+    pub(super) fn intent(&self, step: &Step, attempt: u32, pre_state: Fields) -> Record {
         Record::StepStarted {
             step: step.id.clone(),
             attempt,
@@ -206,63 +212,68 @@ impl<E: Effects> Runner<'_, E> {
         }
     }
 
+    /// What an attempt needs before its intent: its evaluated arguments and the evidence that
+    /// will verify it later (`pre_state`). Either missing means the action must not be sent.
+    /// Forward steps and rollbacks share it.
+    pub(super) async fn prepare(
+        &self,
+        step: &Step,
+        attempt: u32,
+    ) -> Result<(Option<Fields>, Fields), NotSent> {
+        let Some(call) = &step.action else {
+            return Ok((None, Fields::new()));
+        };
+        let args = self
+            .eval
+            .args(step, self.journal.state(), &call.args)
+            .map_err(|e| NotSent {
+                error: self.redact.text(&e.to_string()),
+                retryable: false,
+            })?;
+        let empty = Fields::new();
+        let pre = self
+            .effects
+            .pre_state(ActionCall {
+                step: &step.id,
+                name: &call.name,
+                args: &args,
+                attempt,
+                pre_state: &empty,
+            })
+            .await
+            // Never send without the evidence that verifies the call later.
+            .map_err(|e| NotSent {
+                error: self.redact.text(&format!(
+                    "cannot record what verifies `{}` before sending it, so it was not sent: {e}",
+                    call.name
+                )),
+                retryable: e.is_retryable(),
+            })?;
+        Ok((Some(args), self.redact.fields(pre)))
+    }
+
+    /// The intent and `action-not-sent` of an attempt whose action cannot be sent.
+    pub(super) fn not_sent(&self, step: &Step, attempt: u32, n: NotSent) -> Vec<Record> {
+        vec![
+            self.intent(step, attempt, Fields::new()),
+            Record::ActionNotSent {
+                step: step.id.clone(),
+                attempt,
+                error: n.error,
+                retryable: n.retryable,
+            },
+        ]
+    }
+
     /// Runs attempt `attempt` of `step` up to its checkpoint or its failure record.
     async fn attempt(&mut self, step: &Step, attempt: u32) -> Result<Option<Stop>, Error> {
         let id = step.id.clone();
-        let args = match &step.action {
-            Some(call) => match self.eval.args(step, self.journal.state(), &call.args) {
-                Ok(args) => Some(args),
-                Err(e) => {
-                    let error = self.redact.text(&e.to_string());
-                    self.append(vec![
-                        self.intent(step, attempt, Fields::new()),
-                        Record::ActionNotSent {
-                            step: id,
-                            attempt,
-                            error,
-                            retryable: false,
-                        },
-                    ])?;
-                    return Ok(None);
-                }
-            },
-            None => None,
-        };
-        let empty = Fields::new();
-        let pre_state = match (&step.action, &args) {
-            (Some(c), Some(a)) => {
-                let pre = self
-                    .effects
-                    .pre_state(ActionCall {
-                        step: &id,
-                        name: &c.name,
-                        args: a,
-                        attempt,
-                        pre_state: &empty,
-                    })
-                    .await;
-                match pre {
-                    Ok(pre) => self.redact.fields(pre),
-                    Err(e) => {
-                        // Never send without the evidence that verifies the call later.
-                        let error = self.redact.text(&format!(
-                            "cannot record what verifies `{}` before sending it, so it was not sent: {e}",
-                            c.name
-                        ));
-                        self.append(vec![
-                            self.intent(step, attempt, Fields::new()),
-                            Record::ActionNotSent {
-                                step: id,
-                                attempt,
-                                error,
-                                retryable: e.is_retryable(),
-                            },
-                        ])?;
-                        return Ok(None);
-                    }
-                }
+        let (args, pre_state) = match self.prepare(step, attempt).await {
+            Ok(p) => p,
+            Err(not_sent) => {
+                self.append(self.not_sent(step, attempt, not_sent))?;
+                return Ok(None);
             }
-            _ => Fields::new(),
         };
         let pure = step.wait.is_none() && step.action.as_ref().is_none_or(|c| effect_free(&c.name));
         let mut batch = vec![self.intent(step, attempt, pre_state.clone())];

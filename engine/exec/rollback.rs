@@ -367,65 +367,11 @@ impl<E: Effects> Runner<'_, E> {
     /// then its wait and outcome.
     async fn rollback_attempt(&mut self, rollback: &Step, attempt: u32) -> Result<(), Error> {
         let id = rollback.id.clone();
-        let mut batch: Vec<Record> = Vec::new();
-        let intent = |pre_state: Fields, session: String| Record::StepStarted {
-            step: id.clone(),
-            attempt,
-            session,
-            pre_state,
+        let (args, pre_state) = match self.prepare(rollback, attempt).await {
+            Ok(p) => p,
+            Err(not_sent) => return self.append(self.not_sent(rollback, attempt, not_sent)),
         };
-        let session = self.journal.session().to_owned();
-        let args = match &rollback.action {
-            Some(call) => match self.eval.args(rollback, self.journal.state(), &call.args) {
-                Ok(args) => Some(args),
-                Err(e) => {
-                    batch.push(intent(Fields::new(), session));
-                    batch.push(Record::ActionNotSent {
-                        step: id.clone(),
-                        attempt,
-                        error: self.redact.text(&e.to_string()),
-                        retryable: false,
-                    });
-                    return self.append(batch);
-                }
-            },
-            None => None,
-        };
-        let empty = Fields::new();
-        let pre_state = match (&rollback.action, &args) {
-            (Some(c), Some(a)) => {
-                let pre = self
-                    .effects
-                    .pre_state(ActionCall {
-                        step: &id,
-                        name: &c.name,
-                        args: a,
-                        attempt,
-                        pre_state: &empty,
-                    })
-                    .await;
-                match pre {
-                    Ok(pre) => self.redact.fields(pre),
-                    Err(e) => {
-                        // Never send without the evidence that verifies the call later.
-                        batch.push(intent(Fields::new(), session));
-                        batch.push(Record::ActionNotSent {
-                            step: id.clone(),
-                            attempt,
-                            error: self.redact.text(&format!(
-                                "cannot record what verifies `{}` before sending it, so it was not sent: {e}",
-                                c.name
-                            )),
-                            retryable: e.is_retryable(),
-                        });
-                        return self.append(batch);
-                    }
-                }
-            }
-            _ => Fields::new(),
-        };
-        batch.push(intent(pre_state.clone(), session));
-        self.append(batch)?;
+        self.append(vec![self.intent(rollback, attempt, pre_state.clone())])?;
 
         // Guards: fresh, right before the side effect.
         for guard in &rollback.guards {
