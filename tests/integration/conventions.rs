@@ -140,3 +140,33 @@ fn a_talosconfig_named_by_flag_never_picks_up_the_default_kubeconfig() {
     assert!(!target.contains(".kube/config"), "{target}");
     rt.block_on(handle.shutdown());
 }
+
+#[test]
+fn without_any_cluster_doctor_and_cluster_flags_say_how_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("HOME", dir.path())
+            .env_remove("TALOSCONFIG")
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = bare(&["doctor"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "doctor needs a cluster: --talosconfig PATH, $TALOSCONFIG or ~/.talos/config, or --sim"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = bare(&["doctor", "--kubeconfig", "/x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--context, --kubeconfig and --endpoints need a talosconfig"),
+        "{}",
+        text(&out)
+    );
+}
