@@ -236,7 +236,7 @@ impl SnapshotSink {
             plain_size,
         };
         let sidecar = describe(&stored);
-        std::fs::rename(&partial, &self.path).map_err(io("rename into place", &self.path))?;
+        place(&partial, &self.path)?;
         crate::journal::durable::sync_dir(crate::journal::durable::parent_of(&self.path)).map_err(
             |e| StreamError::Io {
                 op: "fsync the directory of",
@@ -250,6 +250,26 @@ impl SnapshotSink {
             source: std::io::Error::other(e.to_string()),
         })?;
         Ok((stored, sidecar))
+    }
+}
+
+/// Moves `partial` to `path` without ever replacing an existing snapshot: a hard link fails
+/// when `path` exists; where links are not supported (some network filesystems), an existence
+/// check and a rename.
+fn place(partial: &Path, path: &Path) -> Result<(), StreamError> {
+    match std::fs::hard_link(partial, path) {
+        Ok(()) => std::fs::remove_file(partial).map_err(io("remove", partial)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(io("store (a snapshot of that name exists)", path)(e))
+        }
+        Err(_) => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(io("store (a snapshot of that name exists)", path)(
+                    std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                ));
+            }
+            std::fs::rename(partial, path).map_err(io("rename into place", path))
+        }
     }
 }
 
@@ -371,6 +391,19 @@ mod tests {
         drop(sink);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn an_existing_snapshot_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.db");
+        std::fs::write(&p, b"the only good backup").unwrap();
+        let mut sink = SnapshotSink::create(&p, None).unwrap();
+        sink.write(&etcd_snapshot(1, 3)).unwrap();
+        let e = sink.commit(side("n")).unwrap_err();
+        assert!(e.to_string().contains("exists"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"the only good backup");
+        assert!(!dir.path().join("a.db.partial").exists());
     }
 
     #[cfg(unix)]

@@ -22,6 +22,31 @@ use crate::exec::effects::{ActionCall, ActionOutcome, EffectError};
 /// (`RUNBOOK_TEST_KILL_IN_EFFECT=etcd.snapshot/stream:1:after`).
 const HOOK_STREAM: &str = "etcd.snapshot/stream";
 
+/// `<dir>/<UTC stamp with milliseconds>_<node>.db[.age]`, with `-2`, `-3`… when a file of
+/// that name exists already (two backups in one millisecond never share a name; the sink
+/// refuses to replace one anyway).
+fn snapshot_path(dir: &std::path::Path, node: &str, taken_ms: u64, encrypted: bool) -> PathBuf {
+    let stamp = crate::journal::time::compact(taken_ms);
+    let stamp = format!("{}{:03}Z", stamp.trim_end_matches('Z'), taken_ms % 1000);
+    let ext = if encrypted { "db.age" } else { "db" };
+    let node = node.replace(['/', ':', '\\'], "_");
+    let mut n = 1u32;
+    loop {
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let p = dir.join(format!("{stamp}_{node}{suffix}.{ext}"));
+        if std::fs::symlink_metadata(&p).is_err()
+            && std::fs::symlink_metadata(crate::cluster::backup::sidecar_path(&p)).is_err()
+        {
+            return p;
+        }
+        n += 1;
+    }
+}
+
 impl ClusterEffects {
     pub(super) async fn snapshot(
         &self,
@@ -42,10 +67,7 @@ impl ClusterEffects {
         crate::journal::durable::create_private_dir_all(&dir)
             .map_err(|e| io_error(call.name, &format!("cannot create `{}`", dir.display()), e))?;
         let taken_ms = crate::journal::time::now_ms();
-        let stamp = crate::journal::time::compact(taken_ms);
-        let ext = if recipient.is_some() { "db.age" } else { "db" };
-        let name = format!("{stamp}_{}.{ext}", node.replace(['/', ':'], "_"));
-        let final_path = dir.join(&name);
+        let final_path = snapshot_path(&dir, node, taken_ms, recipient.is_some());
         // Read before the stream: the snapshot holds at least this raft index. All three are
         // best-effort (an etcd:backup role may not read them): `null` in the sidecar.
         let revision = self
