@@ -622,6 +622,88 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_old_sidecar_without_the_new_fields_still_verifies_and_a_drill_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.db");
+        std::fs::write(&p, b"etcd").unwrap();
+        // What an early version wrote: no cluster id, Talos version, revision or drill.
+        let old = serde_json::json!({
+            "node": "192.168.2.20",
+            "sha256": hex::encode(Sha256::digest(b"etcd")),
+            "size": 4,
+            "taken_at": "2026-11-24T20:34:01Z",
+            "encrypted": false,
+        });
+        std::fs::write(sidecar_path(&p), old.to_string()).unwrap();
+        let mut s = verify(&p).unwrap();
+        assert_eq!(
+            (s.cluster_id.clone(), s.revision, s.drill.clone()),
+            (None, None, None)
+        );
+        // A drill result round-trips and the file still verifies.
+        s.drill = Some(Drill {
+            ok: true,
+            at: "2026-11-24T21:00:00.000Z".into(),
+            detail: "restored".into(),
+        });
+        write_sidecar(&p, &s).unwrap();
+        assert_eq!(verify(&p).unwrap().drill, s.drill);
+        // A drill with fields we never write is not ours.
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sidecar_path(&p)).unwrap()).unwrap();
+        json["drill"]["forged"] = true.into();
+        std::fs::write(sidecar_path(&p), json.to_string()).unwrap();
+        assert!(matches!(
+            verify(&p),
+            Err(BackupError::SidecarCorrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn fresh_with_drilled_counts_only_passed_drills() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = snap(dir.path(), "a.db", b"a", T0);
+        let b = snap(dir.path(), "b.db", b"b", T0 + 1000);
+        let now = at(T0 + 60_000);
+        let v = fresh_with(dir.path(), 24 * H, true, now);
+        assert!(!v.holds);
+        assert!(
+            v.reason.contains("no restore drill recorded"),
+            "{}",
+            v.reason
+        );
+        let mark = |p: &Path, ok: bool| {
+            let mut s = verify(p).unwrap();
+            s.drill = Some(Drill {
+                ok,
+                at: "2026-11-24T21:00:00.000Z".into(),
+                detail: if ok {
+                    "restored".into()
+                } else {
+                    "etcd failed".into()
+                },
+            });
+            write_sidecar(p, &s).unwrap();
+        };
+        mark(&a, true);
+        mark(&b, false);
+        // The newer snapshot's drill failed: the older, drilled one is what counts.
+        let v = fresh_with(dir.path(), 24 * H, true, now);
+        assert!(v.holds, "{}", v.reason);
+        assert!(v.reason.contains("a.db"), "{}", v.reason);
+        assert_eq!(v.figures["drilled"], true);
+        assert!(
+            v.figures["unverified"][0]
+                .as_str()
+                .unwrap()
+                .contains("restore drill failed: etcd failed")
+        );
+        // Without `drilled`, the newest verified one counts whatever its drill said.
+        let v = fresh(dir.path(), 24 * H, now);
+        assert!(v.reason.contains("b.db"), "{}", v.reason);
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_hostile_sidecar_is_not_followed_or_read_without_bound() {

@@ -126,6 +126,7 @@ pub struct SnapshotSink {
     out: Option<Out>,
     trailer: Trailer,
     encrypted: bool,
+    placed: bool,
 }
 
 /// What [`SnapshotSink::commit`] stored.
@@ -174,6 +175,7 @@ impl SnapshotSink {
             out: None,
             trailer: Trailer::default(),
             encrypted: recipient.is_some(),
+            placed: false,
         };
         sink.out = Some(match recipient {
             None => Out::Plain(hashing),
@@ -237,6 +239,7 @@ impl SnapshotSink {
         };
         let sidecar = describe(&stored);
         place(&partial, &self.path)?;
+        self.placed = true;
         crate::journal::durable::sync_dir(crate::journal::durable::parent_of(&self.path)).map_err(
             |e| StreamError::Io {
                 op: "fsync the directory of",
@@ -275,8 +278,8 @@ fn place(partial: &Path, path: &Path) -> Result<(), StreamError> {
 
 impl Drop for SnapshotSink {
     fn drop(&mut self) {
-        if self.out.is_some() {
-            // Not committed: an error or a lost stream. Nothing half-written stays behind.
+        if !self.placed {
+            // Not stored: an error or a lost stream. Nothing half-written stays behind.
             let _ = std::fs::remove_file(&self.partial);
         }
     }
