@@ -454,3 +454,58 @@ fn a_drill_of_a_corrupt_snapshot_fails_and_records_it() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("is missing"), "{}", text(&out));
 }
+
+/// An `os:etcd:backup` certificate may stream a snapshot but read nothing else: the sidecar
+/// says what is unknown (`null`), and retention, unable to tell whose snapshot it is, prunes
+/// nothing rather than guess.
+#[test]
+fn a_backup_only_role_gets_a_snapshot_but_no_prune_without_a_cluster_id() {
+    let s = Setup::new();
+    let fixture = crate::run_harness::fixture("runbooks/backup-role.yaml");
+    let dir = format!("dir={}", s.backups().display());
+    let run = |talosconfig: &str| {
+        let sim = s.path().join("sim");
+        Command::new(BIN)
+            .args([
+                "run",
+                fixture.to_str().unwrap(),
+                "--param",
+                &dir,
+                "--output",
+                "plain",
+            ])
+            .arg("--state-dir")
+            .arg(s.path().join("state"))
+            .arg("--talosconfig")
+            .arg(sim.join(talosconfig))
+            .arg("--kubeconfig")
+            .arg(sim.join("kubeconfig"))
+            .arg("--endpoints")
+            .arg(sim.join("endpoints.json"))
+            .env("HOME", s.path())
+            .env_remove("TALOSCONFIG")
+            .env_remove("KUBECONFIG")
+            .env_remove("RUNBOOK_TEST_KILL_IN_EFFECT")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run("talosconfig");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let first = s.snapshots()[0].clone();
+    assert!(sidecar_json(&first)["cluster_id"].is_string());
+    let out = run("talosconfig-etcd-backup");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("cluster id is unknown"),
+        "{}",
+        text(&out)
+    );
+    let snaps = s.snapshots();
+    assert_eq!(snaps.len(), 2, "{:?}", s.all_files());
+    let json = sidecar_json(&snaps[1]);
+    for unknown in ["cluster_id", "revision", "talos_version"] {
+        assert!(json[unknown].is_null(), "{unknown}: {json}");
+    }
+    runbook::cluster::backup::verify(&snaps[1]).unwrap();
+}
