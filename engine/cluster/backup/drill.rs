@@ -83,7 +83,7 @@ pub async fn run(snapshot: &Path, identity: Option<&Path>) -> Result<Report, Dri
         Ok((revision, keys)) => (
             true,
             format!(
-                "restored on a throwaway simulated cluster: 1 healthy voter serves revision {revision} and all {keys} keys of the snapshot"
+                "restored on a throwaway simulated cluster: 1 healthy voter serves store revision {revision} and all {keys} keys of the snapshot"
             ),
             Some(revision),
             Some(keys),
