@@ -145,15 +145,26 @@ async fn drill(snapshot: &Path, identity: Option<&Path>) -> Result<(i64, usize),
     Ok((served.revision, expected.entries.len()))
 }
 
+/// A new owner-only directory under the system temp dir: created with `mkdir` (never an
+/// existing directory or a planted symlink, whoever made it), with a counter against two
+/// drills in one millisecond.
 fn scratch_dir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "runbook-drill-{}-{}",
-        std::process::id(),
-        crate::journal::time::now_ms()
-    ));
-    crate::journal::durable::create_private_dir(&dir)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(dir)
+    use std::os::unix::fs::DirBuilderExt as _;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut last = None;
+    for _ in 0..16 {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "runbook-drill-{}-{}-{n}",
+            std::process::id(),
+            crate::journal::time::now_ms()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no scratch directory")))
 }
 
 /// Starts the throwaway cluster, restores `plain` on it and reads the data back.
