@@ -509,3 +509,40 @@ fn a_backup_only_role_gets_a_snapshot_but_no_prune_without_a_cluster_id() {
     }
     runbook::cluster::backup::verify(&snaps[1]).unwrap();
 }
+
+/// Two operators back up into one directory at once, each with `keep=1`: neither run replaces
+/// or half-deletes the other's snapshot, and what is left all verifies, the newest included.
+#[test]
+fn two_operators_backing_up_at_once_leave_only_verified_snapshots() {
+    let s = Setup::new();
+    let out = s.backup(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut children: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = s.backup_cmd(&["keep=1"]);
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .drain(..)
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        // Succeeded, or refused by the other's cluster lock: never a failure.
+        assert!(matches!(o.status.code(), Some(0 | 7)), "{}", text(o));
+    }
+    assert!(outs.iter().any(|o| o.status.success()));
+    let (good, problems) = runbook::cluster::backup::verify_all(&s.backups()).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!((1..=2).contains(&good.len()), "{:?}", s.all_files());
+    assert!(
+        !s.all_files().iter().any(|f| f.ends_with(".partial")),
+        "{:?}",
+        s.all_files()
+    );
+    // Every file left is a snapshot with its sidecar.
+    assert_eq!(s.all_files().len(), 2 * good.len(), "{:?}", s.all_files());
+}
