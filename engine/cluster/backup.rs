@@ -1,10 +1,11 @@
 //! etcd snapshot sidecars: what a snapshot file is, written beside it, and how to trust it.
 //!
-//! `etcd.snapshot` stores `<name>.db` and, beside it, `<name>.db.json` ([`Sidecar`]): the node
-//! it came from, the member's raft index, the file's sha256 and size as stored, the Talos
-//! version, the time it was taken and whether it is encrypted. Both are written durably
-//! (`journal::durable::write_atomic`: temp file in the same directory, fsync, rename, fsync
-//! the directory), the snapshot first, so a sidecar never describes a file that is not there.
+//! `etcd.snapshot` stores `<name>.db` (`<name>.db.age` when encrypted) and, beside it,
+//! `<name>.db.json` ([`Sidecar`]): the node it came from, the member's raft index, the file's
+//! sha256 and size as stored, the Talos version, the cluster id, the time it was taken,
+//! whether it is encrypted, and the latest restore drill's result. Both are written durably
+//! (temp file in the same directory, fsync, placed, fsync the directory), the snapshot first,
+//! so a sidecar never describes a file that is not there.
 //! `backup.fresh` trusts a snapshot only through its sidecar: the file's hash and size must
 //! match, and its age comes from `taken_at`, never from the file's mtime (a copy or a restore
 //! from tape changes mtime). [`stream`] writes a snapshot as it streams (age-encrypted when
