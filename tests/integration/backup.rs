@@ -300,6 +300,10 @@ fn a_kill_mid_prune_resumes_and_never_deletes_more_than_keep_allows() {
         let out = s.backup(&[]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
+    let first_two: Vec<String> = s.snapshots()[..2]
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
     // Fourth run, keep=2: two to delete; killed between the first file and its sidecar.
     let out = s
         .backup_cmd(&["keep=2"])
@@ -317,6 +321,14 @@ fn a_kill_mid_prune_resumes_and_never_deletes_more_than_keep_allows() {
     let (good, problems) = runbook::cluster::backup::verify_all(&s.backups()).unwrap();
     assert_eq!(good.len(), 2);
     assert!(problems.is_empty(), "{problems:?}");
+    // The plan journaled before the kill names both files the prune deleted.
+    let journals = journal_texts(&s.path().join("state"));
+    assert!(
+        journals
+            .iter()
+            .any(|j| j.contains("will_delete") && first_two.iter().all(|f| j.contains(f.as_str()))),
+        "no journaled plan names {first_two:?}"
+    );
 }
 
 #[test]
