@@ -205,6 +205,11 @@ pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
         snapshot: name.clone(),
         reason: e.to_string(),
     };
+    // A symlink, FIFO or device (an endless `/dev/zero`) is never hashed.
+    let meta = std::fs::symlink_metadata(snapshot).map_err(unreadable)?;
+    if !meta.file_type().is_file() {
+        return Err(unreadable(std::io::Error::other("not a regular file")));
+    }
     let (size, digest) = hash_file(snapshot).map_err(unreadable)?;
     if size != sidecar.size {
         return Err(BackupError::SizeMismatch {
@@ -720,6 +725,12 @@ mod tests {
         std::fs::write(sidecar_path(&p), vec![b' '; 100_000]).unwrap();
         let e = verify(&p).unwrap_err();
         assert!(e.to_string().contains("more than a sidecar"), "{e}");
+        // Named directly (a drill, a prune's `after`), a symlinked snapshot is not hashed.
+        let q = dir.path().join("link.db");
+        std::os::unix::fs::symlink("/dev/zero", &q).unwrap();
+        write_sidecar(&q, &describe("n", b"x", None, None, T0)).unwrap();
+        let e = verify(&q).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         // A symlinked snapshot is not a candidate at all.
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("evil.db")).unwrap();
