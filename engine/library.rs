@@ -36,6 +36,10 @@ pub const BUILTINS: &[(&str, &str)] = &[
         "gpu-enable.yaml",
         include_str!("../runbooks/gpu-enable.yaml"),
     ),
+    (
+        "etcd-restore-drill.yaml",
+        include_str!("../runbooks/etcd-restore-drill.yaml"),
+    ),
 ];
 
 /// Where a runbook was found.

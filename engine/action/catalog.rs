@@ -261,10 +261,22 @@ pub static ACTIONS: &[ActionSpec] = &[
         args: &[
             NODE,
             A::req("dir", Path, "destination directory off the cluster"),
+            A::opt(
+                "age_recipient",
+                ArgType::String,
+                "an age x25519 recipient (age1…): the snapshot is encrypted as it streams, no plaintext file ever exists",
+            ),
         ],
         idempotency: Idempotent,
         disruption: Never,
-        outputs: &["path", "sha256", "size"],
+        outputs: &[
+            "path",
+            "sidecar",
+            "sha256",
+            "size",
+            "encrypted",
+            "cluster_id",
+        ],
         probe: false,
     },
     ActionSpec {
@@ -439,6 +451,60 @@ pub static ACTIONS: &[ActionSpec] = &[
         idempotency: Confirm,
         disruption: Never,
         outputs: &["stdout", "stderr", "exit_code"],
+        probe: false,
+    },
+    // --- Backups (local: no cluster connection needed) -----------------------------------
+    ActionSpec {
+        name: "backup.prune",
+        summary: "keep the newest N verified snapshots of this cluster in dir and delete older ones with their sidecars; prunes nothing when any file fails to verify",
+        args: &[
+            A::req("dir", Path, "the backup directory"),
+            A::req(
+                "keep",
+                Int,
+                "how many verified snapshots of this cluster to keep (at least 1)",
+            ),
+            A::req(
+                "after",
+                Path,
+                "the snapshot this run just took: it must verify, or nothing is pruned",
+            ),
+            A::opt(
+                "cluster_id",
+                ArgType::String,
+                "the Talos cluster id (`etcd.snapshot`'s `cluster_id`); unknown = nothing is pruned",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[
+            "pruned",
+            "deleted",
+            "orphan_sidecars",
+            "kept",
+            "unverified",
+            "skipped",
+        ],
+        probe: false,
+    },
+    ActionSpec {
+        name: "backup.drill",
+        summary: "restore a snapshot into a throwaway simulated cluster (EtcdRecover + Bootstrap recover), check it serves the data, record the result in the sidecar",
+        args: &[
+            A::req(
+                "snapshot",
+                Path,
+                "the snapshot file (its sidecar must be beside it)",
+            ),
+            A::opt(
+                "age_identity",
+                Path,
+                "an age key file to decrypt an encrypted snapshot in memory (never journaled)",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["ok", "detail", "revision", "keys", "at"],
         probe: false,
     },
 ];

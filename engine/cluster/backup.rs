@@ -1,14 +1,23 @@
 //! etcd snapshot sidecars: what a snapshot file is, written beside it, and how to trust it.
 //!
-//! `etcd.snapshot` stores `<name>.db` and, beside it, `<name>.db.json` ([`Sidecar`]): the node
-//! it came from, the member's raft index, the file's sha256 and size as stored, the Talos
-//! version, the time it was taken and whether it is encrypted. Both are written durably
-//! (`journal::durable::write_atomic`: temp file in the same directory, fsync, rename, fsync
-//! the directory), the snapshot first, so a sidecar never describes a file that is not there.
+//! `etcd.snapshot` stores `<name>.db` (`<name>.db.age` when encrypted) and, beside it,
+//! `<name>.db.json` ([`Sidecar`]): the node it came from, the member's raft index, the file's
+//! sha256 and size as stored, the Talos version, the cluster id, the time it was taken,
+//! whether it is encrypted, and the latest restore drill's result. Both are written durably
+//! (temp file in the same directory, fsync, placed, fsync the directory), the snapshot first,
+//! so a sidecar never describes a file that is not there.
 //! `backup.fresh` trusts a snapshot only through its sidecar: the file's hash and size must
 //! match, and its age comes from `taken_at`, never from the file's mtime (a copy or a restore
-//! from tape changes mtime). A later retention or encryption feature reuses [`Sidecar`],
-//! [`verify`] and [`newest_verified`].
+//! from tape changes mtime). [`stream`] writes a snapshot as it streams (age-encrypted when
+//! a recipient is given), [`prune`] applies `keep: N` retention and [`drill`] restores a
+//! snapshot into a throwaway simulated cluster and records the result in the sidecar; all
+//! three go through [`Sidecar`], [`verify`] and [`newest_verified`]. Design:
+//! `docs/design/backup.md`.
+
+pub mod actions;
+pub mod drill;
+pub mod prune;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,19 +35,38 @@ pub struct Sidecar {
     pub node: String,
     /// The member's raft index when the snapshot was taken (`EtcdStatus.raft_index`; Talos'
     /// API does not expose the MVCC revision). `null` when the role may not read the status.
+    #[serde(default)]
     pub revision: Option<u64>,
     /// sha256 of the file as stored (hex).
     pub sha256: String,
     /// Size of the file as stored, in bytes.
     pub size: u64,
     /// The node's Talos version (`Version` call); `null` when it could not be read.
+    #[serde(default)]
     pub talos_version: Option<String>,
-    /// The cluster id, when the API offers one (Talos' machine API does not): `null`.
+    /// The Talos cluster id (COSI `Infos.cluster.talos.dev` `current`, `clusterId`); `null`
+    /// when it could not be read. Retention only ever prunes snapshots of the same id.
+    #[serde(default)]
     pub cluster_id: Option<String>,
     /// When it was taken, RFC 3339 UTC.
     pub taken_at: String,
-    /// Whether the file is encrypted (always `false` for now).
+    /// Whether the file is age-encrypted (then `sha256` and `size` are of the ciphertext).
     pub encrypted: bool,
+    /// The result of the latest restore drill, once one ran (absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<Drill>,
+}
+
+/// A restore drill's result, recorded in the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drill {
+    /// Whether the restored member served the snapshot's data.
+    pub ok: bool,
+    /// When the drill ended, RFC 3339 UTC.
+    pub at: String,
+    /// What was checked, or why it failed.
+    pub detail: String,
 }
 
 /// What is wrong with a snapshot or its sidecar.
@@ -114,11 +142,18 @@ pub fn describe(
         cluster_id: None,
         taken_at: crate::journal::time::rfc3339(taken_at_ms),
         encrypted: false,
+        drill: None,
     }
 }
 
 /// Stores a snapshot and then its sidecar, each durably.
 pub fn store(snapshot: &Path, bytes: &[u8], sidecar: &Sidecar) -> crate::journal::Result<()> {
+    crate::journal::durable::write_atomic(snapshot, bytes)?;
+    write_sidecar(snapshot, sidecar)
+}
+
+/// Writes (or replaces) the sidecar of `snapshot` durably.
+pub fn write_sidecar(snapshot: &Path, sidecar: &Sidecar) -> crate::journal::Result<()> {
     let side = sidecar_path(snapshot);
     let mut json = serde_json::to_vec_pretty(sidecar).map_err(|e| crate::journal::Error::Io {
         op: "serialize the sidecar for",
@@ -126,12 +161,11 @@ pub fn store(snapshot: &Path, bytes: &[u8], sidecar: &Sidecar) -> crate::journal
         source: std::io::Error::other(e),
     })?;
     json.push(b'\n');
-    crate::journal::durable::write_atomic(snapshot, bytes)?;
     crate::journal::durable::write_atomic(&side, &json)
 }
 
-/// Reads and checks a snapshot against its sidecar.
-pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
+/// Reads and parses the sidecar of a snapshot, without checking the file.
+pub fn load(snapshot: &Path) -> Result<Sidecar, BackupError> {
     let name = snapshot.display().to_string();
     let side = sidecar_path(snapshot);
     let text = match read_sidecar(&side) {
@@ -160,10 +194,22 @@ pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
             reason: format!("taken_at `{}` is not RFC 3339 UTC", sidecar.taken_at),
         });
     }
+    Ok(sidecar)
+}
+
+/// Reads and checks a snapshot against its sidecar.
+pub fn verify(snapshot: &Path) -> Result<Sidecar, BackupError> {
+    let name = snapshot.display().to_string();
+    let sidecar = load(snapshot)?;
     let unreadable = |e: std::io::Error| BackupError::Unreadable {
         snapshot: name.clone(),
         reason: e.to_string(),
     };
+    // A symlink, FIFO or device (an endless `/dev/zero`) is never hashed.
+    let meta = std::fs::symlink_metadata(snapshot).map_err(unreadable)?;
+    if !meta.file_type().is_file() {
+        return Err(unreadable(std::io::Error::other("not a regular file")));
+    }
     let (size, digest) = hash_file(snapshot).map_err(unreadable)?;
     if size != sidecar.size {
         return Err(BackupError::SizeMismatch {
@@ -225,7 +271,7 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 }
 
 /// The snapshots of a directory: regular files that are neither sidecars nor partial writes.
-fn candidates(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn candidates(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -245,39 +291,68 @@ fn candidates(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// A verified snapshot: its path, sidecar and `taken_at` in unix milliseconds.
 pub type Verified = (PathBuf, Sidecar, u64);
 
-/// The newest snapshot in `dir` whose sidecar verifies (by `taken_at`), with the problems of
-/// every snapshot that did not verify.
-pub fn newest_verified(dir: &Path) -> std::io::Result<(Option<Verified>, Vec<BackupError>)> {
-    let mut best: Option<Verified> = None;
+/// Every snapshot of `dir` that verifies, oldest first (by `taken_at`, then name), and the
+/// problems of every one that does not.
+pub fn verify_all(dir: &Path) -> std::io::Result<(Vec<Verified>, Vec<BackupError>)> {
+    let mut good = Vec::new();
     let mut problems = Vec::new();
     for path in candidates(dir)? {
         match verify(&path) {
             Ok(s) => {
                 let at = parse_rfc3339_ms(&s.taken_at).unwrap_or(0);
-                if best.as_ref().is_none_or(|(_, _, b)| at > *b) {
-                    best = Some((path, s, at));
-                }
+                good.push((path, s, at));
             }
             Err(e) => problems.push(e),
         }
     }
-    Ok((best, problems))
+    good.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)));
+    Ok((good, problems))
+}
+
+/// The newest snapshot in `dir` whose sidecar verifies (by `taken_at`), with the problems of
+/// every snapshot that did not verify.
+pub fn newest_verified(dir: &Path) -> std::io::Result<(Option<Verified>, Vec<BackupError>)> {
+    let (mut good, problems) = verify_all(dir)?;
+    Ok((good.pop(), problems))
 }
 
 /// `backup.fresh(dir, max_age)`: the newest verified snapshot in `dir` was taken less than
 /// `max_age` before `now`. Needs no cluster.
 pub fn fresh(dir: &Path, max_age: Duration, now: SystemTime) -> Verdict {
+    fresh_with(dir, max_age, false, now)
+}
+
+/// `backup.fresh(dir, max_age, drilled)`: as [`fresh`]; with `drilled`, only snapshots whose
+/// sidecar records a passed restore drill count (a failed drill is reported, never counted).
+pub fn fresh_with(dir: &Path, max_age: Duration, drilled: bool, now: SystemTime) -> Verdict {
     let shown = dir.display().to_string();
-    let (best, problems) = match newest_verified(dir) {
+    let (good, problems) = match verify_all(dir) {
         Ok(r) => r,
         Err(e) => {
             return Verdict::fail(format!("cannot read the backup directory {shown}: {e}"));
         }
     };
-    let problem_texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let mut problem_texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let any_verified = !good.is_empty();
+    let mut best = None;
+    for (path, sidecar, at) in good {
+        if drilled && !sidecar.drill.as_ref().is_some_and(|d| d.ok) {
+            problem_texts.push(match &sidecar.drill {
+                None => format!("{}: no restore drill recorded", path.display()),
+                Some(d) => format!("{}: its restore drill failed: {}", path.display(), d.detail),
+            });
+            continue;
+        }
+        best = Some((path, sidecar, at));
+    }
     let Some((path, sidecar, at)) = best else {
-        let v = if problems.is_empty() {
+        let v = if problems.is_empty() && !any_verified {
             Verdict::fail(format!("no snapshot in {shown}"))
+        } else if drilled && any_verified {
+            Verdict::fail(format!(
+                "no verified snapshot with a passed restore drill in {shown}: {}",
+                problem_texts.join("; ")
+            ))
         } else {
             Verdict::fail(format!(
                 "no verified snapshot in {shown}: {}",
@@ -299,9 +374,14 @@ pub fn fresh(dir: &Path, max_age: Duration, now: SystemTime) -> Verdict {
         .with("snapshot", file);
     }
     let age = Duration::from_millis(now_ms.saturating_sub(at));
+    let kind = if drilled {
+        "verifies, passed its restore drill,"
+    } else {
+        "verifies"
+    };
     let v = if age < max_age {
         Verdict::pass(format!(
-            "{file} (from {}, taken {}) verifies and is {} old (max {})",
+            "{file} (from {}, taken {}) {kind} and is {} old (max {})",
             sidecar.node,
             sidecar.taken_at,
             human(age),
@@ -318,6 +398,8 @@ pub fn fresh(dir: &Path, max_age: Duration, now: SystemTime) -> Verdict {
         .with("sha256", sidecar.sha256)
         .with("taken_at", sidecar.taken_at)
         .with("age_s", age.as_secs())
+        .with("encrypted", sidecar.encrypted)
+        .with("drilled", sidecar.drill.is_some_and(|d| d.ok))
         .with("unverified", problem_texts)
 }
 
@@ -546,6 +628,88 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_old_sidecar_without_the_new_fields_still_verifies_and_a_drill_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.db");
+        std::fs::write(&p, b"etcd").unwrap();
+        // What an early version wrote: no cluster id, Talos version, revision or drill.
+        let old = serde_json::json!({
+            "node": "192.168.2.20",
+            "sha256": hex::encode(Sha256::digest(b"etcd")),
+            "size": 4,
+            "taken_at": "2026-11-24T20:34:01Z",
+            "encrypted": false,
+        });
+        std::fs::write(sidecar_path(&p), old.to_string()).unwrap();
+        let mut s = verify(&p).unwrap();
+        assert_eq!(
+            (s.cluster_id.clone(), s.revision, s.drill.clone()),
+            (None, None, None)
+        );
+        // A drill result round-trips and the file still verifies.
+        s.drill = Some(Drill {
+            ok: true,
+            at: "2026-11-24T21:00:00.000Z".into(),
+            detail: "restored".into(),
+        });
+        write_sidecar(&p, &s).unwrap();
+        assert_eq!(verify(&p).unwrap().drill, s.drill);
+        // A drill with fields we never write is not ours.
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sidecar_path(&p)).unwrap()).unwrap();
+        json["drill"]["forged"] = true.into();
+        std::fs::write(sidecar_path(&p), json.to_string()).unwrap();
+        assert!(matches!(
+            verify(&p),
+            Err(BackupError::SidecarCorrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn fresh_with_drilled_counts_only_passed_drills() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = snap(dir.path(), "a.db", b"a", T0);
+        let b = snap(dir.path(), "b.db", b"b", T0 + 1000);
+        let now = at(T0 + 60_000);
+        let v = fresh_with(dir.path(), 24 * H, true, now);
+        assert!(!v.holds);
+        assert!(
+            v.reason.contains("no restore drill recorded"),
+            "{}",
+            v.reason
+        );
+        let mark = |p: &Path, ok: bool| {
+            let mut s = verify(p).unwrap();
+            s.drill = Some(Drill {
+                ok,
+                at: "2026-11-24T21:00:00.000Z".into(),
+                detail: if ok {
+                    "restored".into()
+                } else {
+                    "etcd failed".into()
+                },
+            });
+            write_sidecar(p, &s).unwrap();
+        };
+        mark(&a, true);
+        mark(&b, false);
+        // The newer snapshot's drill failed: the older, drilled one is what counts.
+        let v = fresh_with(dir.path(), 24 * H, true, now);
+        assert!(v.holds, "{}", v.reason);
+        assert!(v.reason.contains("a.db"), "{}", v.reason);
+        assert_eq!(v.figures["drilled"], true);
+        assert!(
+            v.figures["unverified"][0]
+                .as_str()
+                .unwrap()
+                .contains("restore drill failed: etcd failed")
+        );
+        // Without `drilled`, the newest verified one counts whatever its drill said.
+        let v = fresh(dir.path(), 24 * H, now);
+        assert!(v.reason.contains("b.db"), "{}", v.reason);
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_hostile_sidecar_is_not_followed_or_read_without_bound() {
@@ -561,6 +725,12 @@ mod tests {
         std::fs::write(sidecar_path(&p), vec![b' '; 100_000]).unwrap();
         let e = verify(&p).unwrap_err();
         assert!(e.to_string().contains("more than a sidecar"), "{e}");
+        // Named directly (a drill, a prune's `after`), a symlinked snapshot is not hashed.
+        let q = dir.path().join("link.db");
+        std::os::unix::fs::symlink("/dev/zero", &q).unwrap();
+        write_sidecar(&q, &describe("n", b"x", None, None, T0)).unwrap();
+        let e = verify(&q).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         // A symlinked snapshot is not a candidate at all.
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("evil.db")).unwrap();

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -21,13 +20,12 @@ use runbook_proto::common::Data;
 use runbook_proto::cosi::resource::GetRequest;
 use runbook_proto::machine::{
     ApplyConfigurationRequest, BootstrapRequest, EtcdForfeitLeadershipRequest,
-    EtcdLeaveClusterRequest, EtcdMemberListRequest, EtcdRemoveMemberByIdRequest,
-    EtcdSnapshotRequest, RebootRequest, ResetPartitionSpec, ResetRequest, ShutdownRequest,
-    UpgradeRequest,
+    EtcdLeaveClusterRequest, EtcdMemberListRequest, EtcdRemoveMemberByIdRequest, RebootRequest,
+    ResetPartitionSpec, ResetRequest, ShutdownRequest, UpgradeRequest,
 };
 
 use crate::cluster::observe::{Observer, evictable};
-use crate::cluster::payload::{extract_kubeconfig, patch_config, verify_snapshot};
+use crate::cluster::payload::{extract_kubeconfig, patch_config};
 use crate::cluster::talos::with_node;
 use crate::condition::check;
 use crate::condition::talos::Poll as CondPoll;
@@ -38,6 +36,7 @@ use crate::exec::effects::{
 use crate::journal::Fields;
 
 mod probe;
+mod snapshot;
 
 pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
 
@@ -334,70 +333,6 @@ impl ClusterEffects {
             .and_then(|r| r.spec)
             .map(|s| s.yaml_spec)
             .unwrap_or_default())
-    }
-
-    async fn snapshot(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
-        let node = arg(call, "node")?;
-        let dir = PathBuf::from(arg(call, "dir")?);
-        // Owner-only and durable (the parent of each new directory fsynced): the snapshot taken
-        // just before a wipe must survive a power cut.
-        crate::journal::durable::create_private_dir_all(&dir)
-            .map_err(|e| io_error(call.name, &format!("cannot create `{}`", dir.display()), e))?;
-        let taken_ms = crate::journal::time::now_ms();
-        let stamp = crate::journal::time::compact(taken_ms);
-        let name = format!("{stamp}_{}.db", node.replace(['/', ':'], "_"));
-        let final_path = dir.join(&name);
-        // Read before the stream: the snapshot holds at least this raft index. Both are
-        // best-effort (an etcd:backup role may not read them): `null` in the sidecar.
-        let revision = self
-            .talos()
-            .machine()
-            .etcd_status(with_node((), node))
-            .await
-            .ok()
-            .and_then(|r| {
-                r.into_inner()
-                    .messages
-                    .into_iter()
-                    .find_map(|m| m.member_status)
-            })
-            .map(|s| s.raft_index);
-        let talos_version = self
-            .talos()
-            .machine()
-            .version(with_node((), node))
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().messages.into_iter().find_map(|m| m.version))
-            .map(|v| v.tag);
-        let mut stream = self
-            .talos()
-            .machine()
-            .etcd_snapshot(with_node(EtcdSnapshotRequest {}, node))
-            .await
-            .map_err(|s| status_error(call.name, &s))?
-            .into_inner();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            bytes.extend(chunk.map_err(|s| status_error(call.name, &s))?.bytes);
-        }
-        verify_snapshot(&bytes).map_err(|e| io_error(call.name, "snapshot rejected", e))?;
-        let sidecar =
-            crate::cluster::backup::describe(node, &bytes, revision, talos_version, taken_ms);
-        crate::cluster::backup::store(&final_path, &bytes, &sidecar)
-            .map_err(|e| io_error(call.name, "cannot store the snapshot", e))?;
-        Ok(outputs([
-            ("path", final_path.display().to_string().into()),
-            (
-                "sidecar",
-                crate::cluster::backup::sidecar_path(&final_path)
-                    .display()
-                    .to_string()
-                    .into(),
-            ),
-            ("sha256", hex::encode(Sha256::digest(&bytes)).into()),
-            ("size", bytes.len().into()),
-        ]))
     }
 
     async fn bootstrap(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
@@ -907,6 +842,10 @@ impl Effects for ClusterEffects {
     }
 
     async fn pre_state(&self, call: ActionCall<'_>) -> Result<Fields, EffectError> {
+        if call.name.starts_with("backup.") {
+            // Local backup actions (`backup.prune` journals its plan here).
+            return self.local.pre_state(call).await;
+        }
         self.talos().ensure_healthy().await;
         self.evidence_before(&call).await
     }

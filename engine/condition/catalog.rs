@@ -136,10 +136,16 @@ pub static GUARDS: &[GuardSpec] = &[
     },
     GuardSpec {
         name: "backup.fresh",
-        summary: "the newest snapshot in dir whose sidecar verifies (sha256, size) was taken less than max_age ago",
+        summary: "the newest snapshot in dir whose sidecar verifies (sha256, size) was taken less than max_age ago; with drilled, only snapshots whose sidecar records a passed restore drill count",
         args: &[
             A::req("dir", Path, "snapshot directory"),
             A::def("max_age", Dur, Lit::Str("24h"), "how old the newest may be"),
+            A::def(
+                "drilled",
+                crate::action::ArgType::Bool,
+                Lit::Bool(false),
+                "require a passed restore drill (`backup.drill`) in the sidecar",
+            ),
         ],
         protects: &[],
     },

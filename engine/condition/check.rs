@@ -178,9 +178,16 @@ pub fn guard_with(
             talos::image_matches_hardware(view, a.str("node")?, a.str("image")?)
         }
         "talos.gpu-modules" => talos::gpu_modules(view, a.str("node")?),
-        "backup.fresh" => crate::cluster::backup::fresh(
+        "backup.fresh" => crate::cluster::backup::fresh_with(
             std::path::Path::new(a.str("dir")?),
             a.duration("max_age", Duration::from_secs(24 * 3600))?,
+            match a.args.get("drilled") {
+                None | Some(serde_json::Value::Null) => false,
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(a.bad("drilled", &format!("must be true or false, found {other}")));
+                }
+            },
             std::time::SystemTime::now(),
         ),
         _ => {
@@ -270,6 +277,7 @@ mod tests {
                     ("state", _) => "Running".into(),
                     (_, crate::action::ArgType::Duration) => "10m".into(),
                     (_, crate::action::ArgType::Nodes) => serde_json::json!([]),
+                    (_, crate::action::ArgType::Bool) => false.into(),
                     _ => "x".into(),
                 };
                 (s.name.to_string(), v)

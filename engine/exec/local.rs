@@ -97,6 +97,9 @@ impl LocalEffects {
                 Ok(ActionOutcome::default())
             }
             "exec" => super::command::action(call).await,
+            name if crate::cluster::backup::actions::handles(name) => {
+                crate::cluster::backup::actions::perform(&call).await
+            }
             other => Err(EffectError::NeedsCluster {
                 name: other.to_owned(),
             }),
@@ -168,6 +171,10 @@ impl Effects for LocalEffects {
         Err(EffectError::NeedsCluster {
             name: call.name.to_owned(),
         })
+    }
+
+    async fn pre_state(&self, call: ActionCall<'_>) -> Result<crate::journal::Fields, EffectError> {
+        crate::cluster::backup::actions::pre_state(&call)
     }
 
     async fn probe(&self, call: ActionCall<'_>) -> Result<Option<bool>, EffectError> {

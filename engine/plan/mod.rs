@@ -286,7 +286,16 @@ impl Plan {
     /// Whether any step or rollback uses a cluster action, guard or condition (so `run`
     /// looks for talosctl's and kubectl's default files when no flag names a cluster).
     pub fn needs_cluster(&self) -> bool {
-        const LOCAL_ACTIONS: &[&str] = &["noop", "sleep", "log", "fail", "marker", "exec"];
+        const LOCAL_ACTIONS: &[&str] = &[
+            "noop",
+            "sleep",
+            "log",
+            "fail",
+            "marker",
+            "exec",
+            "backup.prune",
+            "backup.drill",
+        ];
         const LOCAL_GUARDS: &[&str] = &["backup.fresh"];
         const LOCAL_CONDITIONS: &[&str] = &["exec.succeeds"];
         self.steps().chain(self.rollbacks.iter()).any(|s| {

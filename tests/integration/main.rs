@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod authoring;
+mod backup;
 mod cli;
 mod cli_output;
 mod cluster_lock;
