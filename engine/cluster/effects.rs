@@ -37,6 +37,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+mod preflight;
 mod probe;
 
 pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
@@ -782,6 +783,7 @@ impl ClusterEffects {
                     }),
                 }
             }
+            "preflight" => self.preflight(&call).await,
             _ => self.local.perform(call).await,
         }
     }
