@@ -124,12 +124,12 @@ fn one(n: &LiveNode<'_>, out: &mut Vec<Finding>) {
             "L0",
             Severity::Error,
             format!(
-                "`{l}` did not answer: no live lint could be made ({})",
+                "cannot check `{l}` at all: {}; no live lint could be made",
                 v.contact
                     .gap()
                     .map_or("no contact".to_string(), ToString::to_string)
             ),
-            "check its power and network, then lint again",
+            "check its power and network, or use a talosconfig whose role may read (os:reader or more), then lint again",
         ));
         return;
     }
