@@ -373,3 +373,79 @@ fn gpu_enable_is_refused_where_the_hardware_does_not_match_but_not_by_the_bootin
     ));
     assert!(state.preflight_overridden.is_empty());
 }
+
+/// Kills `runbook run --override-preflight` after each of its journal records in turn (the
+/// decision, the preflight's intent, the overridden refusal, …), resumes without the flag, and
+/// checks the end: once the decision is journaled it survives, the preflight's refusal is
+/// overridden (re-run if it had not completed) and etcd.safe-down still refuses the cordon;
+/// killed before the decision was durable, the resumed run has no override and its preflight
+/// refuses. Nothing is ever rebooted.
+#[test]
+fn a_kill_after_any_record_keeps_the_override_and_the_safety_guard() {
+    let mut killed_somewhere = false;
+    let mut kept_after_kill = false;
+    for k in 1..=12 {
+        let env = Env::new();
+        let (rt, handle) = simulator(Scenario::NodeDead, 100.0, env.path());
+        let flags = cluster_flags(&handle, env.path(), Role::Admin);
+        let mut c = env.cmd(&[
+            "run",
+            "reboot-verify",
+            "--param",
+            SEED,
+            "--override-preflight",
+            "replacing .49",
+        ]);
+        c.args(&flags)
+            .args(["--output", "plain"])
+            .env("RUNBOOK_TEST_KILL_AFTER_RECORD", k.to_string());
+        let out = c.output().unwrap();
+        let was_killed = out.status.code().is_none();
+        if was_killed {
+            killed_somewhere = true;
+            let id = only_run(&env).id().to_string();
+            let out = run_with(&env, &["resume", &id], &flags);
+            assert_eq!(out.status.code(), Some(4), "k={k}: {}", text(&out));
+        } else {
+            assert_eq!(out.status.code(), Some(4), "k={k}: {}", text(&out));
+        }
+        let state = env.state_of(&only_run(&env));
+        match &state.preflight_override {
+            // Killed before the decision was durable: the run has no override, and its
+            // preflight refuses (fail closed); start again with the flag.
+            None => {
+                assert!(
+                    matches!(state.step_state("preflight"), StepState::Refused { .. }),
+                    "k={k}: {:?}",
+                    state.step_state("preflight")
+                );
+                assert!(state.preflight_overridden.is_empty(), "k={k}");
+            }
+            Some(o) => {
+                kept_after_kill |= was_killed;
+                assert_eq!(o.reason, "replacing .49", "k={k}");
+                assert!(!state.preflight_overridden.is_empty(), "k={k}");
+                assert!(
+                    matches!(
+                        state.step_state("verify[192.168.2.20].cordon"),
+                        StepState::Refused { guard, .. } if guard == "etcd.safe-down"
+                    ),
+                    "k={k}: {:?}",
+                    state.step_state("verify[192.168.2.20].cordon")
+                );
+            }
+        }
+        let reboots = handle.cluster().with(|c, _| {
+            c.call_log()
+                .iter()
+                .filter(|l| l.method == "Reboot" || l.method == "PatchNode")
+                .count()
+        });
+        assert_eq!(reboots, 0, "k={k}");
+        rt.block_on(handle.shutdown());
+        if !was_killed {
+            break;
+        }
+    }
+    assert!(killed_somewhere && kept_after_kill);
+}
