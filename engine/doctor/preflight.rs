@@ -311,10 +311,25 @@ pub fn decide(
                 continue;
             }
             let mut f = f.clone();
+            // Under `quorum` alone, a node with positive evidence of silence is already an
+            // unhealthy voter in the quorum figures; a role that may not read it is not.
+            let only_quorum = spec.checks.contains(&Check::Quorum)
+                && !spec.checks.contains(&Check::Etcd)
+                && !spec.checks.contains(&Check::Gpu)
+                && !node.is_some_and(|n| {
+                    in_scope(spec, &n.label)
+                        && [Check::Talos, Check::Time, Check::Kube, Check::Disks]
+                            .iter()
+                            .any(|c| spec.checks.contains(c))
+                });
             if node.is_some_and(|n| is_down(spec, n)) {
                 f.severity = Severity::Warning;
                 f.message
                     .push_str(" (confirmed down by the operator: excused)");
+            } else if only_quorum && node.is_some_and(|n| n.silent_evidence().is_some()) {
+                f.severity = Severity::Warning;
+                f.message
+                    .push_str(" (silent: counted as an unhealthy voter in the quorum figures)");
             }
             out.push(f);
             continue;
@@ -418,6 +433,17 @@ mod tests {
         let o = run(&v, &s);
         assert!(!o.refused, "{:?}", o.findings);
         assert!(o.findings.iter().any(|f| f.check == "etcd.quorum"));
+        // Without `down`, the silent node is counted as an unhealthy voter: still a warning.
+        let o = run(&v, &spec(&[Check::Quorum]));
+        assert!(!o.refused, "{:?}", o.findings);
+        // A role refusal is no silence: critical.
+        let mut r = three();
+        r.nodes[2].contact = Observed::Missing(Gap::new(
+            "MachineStatus",
+            GapKind::PermissionDenied,
+            "not authorized",
+        ));
+        assert!(run(&r, &spec(&[Check::Quorum])).refused);
         down(&mut v, "b");
         let o = run(&v, &s);
         assert!(o.refused, "{:?}", o.findings);

@@ -449,3 +449,126 @@ fn a_kill_after_any_record_keeps_the_override_and_the_safety_guard() {
     }
     assert!(killed_somewhere && kept_after_kill);
 }
+
+#[test]
+fn every_builtin_runbook_starts_with_a_preflight_that_declares_what_it_checks() {
+    use runbook::compile::{self, Mode};
+    for entry in runbook::library::builtins() {
+        let plan = compile::compile_source(&entry.source, &Mode::Check)
+            .unwrap_or_else(|d| panic!("{}: {}", entry.name, d.render(true)));
+        let first = plan.steps().next().expect("a first step");
+        let action = first.action.as_ref().map(|a| a.name.as_str());
+        assert_eq!(
+            (first.id.as_str(), action),
+            ("preflight", Some("preflight")),
+            "{}",
+            entry.name
+        );
+        let declared = first
+            .action
+            .as_ref()
+            .map(|a| a.args.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert!(
+            declared.iter().any(|k| k == "checks" || k == "lint"),
+            "{}: {declared:?}",
+            entry.name
+        );
+        // Recovery must not check etcd: its loss is why it runs.
+        if entry.name == "etcd-quorum-recovery" {
+            let checks = format!("{:?}", first.action.as_ref().unwrap().args.get("checks"));
+            assert!(
+                !checks.contains("etcd") && !checks.contains("quorum"),
+                "{checks}"
+            );
+        }
+    }
+}
+
+#[test]
+fn recovery_runbooks_are_not_refused_by_the_degradation_they_repair() {
+    // etcd-quorum-recovery on quorum-lost: the preflight passes (etcd is not its business; the
+    // dead machines are confirmed down) and the run pauses at the recovery's approval.
+    let env = Env::new();
+    let out = env.run(&[
+        "run",
+        "etcd-quorum-recovery",
+        "--sim",
+        "--scenario",
+        "quorum-lost",
+        "--speed",
+        "100",
+        "--param",
+        "nodes=192.168.2.20",
+        "--param",
+        "survivor=192.168.2.20",
+        "--param",
+        "down=192.168.2.223,192.168.2.49",
+        "--no-cluster-lock",
+        "the Kubernetes API is down with etcd",
+        "--output",
+        "plain",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let state = env.state_of(&only_run(&env));
+    match state.step_state("preflight") {
+        StepState::Succeeded { outputs } => {
+            assert_eq!(outputs["verdict"], "passed");
+            assert_eq!(outputs["checked"], serde_json::json!(["talos", "time"]));
+        }
+        s => panic!("{s:?}"),
+    }
+    // The same preflight without `down`: the silent machines refuse it (fail closed).
+    let env = Env::new();
+    let (rt, handle) = simulator(Scenario::QuorumLost, 100.0, env.path());
+    let flags = cluster_flags(&handle, env.path(), Role::Admin);
+    let rb = write_runbook(
+        env.path(),
+        "recover-like",
+        "  - id: preflight\n    action: preflight\n    with: { checks: [talos, time] }\n",
+    );
+    let out = run_with(
+        &env,
+        &["run", rb.to_str().unwrap(), "--no-cluster-lock", "test"],
+        &flags,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("[192.168.2.223] reachable"),
+        "{}",
+        text(&out)
+    );
+    rt.block_on(handle.shutdown());
+
+    // etcd-backup on node-dead: quorum holds with margin 0, a warning for its preflight.
+    let env = Env::new();
+    let snaps = env.path().join("snaps");
+    let out = env.run(&[
+        "run",
+        "etcd-backup",
+        "--sim",
+        "--scenario",
+        "node-dead",
+        "--speed",
+        "100",
+        "--param",
+        "node=192.168.2.223",
+        "--param",
+        &format!("dir={}", snaps.display()),
+        "--output",
+        "plain",
+    ]);
+    let state = env.state_of(&only_run(&env));
+    match state.step_state("preflight") {
+        StepState::Succeeded { outputs } => {
+            let warned: Vec<&str> = outputs["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["check"].as_str().unwrap())
+                .collect();
+            assert!(warned.contains(&"etcd.quorum"), "{warned:?}");
+        }
+        s => panic!("{s:?}\n{}", text(&out)),
+    }
+}
