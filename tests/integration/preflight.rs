@@ -572,3 +572,100 @@ fn recovery_runbooks_are_not_refused_by_the_degradation_they_repair() {
         s => panic!("{s:?}\n{}", text(&out)),
     }
 }
+
+/// Every secret-looking value of a machine config fixture (tokens, secrets, keys).
+fn secrets_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(": ")?;
+            let k = k.to_lowercase();
+            (k.contains("token") || k.contains("secret") || k == "key" || k == "crt")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|v| v.len() >= 8)
+        .collect()
+}
+
+#[test]
+fn preflight_lints_refuse_the_seed_configs_without_a_secret_in_journal_or_output() {
+    let env = Env::new();
+    crate::run_harness::copy_dir(
+        &crate::run_harness::fixture("lint/seed"),
+        &env.path().join("seed"),
+    );
+    crate::run_harness::copy_dir(
+        &crate::run_harness::fixture("lint/fixed"),
+        &env.path().join("fixed"),
+    );
+    let steps = |dir: &str| {
+        format!(
+            "  - id: preflight\n    action: preflight\n    with:\n      lint: [L1, L2, L4, L13]\n      inventory: {}\n",
+            env.path().join(dir).join("cluster.yaml").display()
+        )
+    };
+    let rb = write_runbook(env.path(), "lint-seed", &steps("seed"));
+    let out = env.run(&["run", rb.to_str().unwrap(), "--sim", "--output", "plain"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("controlplane3.yaml:21:11] L4"), "{t}");
+    assert!(t.contains("controlplane3.yaml:25:7] L13"), "{t}");
+    assert!(t.contains("controlplane2.yaml:22:12] L1"), "{t}");
+    let journal = std::fs::read_to_string(only_run(&env).journal_path()).unwrap();
+    let mut secrets = Vec::new();
+    for f in [
+        "controlplane1.yaml",
+        "controlplane2.yaml",
+        "controlplane3.yaml",
+    ] {
+        secrets.extend(secrets_of(&env.path().join("seed").join(f)));
+    }
+    assert!(secrets.len() >= 6, "{secrets:?}");
+    for s in &secrets {
+        assert!(
+            !journal.contains(s.as_str()),
+            "a secret reached the journal"
+        );
+        assert!(!t.contains(s.as_str()), "a secret reached the output");
+    }
+    // The corrected configs pass the same preflight.
+    let env2 = Env::new();
+    let rb = write_runbook(env.path(), "lint-fixed", &steps("fixed"));
+    let out = env2.run(&["run", rb.to_str().unwrap(), "--sim", "--output", "plain"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn a_config_that_cannot_be_read_refuses_and_declaring_nothing_is_not_a_pass() {
+    let env = Env::new();
+    std::fs::write(env.path().join("bomb.yaml"), "a: &a [*a, *a]\n: : :\n").unwrap();
+    let rb = write_runbook(
+        env.path(),
+        "bad-config",
+        &format!(
+            "  - id: preflight\n    action: preflight\n    with:\n      lint: [L1]\n      configs: [{}, {}]\n",
+            env.path().join("bomb.yaml").display(),
+            env.path().join("missing.yaml").display()
+        ),
+    );
+    let out = env.run(&["run", rb.to_str().unwrap(), "--sim", "--output", "plain"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("2 critical finding(s)"), "{t}");
+    assert!(t.contains("missing.yaml:1:1] L0"), "{t}");
+    // A preflight that declares nothing proves nothing: its action is not sent, the step fails.
+    let env = Env::new();
+    let rb = write_runbook(
+        env.path(),
+        "empty",
+        "  - id: preflight\n    action: preflight\n",
+    );
+    let out = env.run(&["run", rb.to_str().unwrap(), "--sim", "--output", "plain"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("a preflight that checks nothing proves nothing"),
+        "{}",
+        text(&out)
+    );
+}
