@@ -449,7 +449,7 @@ pub static ACTIONS: &[ActionSpec] = &[
             A::opt(
                 "checks",
                 Strings,
-                "check families: etcd (quorum margin, leader, learners, member lists, alarms), talos (reachable, configured, running, no stuck service), time, kube (Ready), gpu (image and extensions vs PCI hardware, every node), disks, backup",
+                "check families: etcd (quorum margin, leader, learners, member lists, alarms), quorum (as etcd, but margin 0 and a silent voter only warn), talos (reachable, configured, running, no stuck service), time, kube (Ready), gpu (image and extensions vs PCI hardware, every node), disks, backup",
             ),
             A::opt(
                 "lint",
@@ -469,7 +469,7 @@ pub static ACTIONS: &[ActionSpec] = &[
             A::opt(
                 "nodes",
                 ArgType::Nodes,
-                "node-scoped checks look only at these (default: every node); etcd and gpu always look at every node",
+                "node-scoped checks look only at these (default: every node); etcd, quorum and gpu always look at every node",
             ),
             A::opt(
                 "down",
