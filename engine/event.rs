@@ -166,4 +166,7 @@ pub struct Report {
     pub not_run: Vec<String>,
     /// What the operator should do next, one instruction per line.
     pub next: Vec<String>,
+    /// Preflight refusals overridden with `--override-preflight`, one line each (who, where,
+    /// why, which findings).
+    pub preflight_overridden: Vec<String>,
 }

@@ -11,7 +11,8 @@ pub const RUN_FAILED: i32 = 1;
 pub const USAGE: i32 = 2;
 /// A runbook does not compile (diagnostics were printed).
 pub const INVALID_RUNBOOK: i32 = 3;
-/// A guard refused a disruptive action; nothing unsafe was done.
+/// A guard refused a disruptive action, or a `preflight` step found a critical problem (or
+/// could not look); nothing unsafe was done.
 pub const GUARD_REFUSED: i32 = 4;
 /// The run is paused at an approval gate; `runbook approve` continues it.
 pub const AWAITING_APPROVAL: i32 = 5;
@@ -41,7 +42,10 @@ pub const TABLE: &[(i32, &str)] = &[
         "usage error (bad flag, unknown runbook, bad --param)",
     ),
     (INVALID_RUNBOOK, "a runbook does not compile"),
-    (GUARD_REFUSED, "a guard refused a disruptive action"),
+    (
+        GUARD_REFUSED,
+        "a guard refused a disruptive action, or a preflight found a critical problem",
+    ),
     (AWAITING_APPROVAL, "paused at an approval gate"),
     (JOURNAL, "journal read or write failure"),
     (

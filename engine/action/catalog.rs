@@ -507,4 +507,55 @@ pub static ACTIONS: &[ActionSpec] = &[
         outputs: &["ok", "detail", "revision", "keys", "at"],
         probe: false,
     },
+    // --- Preflight ---------------------------------------------------------------------
+    ActionSpec {
+        name: "preflight",
+        summary: "read-only: the doctor checks and lints that concern this runbook; a critical finding (or a fact a check needs and could not read) refuses the run like a guard (exit 4) unless `run --override-preflight REASON`; warnings are reported; outputs are the findings",
+        args: &[
+            A::opt(
+                "checks",
+                Strings,
+                "check families: etcd (quorum margin, leader, learners, member lists, alarms), quorum (as etcd, but margin 0 and a silent voter only warn), talos (reachable, configured, running, no stuck service), time, kube (Ready), gpu (image and extensions vs PCI hardware, every node), disks, backup",
+            ),
+            A::opt(
+                "lint",
+                Strings,
+                "lint rules to run on `configs` (e.g. [L1, L2, L4]); an error finding refuses",
+            ),
+            A::opt(
+                "configs",
+                Strings,
+                "machine configs to lint: files or directories of *.yaml (SOPS files decrypted in memory); default: the inventory's",
+            ),
+            A::opt(
+                "inventory",
+                Path,
+                "cluster.yaml: which config belongs to which node, with its hardware",
+            ),
+            A::opt(
+                "nodes",
+                ArgType::Nodes,
+                "node-scoped checks look only at these (default: every node); etcd, quorum and gpu always look at every node",
+            ),
+            A::opt(
+                "down",
+                ArgType::Nodes,
+                "nodes confirmed powered off: their silence is a warning, not a refusal",
+            ),
+            A::opt(
+                "gpu_node",
+                Node,
+                "the node that must have an NVIDIA GPU (checked with `gpu`)",
+            ),
+            A::opt(
+                "backup_dir",
+                Path,
+                "the directory of verified etcd snapshots (for `backup`)",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["verdict", "critical", "warnings", "checked", "etcd"],
+        probe: false,
+    },
 ];

@@ -99,6 +99,12 @@ pub enum Command {
         /// Where the cluster is.
         #[command(flatten)]
         cluster: ClusterArgs,
+
+        /// Start even though a `preflight` step finds a critical problem; the reason, you, this
+        /// host and the findings overridden are journaled and shown by `status`. Only the
+        /// preflight's refusal is lifted: every safety guard still refuses. `resume` keeps it.
+        #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+        override_preflight: Option<String>,
     },
 
     /// Continue an interrupted or paused run where it stopped: replay the journal, recompile the
@@ -217,6 +223,16 @@ pub enum Command {
         /// `text` (file:line:column lines) or `json` (`{"findings": [...]}`).
         #[arg(long, value_enum, default_value_t = DataFormat::Text)]
         output: DataFormat,
+
+        /// Also run the live lints against the cluster (connection flags as for `doctor`):
+        /// the running image and extensions against the config, modules configured vs loaded,
+        /// the install disk with removable media attached, Talos version skew, time, alarms.
+        #[arg(long)]
+        live: bool,
+
+        /// Where the cluster is (with `--live`).
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 
     /// Diagnose the cluster, read-only: per node Talos stage, services, Kubernetes Ready (and

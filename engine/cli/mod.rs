@@ -15,6 +15,7 @@ pub mod lint;
 pub mod list;
 pub mod param_value;
 pub mod plan;
+pub mod preflight;
 pub mod resume;
 pub mod run;
 pub mod runs;
@@ -192,7 +193,17 @@ pub fn main() -> ExitCode {
             yes,
             output,
             cluster,
-        } => run::run(&runbook, params, dry_run, yes, output, &cluster, state_dir),
+            override_preflight,
+        } => run::run(
+            &runbook,
+            params,
+            dry_run,
+            yes,
+            output,
+            &cluster,
+            state_dir,
+            override_preflight.as_deref(),
+        ),
         args::Command::Resume {
             run,
             params,
@@ -214,7 +225,14 @@ pub fn main() -> ExitCode {
             inventory,
             configs,
             output,
-        } => lint::run(inventory.as_deref(), &configs, output),
+            live,
+            cluster,
+        } => lint::run(
+            inventory.as_deref(),
+            &configs,
+            output,
+            live.then_some(&cluster),
+        ),
         args::Command::Unlock {
             run,
             reason,

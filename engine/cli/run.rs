@@ -10,6 +10,7 @@ use crate::library;
 use crate::source::Format;
 
 /// Runs a runbook.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     name: &str,
     params: Vec<(String, String)>,
@@ -18,6 +19,7 @@ pub fn run(
     output: OutputArg,
     cluster: &ClusterArgs,
     state_dir: Option<&std::path::Path>,
+    override_preflight: Option<&str>,
 ) -> Result<(), Error> {
     let entry = library::find(name)?;
     let plan =
@@ -64,7 +66,11 @@ pub fn run(
         started_at: time::now_rfc3339(),
     };
     target.save(&run)?;
-    let journal = Journal::create(&run, header).map_err(Error::Journal)?;
+    let mut journal = Journal::create(&run, header).map_err(Error::Journal)?;
+    if let Some(reason) = override_preflight {
+        // The decision is journaled before anything runs, so resume honours it without the flag.
+        crate::cli::preflight::record_decision(&mut journal, reason)?;
+    }
     session::drive(
         Session {
             plan: &plan,

@@ -74,6 +74,27 @@ pub fn run(
     );
     let mut steps_json = Vec::new();
     let _ = writeln!(out, "  status: {status}");
+    if let Some(o) = &s.preflight_override {
+        let _ = writeln!(
+            out,
+            "  preflight override: granted by {} on {}: {}",
+            o.by, o.host, o.reason
+        );
+        for line in crate::exec::summary::overridden_lines(s) {
+            let _ = writeln!(out, "  preflight overridden: {line}");
+        }
+        doc.insert(
+            "preflight_override".into(),
+            serde_json::json!({
+                "reason": o.reason,
+                "by": o.by,
+                "host": o.host,
+                "overridden": s.preflight_overridden.iter().map(|(step, findings)| {
+                    serde_json::json!({"step": step, "findings": findings})
+                }).collect::<Vec<_>>(),
+            }),
+        );
+    }
     let _ = writeln!(out, "  sessions: {}", s.sessions.len());
     if let Some(t) = &snapshot.contents.torn {
         let _ = writeln!(out, "  journal: {t}");

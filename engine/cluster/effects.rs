@@ -35,6 +35,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+mod preflight;
 mod probe;
 mod snapshot;
 
@@ -717,6 +718,7 @@ impl ClusterEffects {
                     }),
                 }
             }
+            "preflight" => self.preflight(&call).await,
             _ => self.local.perform(call).await,
         }
     }

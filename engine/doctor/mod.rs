@@ -9,6 +9,7 @@
 //! Talos version, extensions, loaded modules, system disk, etcd database size) and the backup
 //! directory. Nothing here changes the cluster: `probe.rs` only lists and gets.
 
+pub mod preflight;
 pub mod probe;
 
 use std::path::Path;

@@ -351,6 +351,53 @@ impl<E: Effects> Runner<'_, E> {
                         self.message(&id, m);
                     }
                 }
+                Err(EffectError::Refused { reason, figures }) => {
+                    let figures = self.redact.fields(figures);
+                    let reason = self.redact.text(&reason);
+                    let Some(o) = self.journal.state().preflight_override.clone() else {
+                        batch.push(Record::GuardRefused {
+                            step: id.clone(),
+                            guard: c.name.clone(),
+                            reason: reason.clone(),
+                            figures,
+                        });
+                        batch.push(Record::RunPaused {
+                            reason: format!("`{}` refused step `{id}`: {reason}", c.name),
+                        });
+                        self.append(batch)?;
+                        return Ok(Some(Stop::GuardRefused));
+                    };
+                    // `--override-preflight`: the refusal is journaled as overridden, with the
+                    // findings it overrode, and the findings become the step's outputs.
+                    let findings = figures
+                        .get("critical")
+                        .and_then(serde_json::Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    batch.push(Record::PreflightOverride {
+                        step: Some(id.clone()),
+                        reason: o.reason.clone(),
+                        by: o.by,
+                        host: o.host,
+                        findings,
+                    });
+                    result = figures;
+                    batch.push(Record::ActionCompleted {
+                        step: id.clone(),
+                        attempt,
+                        outputs: result.clone(),
+                    });
+                    if !pure {
+                        self.append(std::mem::take(&mut batch))?;
+                    }
+                    self.message(
+                        &id,
+                        &format!(
+                            "{reason}\n  OVERRIDDEN with --override-preflight: {}",
+                            o.reason
+                        ),
+                    );
+                }
                 Err(e) if e.is_retryable() && step.idempotency != Idempotency::Idempotent => {
                     // A timeout, `Unavailable` or reset connection may have reached the
                     // cluster: the outcome is unknown, exactly as after a crash here. Settle

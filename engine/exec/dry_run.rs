@@ -49,6 +49,7 @@ pub fn dry_run(plan: &Plan, events: &dyn EventSink) -> Report {
         in_doubt: Vec::new(),
         not_run: done,
         next: vec!["dry run: nothing was done; run without --dry-run to execute".into()],
+        preflight_overridden: Vec::new(),
     };
     events.emit(&Event::Stopped {
         report: report.clone(),

@@ -118,6 +118,17 @@ pub enum EffectError {
         /// What is wrong.
         reason: String,
     },
+    /// A read-only check action (`preflight`) found a critical reason not to go on. The runner
+    /// treats it as a refused guard (`guard-refused`, exit code `GUARD_REFUSED`), unless the
+    /// run carries an `--override-preflight` decision; nothing was changed.
+    #[error("{reason}")]
+    Refused {
+        /// Why, for the operator: which finding, where, and the next action.
+        reason: String,
+        /// What the check found (journaled with the refusal, or as the step's outputs when
+        /// overridden).
+        figures: Fields,
+    },
     /// The effect failed.
     #[error("{message}")]
     Failed {

@@ -32,6 +32,7 @@ pub fn build(plan: &Plan, state: &RunState, stop: Stop, redact: &Redactor) -> Re
         in_doubt: state.in_doubt_steps().into_iter().map(|d| d.step).collect(),
         not_run: Vec::new(),
         next: Vec::new(),
+        preflight_overridden: overridden_lines(state),
     };
     let rolling_back = matches!(stop, Stop::Failed | Stop::RolledBack | Stop::Aborted)
         || state.abort_requested.is_some();
@@ -224,4 +225,34 @@ fn next_steps(r: &Report, state: &RunState) -> Vec<String> {
         }
     }
     next
+}
+
+/// One line per overridden preflight: `step: overridden by USER on HOST (REASON): findings`.
+pub fn overridden_lines(state: &RunState) -> Vec<String> {
+    let Some(o) = &state.preflight_override else {
+        return Vec::new();
+    };
+    state
+        .preflight_overridden
+        .iter()
+        .map(|(step, findings)| {
+            let what: Vec<String> = findings
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        f["scope"].as_str().unwrap_or("?"),
+                        f["check"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            format!(
+                "{step}: overridden by {} on {} ({}): {}",
+                o.by,
+                o.host,
+                o.reason,
+                what.join(", ")
+            )
+        })
+        .collect()
 }

@@ -45,7 +45,7 @@ pub use record::{
     ClusterLockEvent, FORMAT_VERSION, Fields, FormatVersion, InDoubtResolution, Record, RunHeader,
     RunOutcome,
 };
-pub use replay::{RunState, StepState};
+pub use replay::{PreflightOverride, RunState, StepState};
 pub use run_dir::{RunDir, RunStatus, RunSummary, SourceKind, StateDir};
 
 use file::JournalFile;

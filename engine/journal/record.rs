@@ -354,6 +354,24 @@ pub enum Record {
         /// and its expiry for `taken-over`, the error for `lost` and `skipped`).
         detail: String,
     },
+    /// `runbook run --override-preflight REASON`: the operator's decision, journaled when the
+    /// run is created (`step` is `None`, `findings` empty), and again each time a preflight
+    /// step's critical findings were overridden (`step` names it, `findings` lists them). The
+    /// decision record is what `resume` honours: the flag is not needed again. An override
+    /// turns only the preflight's refusal into a pass; every other guard still refuses.
+    PreflightOverride {
+        /// The preflight step whose refusal was overridden, or `None` for the decision.
+        step: Option<String>,
+        /// The operator's reason.
+        reason: String,
+        /// The operator (`$USER`).
+        by: String,
+        /// The host the decision was taken on.
+        host: String,
+        /// The critical findings overridden (`scope`, `check`, `message`), empty for the
+        /// decision.
+        findings: Vec<serde_json::Value>,
+    },
 }
 
 /// What happened to the cluster lock, in a [`Record::ClusterLock`].
@@ -401,6 +419,7 @@ impl Record {
         "run-finished",
         "action-not-sent",
         "cluster-lock",
+        "preflight-override",
     ];
 
     /// The record's `type` tag, e.g. `step-started`.
@@ -430,6 +449,7 @@ impl Record {
             Self::RunFinished { .. } => "run-finished",
             Self::ActionNotSent { .. } => "action-not-sent",
             Self::ClusterLock { .. } => "cluster-lock",
+            Self::PreflightOverride { .. } => "preflight-override",
         }
     }
 
@@ -460,6 +480,7 @@ impl Record {
             | Self::AbortRequested { .. }
             | Self::RunFinished { .. }
             | Self::ClusterLock { .. } => None,
+            Self::PreflightOverride { step, .. } => step.as_deref(),
         }
     }
 
@@ -618,6 +639,13 @@ pub(crate) mod tests {
                 holder: "20261124T203401Z-3fa9c1@ops".into(),
                 by: "alice".into(),
                 detail: "expired holder 20261124T190000Z-aaaaaa@ops2".into(),
+            },
+            Record::PreflightOverride {
+                step: Some("preflight".into()),
+                reason: "node .49 is being replaced".into(),
+                by: "alice".into(),
+                host: "ops".into(),
+                findings: vec![json!({"scope": "192.168.2.49", "check": "reachable"})],
             },
         ]
     }

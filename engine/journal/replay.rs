@@ -301,6 +301,22 @@ pub struct RunState {
     pub finished_ms: Option<u64>,
     /// The last applied sequence number.
     pub last_seq: u64,
+    /// `--override-preflight`: the operator's decision for this run (from the first
+    /// `preflight-override` record without a step), honoured by every later session.
+    pub preflight_override: Option<PreflightOverride>,
+    /// Every preflight refusal that was overridden: `(step, findings overridden)`.
+    pub preflight_overridden: Vec<(String, Vec<serde_json::Value>)>,
+}
+
+/// The operator's `--override-preflight` decision, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightOverride {
+    /// The reason given.
+    pub reason: String,
+    /// Who decided.
+    pub by: String,
+    /// On which host.
+    pub host: String,
 }
 
 impl RunState {
@@ -401,6 +417,8 @@ struct Undo {
     abort_requested: Option<String>,
     finished: Option<(RunOutcome, String)>,
     finished_ms: Option<u64>,
+    preflight_override: Option<PreflightOverride>,
+    preflight_overridden: usize,
 }
 
 impl Undo {
@@ -428,6 +446,8 @@ impl Undo {
             abort_requested: state.abort_requested.clone(),
             finished: state.finished.clone(),
             finished_ms: state.finished_ms,
+            preflight_override: state.preflight_override.clone(),
+            preflight_overridden: state.preflight_overridden.len(),
         }
     }
 
@@ -451,6 +471,10 @@ impl Undo {
         state.abort_requested = self.abort_requested;
         state.finished = self.finished;
         state.finished_ms = self.finished_ms;
+        state.preflight_override = self.preflight_override;
+        state
+            .preflight_overridden
+            .truncate(self.preflight_overridden);
     }
 }
 
@@ -810,6 +834,34 @@ fn apply_in_place(state: &mut RunState, entry: &Entry) -> Result<(), Error> {
             };
         }
         Record::ClusterLock { .. } => {}
+        Record::PreflightOverride {
+            step,
+            reason,
+            by,
+            host,
+            findings,
+        } => match step {
+            None => {
+                // The first decision stands; a later session cannot widen or replace it.
+                if state.preflight_override.is_none() {
+                    state.preflight_override = Some(PreflightOverride {
+                        reason: reason.clone(),
+                        by: by.clone(),
+                        host: host.clone(),
+                    });
+                }
+            }
+            Some(step) => {
+                if state.preflight_override.is_none() {
+                    return Err(err(
+                        "a preflight was overridden without the run's override decision".into(),
+                    ));
+                }
+                state
+                    .preflight_overridden
+                    .push((step.clone(), findings.clone()));
+            }
+        },
     }
     Ok(())
 }

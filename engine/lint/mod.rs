@@ -9,6 +9,8 @@
 //! errors.
 
 pub mod config;
+pub mod live;
+pub mod load;
 mod rules;
 
 use crate::inventory::InventoryNode;

@@ -167,6 +167,22 @@ fn record_line(record: &Record) -> Option<String> {
             detail,
             ..
         } => format!("cluster lock {lease} {event:?} ({holder}): {detail}"),
+        Record::PreflightOverride {
+            step: None,
+            reason,
+            by,
+            host,
+            ..
+        } => format!("preflight override granted by {by} on {host}: {reason}"),
+        Record::PreflightOverride {
+            step: Some(step),
+            reason,
+            findings,
+            ..
+        } => format!(
+            "  preflight `{step}` OVERRIDDEN ({reason}): {} critical finding(s) not refusing",
+            findings.len()
+        ),
     })
 }
 
@@ -200,6 +216,9 @@ pub fn report_text(r: &Report) -> String {
     }
     if r.stop != Stop::DryRun {
         list(&mut s, "not run", &r.not_run);
+    }
+    for line in &r.preflight_overridden {
+        let _ = write!(s, "\n  preflight overridden: {line}");
     }
     for line in &r.next {
         let _ = write!(s, "\n  next: {line}");

@@ -86,7 +86,9 @@ fn etcd_backup_refuses_without_quorum_and_resume_explains_the_embedded_simulator
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
-        text(&out).contains("REFUSED: no node could list etcd members"),
+        // The preflight (etcd-backup's first step) refuses before the quorum guard is reached.
+        text(&out).contains("REFUSED: preflight refused the run")
+            && text(&out).contains("etcd: no node could list etcd members"),
         "{}",
         text(&out)
     );
@@ -163,7 +165,7 @@ fn reboot_verify_passes_on_the_healthy_seed_cluster_one_node_at_a_time() {
 
 #[test]
 fn reboot_verify_refuses_to_start_while_a_node_is_stuck_booting() {
-    // kubectl says Ready, Talos says booting: the preflight guard sees through it.
+    // kubectl says Ready, Talos says booting: the preflight sees through it.
     let dir = tempfile::tempdir().unwrap();
     let out = runbook(
         dir.path(),
@@ -180,7 +182,7 @@ fn reboot_verify_refuses_to_start_while_a_node_is_stuck_booting() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
         text(&out)
-            .contains("`192.168.2.20` is in stage booting (ext-nvidia-persistenced is Waiting)"),
+            .contains("[192.168.2.20] stage: Ready in Kubernetes but Talos is still booting: ext-nvidia-persistenced is Waiting"),
         "{}",
         text(&out)
     );
@@ -608,7 +610,7 @@ fn full_rebuild_wipes_reinstalls_and_bootstraps_once() {
     ]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("finished: Succeeded (20 steps done)"), "{t}");
+    assert!(t.contains("finished: Succeeded (21 steps done)"), "{t}");
     assert!(
         t.contains("`192.168.2.20` has an NVIDIA GPU and gets the NVIDIA image"),
         "{t}"
