@@ -37,6 +37,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+mod patch;
 mod probe;
 
 pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
@@ -217,20 +218,7 @@ impl ClusterEffects {
 
     async fn apply_config(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
         let node = arg(call, "node")?;
-        let mode = match opt(call, "mode")?.unwrap_or("auto") {
-            "reboot" => 0,
-            "auto" => 1,
-            "no-reboot" => 2,
-            "staged" => 3,
-            "try" => 4,
-            other => {
-                return Err(EffectError::BadArgument {
-                    name: call.name.into(),
-                    arg: "mode".into(),
-                    reason: format!("unknown mode `{other}`"),
-                });
-            }
-        };
+        let mode = patch::apply_mode(call)?;
         let insecure = flag(call, "insecure");
         let data = self.config_to_send(call).await?;
         let req = ApplyConfigurationRequest {
@@ -328,12 +316,17 @@ impl ClusterEffects {
             .get(with_node(req, node))
             .await
             .map_err(|s| status_error("talos.apply-config", &s))?;
-        Ok(resp
-            .into_inner()
+        // No config is an error, never an empty one: a patch over nothing would send a
+        // config holding only the patch.
+        resp.into_inner()
             .resource
             .and_then(|r| r.spec)
             .map(|s| s.yaml_spec)
-            .unwrap_or_default())
+            .filter(|y| !y.trim().is_empty())
+            .ok_or_else(|| EffectError::Failed {
+                message: format!("`{node}` answered without a machine config"),
+                retryable: true,
+            })
     }
 
     async fn snapshot(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
@@ -782,6 +775,7 @@ impl ClusterEffects {
                     }),
                 }
             }
+            "talos.patch" => self.talos_patch(&call).await,
             _ => self.local.perform(call).await,
         }
     }
