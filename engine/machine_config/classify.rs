@@ -153,9 +153,13 @@ fn pointer_keys(p: &str) -> Vec<String> {
 
 /// The plan-time answer for `talos.patch`: does this call need the `etcd.safe-down` guard?
 /// `mode: reboot` always; `no-reboot`, `staged` and `try` never (Talos refuses or defers a
-/// change that needs a reboot); `auto` when the literal patch needs a reboot, or when the
+/// change that needs a reboot), nor a literal `dry_run: true`; `auto` when the literal patch needs a reboot, or when the
 /// patch is not known before the run (a file, an expression: unknown ⇒ needs a reboot).
 pub fn plan_needs_reboot(arg: &dyn Fn(&str) -> Option<J>) -> bool {
+    // A dry run sends nothing (only a literal `true` counts: an expression may be false).
+    if arg("dry_run") == Some(J::Bool(true)) {
+        return false;
+    }
     let mode = arg("mode");
     match mode.as_ref().and_then(J::as_str).unwrap_or("auto") {
         "no-reboot" | "staged" | "try" => false,

@@ -10,6 +10,7 @@
 
 mod classify;
 mod diff;
+pub mod lint;
 mod strategic;
 
 use serde_json::Value as J;
