@@ -445,3 +445,33 @@ fn killed_after_the_call_resume_sends_no_second_apply_configuration() {
     assert!(sim.config(NODE).contains("runbook-patch"));
     sim.stop();
 }
+
+#[test]
+fn run_dry_run_against_the_cluster_prints_the_redacted_diff_and_sends_nothing() {
+    let env = Env::new();
+    let sim = Sim::start(&env);
+    sim.plant_secrets(NODE);
+    let before = sim.config(NODE);
+    let file = write(
+        env.path(),
+        "dry-cli.yaml",
+        &runbook(&format!(
+            "  - id: rotate\n    action: talos.patch\n    guard: etcd.safe-down\n    with:\n      node: {NODE}\n      patch:\n        machine:\n          nodeLabels: {{ zone: \"a\" }}\n          token: rotated.1111111111111111\n        cluster:\n          secretboxEncryptionSecret: bmV3LXNlY3JldGJveC1rZXk\n"
+        )),
+    );
+    let out = run(&env, &sim, &file, &["--dry-run"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("rotate: would change"), "{t}");
+    assert!(t.contains("reboot required: true"), "{t}");
+    assert!(t.contains("+    zone: a"), "{t}");
+    for s in SECRETS
+        .iter()
+        .chain(&["rotated.1111111111111111", "bmV3LXNlY3JldGJveC1rZXk"])
+    {
+        assert!(!t.contains(s), "`{s}` leaked into the dry run:\n{t}");
+    }
+    assert_eq!(sim.applies(), 0);
+    assert_eq!(sim.config(NODE), before);
+    sim.stop();
+}

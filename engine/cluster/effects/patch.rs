@@ -251,3 +251,57 @@ impl ClusterEffects {
         }
     }
 }
+
+impl ClusterEffects {
+    /// For `runbook run --dry-run` against a cluster: what each `talos.patch` step of the
+    /// plan would change, as `(step, text)` (the redacted diff, or why it cannot be known
+    /// before the run). Reads only; sends nothing.
+    pub async fn preview_patches(&self, plan: &crate::plan::Plan) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for step in plan.steps() {
+            let Some(call) = step.action.as_ref().filter(|c| c.name == "talos.patch") else {
+                continue;
+            };
+            let literal: Option<crate::journal::Fields> = call
+                .args
+                .iter()
+                .map(|(k, v)| v.literal().map(|l| (k.clone(), l.clone())))
+                .collect();
+            let Some(args) = literal else {
+                out.push((
+                    step.id.clone(),
+                    "the patch or its node is known only at run time: no diff before the run"
+                        .into(),
+                ));
+                continue;
+            };
+            let pre = crate::journal::Fields::new();
+            let c = ActionCall {
+                step: &step.id,
+                name: &call.name,
+                args: &args,
+                attempt: 0,
+                pre_state: &pre,
+            };
+            let text = match self.patch_preview(&c).await {
+                Ok(p) if !p.changed() => "no change: nothing would be sent".to_string(),
+                Ok(p) => {
+                    let node = args.get("node").and_then(|n| n.as_str()).unwrap_or("node");
+                    format!(
+                        "would change {} (reboot required: {}):\n{}",
+                        p.paths
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        p.reboot_required(),
+                        mc::redacted_diff(&p.current, &p.patched, node)
+                    )
+                }
+                Err(e) => format!("cannot preview: {e}"),
+            };
+            out.push((step.id.clone(), text));
+        }
+        out
+    }
+}
