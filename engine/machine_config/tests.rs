@@ -328,3 +328,20 @@ fn yaml_rendering_reads_back_as_the_same_value() {
     let back = parse_config(&render_yaml(&tricky)).unwrap();
     assert_eq!(back[0], tricky);
 }
+
+#[test]
+fn a_hostile_patch_file_is_refused_before_it_is_expanded() {
+    // Anchors and aliases (the "billion laughs") are refused by the YAML front end's prescan.
+    let bomb = "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b]\n";
+    assert!(patch_from_file(Format::Strategic, "bomb.yaml", bomb).is_err());
+    // Deep nesting is refused too.
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(patch_from_file(Format::Strategic, "deep.yaml", &deep).is_err());
+    // A `$patch: delete` list item without a key to select by is an error, not "delete all".
+    let p = patch_from_value(
+        Format::Strategic,
+        &json!({"machine": {"kernel": {"modules": [{"$patch": "delete"}]}}}),
+    )
+    .unwrap();
+    assert!(apply(&config(), &p).is_err());
+}

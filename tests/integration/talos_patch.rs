@@ -475,3 +475,30 @@ fn run_dry_run_against_the_cluster_prints_the_redacted_diff_and_sends_nothing() 
     assert_eq!(sim.config(NODE), before);
     sim.stop();
 }
+
+#[test]
+fn a_role_that_may_not_read_the_config_refuses_and_sends_nothing() {
+    let env = Env::new();
+    let sim = Sim::start(&env);
+    sim.handle.cluster().with(|c, _| c.clear_call_log());
+    let file = write(
+        env.path(),
+        "operator.yaml",
+        &runbook(&LABEL_STEP.replace("      patch:", "      mode: no-reboot\n      patch:")),
+    );
+    // os:operator may not read MachineConfigs (sensitive): no config, no patch.
+    let mut cmd = env.cmd(&["run", "--output", "plain"]);
+    cmd.arg(&file)
+        .arg("--talosconfig")
+        .arg(sim.dir.join("talosconfig-operator"))
+        .arg("--kubeconfig")
+        .arg(sim.dir.join("kubeconfig"))
+        .arg("--endpoints")
+        .arg(sim.dir.join("endpoints.json"));
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("PermissionDenied"), "{t}");
+    assert_eq!(sim.applies(), 0);
+    sim.stop();
+}
