@@ -4,7 +4,8 @@
 //!
 //! Secrets are redacted by the key that holds them, never by recognising values: any key
 //! whose name contains `key`, `token`, `secret` or `password`, or is `auth` (registry
-//! credentials), has its whole value replaced, whatever it holds. That covers `machine.ca.key`,
+//! credentials) or `inlineManifests` (which may carry Kubernetes Secrets), has its whole value
+//! replaced, whatever it holds. That covers `machine.ca.key`,
 //! `machine.token`, `cluster.token`, `cluster.secret`, `cluster.secretboxEncryptionSecret`,
 //! `cluster.aescbcEncryptionSecret`, the service account, aggregator and etcd CA keys and
 //! WireGuard private keys. A changed secret shows as `<redacted, changed>`: the reader learns
@@ -98,6 +99,7 @@ fn leaves(v: &J, doc: &str, keys: &mut Vec<String>, out: &mut Vec<ConfigPath>) {
 pub fn secret_key(k: &str) -> bool {
     let l = k.to_ascii_lowercase();
     l == "auth"
+        || l == "inlinemanifests"
         || ["key", "token", "secret", "password"]
             .iter()
             .any(|s| l.contains(s))

@@ -310,10 +310,12 @@ fn the_diff_is_redacted_and_shows_the_change() {
 #[test]
 fn redaction_goes_by_key_whatever_the_value() {
     let v = json!({"auth": {"username": "u", "password": "p"}, "privateKey": {"a": 1},
+        "inlineManifests": [{"name": "s", "contents": "kind: Secret"}],
         "list": [{"token": "t"}], "name": "visible"});
     let r = redact(&v);
     assert_eq!(r["auth"], REDACTED);
     assert_eq!(r["privateKey"], REDACTED);
+    assert_eq!(r["inlineManifests"], REDACTED);
     assert_eq!(r["list"][0]["token"], REDACTED);
     assert_eq!(r["name"], "visible");
 }
