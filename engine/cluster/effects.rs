@@ -315,7 +315,7 @@ impl ClusterEffects {
             .cosi()
             .get(with_node(req, node))
             .await
-            .map_err(|s| status_error("talos.apply-config", &s))?;
+            .map_err(|s| status_error("reading the machine config", &s))?;
         // No config is an error, never an empty one: a patch over nothing would send a
         // config holding only the patch.
         resp.into_inner()
