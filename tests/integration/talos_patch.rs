@@ -402,6 +402,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn killed_after_the_call_resume_sends_no_second_apply_configuration() {
+    killed_inside("after", 1);
+}
+
+#[test]
+fn killed_before_the_call_resume_sends_it_exactly_once() {
+    killed_inside("before", 0);
+}
+
+/// Kills `run` at `point` inside the first `talos.patch` (with `sent` calls through by then),
+/// resumes until the run ends, and checks exactly one `ApplyConfiguration` reached the node.
+fn killed_inside(point: &str, sent: usize) {
     let env = Env::new();
     let sim = Sim::start(&env);
     sim.handle.cluster().with(|c, _| c.clear_call_log());
@@ -411,8 +422,10 @@ fn killed_after_the_call_resume_sends_no_second_apply_configuration() {
         &runbook(&LABEL_STEP.replace("      patch:", "      effect_grace: 1s\n      patch:")),
     );
     let mut cmd = env.cmd(&["run", "--output", "plain"]);
-    cmd.arg(&file)
-        .env("RUNBOOK_TEST_KILL_IN_EFFECT", "talos.patch:1:after");
+    cmd.arg(&file).env(
+        "RUNBOOK_TEST_KILL_IN_EFFECT",
+        format!("talos.patch:1:{point}"),
+    );
     let out = sim.cluster_args(&mut cmd).output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -420,7 +433,11 @@ fn killed_after_the_call_resume_sends_no_second_apply_configuration() {
         "killed inside the effect:\n{}",
         text(&out)
     );
-    assert_eq!(sim.applies(), 1, "the call went through before the kill");
+    assert_eq!(
+        sim.applies(),
+        sent,
+        "calls through before the kill ({point})"
+    );
     let mut log = String::new();
     let mut finished = false;
     for _ in 0..3 {
