@@ -291,12 +291,13 @@ fn unified(a: &str, b: &str, from: &str, to: &str) -> String {
             ops.push((' ', i, j));
             i += 1;
             j += 1;
-        } else if j < y.len() && (i == x.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', i, j));
-            j += 1;
-        } else {
+        } else if i < x.len() && (j == y.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            // Removals before additions, as diff(1) shows them.
             ops.push(('-', i, j));
             i += 1;
+        } else {
+            ops.push(('+', i, j));
+            j += 1;
         }
     }
     const CONTEXT: usize = 3;

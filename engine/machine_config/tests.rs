@@ -347,3 +347,20 @@ fn a_hostile_patch_file_is_refused_before_it_is_expanded() {
     .unwrap();
     assert!(apply(&config(), &p).is_err());
 }
+
+#[test]
+fn distant_changes_make_separate_hunks_with_correct_counts() {
+    let mut text = String::from("version: v1alpha1\nmachine:\n  type: worker\n  nodeLabels:\n");
+    for i in 0..20 {
+        text.push_str(&format!("    l{i:02}: v{i}\n"));
+    }
+    let old = parse_config(&text).unwrap();
+    // Rendered with sorted keys: `machine:`, `nodeLabels:`, l00 at line 3 … l19 at line 22.
+    let p = strategic(json!({"machine": {"nodeLabels": {"l00": "first", "l19": "changed"}}}));
+    let new = apply(&old, &p).unwrap();
+    let d = redacted_diff(&old, &new, "n");
+    let hunks: Vec<&str> = d.lines().filter(|l| l.starts_with("@@")).collect();
+    assert_eq!(hunks, ["@@ -1,6 +1,6 @@", "@@ -19,6 +19,6 @@"], "{d}");
+    assert!(d.contains("-    l00: v0\n+    l00: first\n"), "{d}");
+    assert!(d.contains("-    l19: v19\n+    l19: changed\n"), "{d}");
+}
