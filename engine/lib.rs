@@ -25,6 +25,7 @@ pub mod inventory;
 pub mod journal;
 pub mod library;
 pub mod lint;
+pub mod machine_config;
 pub mod plan;
 pub mod report;
 pub mod sandbox;

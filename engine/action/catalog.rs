@@ -4,7 +4,7 @@
 //! behaviour (`talos-procedures.md` §2 and §4). Keep the table sorted by family.
 
 use super::ArgType::{Bool, Duration, Enum, Int, Node, Path, Strings, Yaml};
-use super::Disruption::{Always, Never, UnlessArg};
+use super::Disruption::{Always, Computed, Never, UnlessArg};
 use super::Hazard::{MemberRemoval, QuorumOutage, SplitBrain, WorkloadEviction};
 use super::Idempotency::{Confirm, Idempotent, Verify};
 use super::{ActionSpec, ArgSpec as A, ArgType, Lit};
@@ -557,5 +557,55 @@ pub static ACTIONS: &[ActionSpec] = &[
         disruption: Never,
         outputs: &["verdict", "critical", "warnings", "checked", "etcd"],
         probe: false,
+    },
+    // --- machine config patches ---------------------------------------
+    ActionSpec {
+        name: "talos.patch",
+        summary: "patch a node's running machine config client-side (strategic merge or RFC 6902) and send it with ApplyConfiguration only if it changes; disruptive when the change needs a reboot",
+        args: &[
+            NODE,
+            GRACE,
+            A::opt(
+                "patch",
+                Yaml,
+                "the patch inline: a map (or a list of documents) for strategic, a list of operations for json6902",
+            ),
+            A::opt(
+                "patch_file",
+                Path,
+                "the patch in a file (YAML documents; SOPS-encrypted files are decrypted in memory); give `patch` or `patch_file`",
+            ),
+            A::def(
+                "format",
+                Enum(&["strategic", "json6902"]),
+                Lit::Str("strategic"),
+                "strategic merge as Talos's configpatcher, or RFC 6902 operations on the v1alpha1 document",
+            ),
+            A::def(
+                "mode",
+                Enum(&["auto", "no-reboot", "reboot", "staged", "try"]),
+                Lit::Str("auto"),
+                "ApplyConfiguration mode; `auto` reboots when a changed section needs it",
+            ),
+            A::def(
+                "dry_run",
+                Bool,
+                Lit::Bool(false),
+                "read the running config and show the redacted diff; send nothing",
+            ),
+        ],
+        idempotency: Verify,
+        disruption: Computed {
+            disruptive: crate::machine_config::plan_needs_reboot,
+            hazard: QuorumOutage,
+        },
+        outputs: &[
+            "changed",
+            "paths",
+            "reboot_required",
+            "mode",
+            "mode_details",
+        ],
+        probe: true,
     },
 ];

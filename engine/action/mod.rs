@@ -211,6 +211,9 @@ impl Hazard {
     }
 }
 
+/// A decision from an action's arguments by name (absent: not known before the run).
+pub type ArgsPredicate = fn(&dyn Fn(&str) -> Option<serde_json::Value>) -> bool;
+
 /// Whether and when an action is disruptive.
 #[derive(Debug, Clone, Copy)]
 pub enum Disruption {
@@ -225,6 +228,14 @@ pub enum Disruption {
         /// Values that make the action safe.
         safe: &'static [&'static str],
         /// The hazard otherwise.
+        hazard: Hazard,
+    },
+    /// Decided from the plan-time arguments by a function (e.g. `talos.patch` classifies what
+    /// its patch changes); an argument known only at run time is absent to the function.
+    Computed {
+        /// Whether the call with these arguments is disruptive.
+        disruptive: ArgsPredicate,
+        /// The hazard when it is.
         hazard: Hazard,
     },
 }
@@ -273,6 +284,18 @@ impl ActionSpec {
                     Some(serde_json::Value::String(s)) if safe.contains(&s.as_str()) => None,
                     _ => Some(hazard),
                 }
+            }
+            Disruption::Computed { disruptive, hazard } => {
+                let with_defaults = |name: &str| {
+                    arg(name).or_else(|| {
+                        self.args
+                            .iter()
+                            .find(|a| a.name == name)
+                            .and_then(|a| a.default)
+                            .map(Lit::to_json)
+                    })
+                };
+                disruptive(&with_defaults).then_some(hazard)
             }
         }
     }

@@ -38,6 +38,11 @@ pub fn run(
     }
     let events = session::reporters(output);
     if dry_run {
+        // Against a cluster, `talos.patch` steps read the running config and show the
+        // redacted diff of what they would send (read-only).
+        if let Target::Cluster(conn) = &target {
+            session::preview_patches(conn, &plan, &events);
+        }
         let report = session::dry_run(&plan, &events);
         return session::stop(report.stop);
     }

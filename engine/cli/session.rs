@@ -736,6 +736,33 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
     stop(report.stop)
 }
 
+/// `--dry-run` against a cluster: each `talos.patch` step's redacted diff, read-only (a
+/// cluster that cannot be reached says so and the dry run goes on).
+pub fn preview_patches(conn: &Connection, plan: &Plan, events: &dyn crate::exec::EventSink) {
+    if !plan
+        .steps()
+        .any(|s| s.action.as_ref().is_some_and(|c| c.name == "talos.patch"))
+    {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let lines = runtime.block_on(async {
+        match conn.open().await {
+            Ok(effects) => effects.preview_patches(plan).await,
+            Err(e) => vec![("-".to_string(), format!("cannot reach the cluster: {e}"))],
+        }
+    });
+    for (step, text) in lines {
+        events.emit(&Event::Message { step, text });
+    }
+}
+
 /// The exit status of a stop (the reporter already showed the report).
 pub fn stop(stop: Stop) -> Result<(), Error> {
     match stop.exit_code() {

@@ -36,6 +36,7 @@ use crate::exec::effects::{
 use crate::journal::Fields;
 
 mod preflight;
+mod patch;
 mod probe;
 mod snapshot;
 
@@ -217,20 +218,7 @@ impl ClusterEffects {
 
     async fn apply_config(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
         let node = arg(call, "node")?;
-        let mode = match opt(call, "mode")?.unwrap_or("auto") {
-            "reboot" => 0,
-            "auto" => 1,
-            "no-reboot" => 2,
-            "staged" => 3,
-            "try" => 4,
-            other => {
-                return Err(EffectError::BadArgument {
-                    name: call.name.into(),
-                    arg: "mode".into(),
-                    reason: format!("unknown mode `{other}`"),
-                });
-            }
-        };
+        let mode = patch::apply_mode(call)?;
         let insecure = flag(call, "insecure");
         let data = self.config_to_send(call).await?;
         let req = ApplyConfigurationRequest {
@@ -327,13 +315,18 @@ impl ClusterEffects {
             .cosi()
             .get(with_node(req, node))
             .await
-            .map_err(|s| status_error("talos.apply-config", &s))?;
-        Ok(resp
-            .into_inner()
+            .map_err(|s| status_error("reading the machine config", &s))?;
+        // No config is an error, never an empty one: a patch over nothing would send a
+        // config holding only the patch.
+        resp.into_inner()
             .resource
             .and_then(|r| r.spec)
             .map(|s| s.yaml_spec)
-            .unwrap_or_default())
+            .filter(|y| !y.trim().is_empty())
+            .ok_or_else(|| EffectError::Failed {
+                message: format!("`{node}` answered without a machine config"),
+                retryable: true,
+            })
     }
 
     async fn bootstrap(&self, call: &ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
@@ -719,6 +712,7 @@ impl ClusterEffects {
                 }
             }
             "preflight" => self.preflight(&call).await,
+            "talos.patch" => self.talos_patch(&call).await,
             _ => self.local.perform(call).await,
         }
     }

@@ -1,6 +1,6 @@
 //! The payloads Talos actions carry, as pure functions: the sha256 trailer of an etcd API
-//! snapshot, the `kubeconfig` inside the archive `Kubeconfig` streams, and a merge patch over a
-//! machine config. Kept apart from the effects so they are tested without a cluster.
+//! snapshot, the `kubeconfig` inside the archive `Kubeconfig` streams, and a strategic patch
+//! over a machine config (through [`crate::machine_config`]). Kept apart from the effects so they are tested without a cluster.
 
 use std::io::Read as _;
 
@@ -52,59 +52,15 @@ pub fn extract_kubeconfig(archive: &[u8]) -> Result<Vec<u8>, String> {
     Err("no `kubeconfig` in the archive".into())
 }
 
-/// Applies a strategic-merge-style patch (maps merge, lists append, scalars replace) to a
-/// machine config; returns the patched config as JSON text (a subset of YAML, which Talos
-/// parses). Only the first (v1alpha1) document is patched; others are kept.
+/// Applies a strategic-merge patch (as Talos's configpatcher: maps merge, list items are
+/// appended once, keyed lists merge by key, `$patch: delete`) to a machine config; returns the
+/// patched config as text to send. The merge itself is [`crate::machine_config`]'s.
 pub fn patch_config(current: &str, patch: &serde_json::Value) -> Result<String, String> {
-    let docs: Vec<&str> = current
-        .split("\n---")
-        .map(str::trim)
-        .filter(|d| !d.is_empty() && *d != "---")
-        .collect();
-    let mut out = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
-        let src = crate::source::Source::new(
-            "machine config",
-            crate::source::Format::Yaml,
-            doc.trim_start_matches("---"),
-        );
-        let node = crate::dsl::yaml::parse(&src).map_err(|d| d.to_string())?;
-        let mut value = node.to_json();
-        if i == 0 {
-            merge(&mut value, patch);
-        }
-        out.push(serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
-    }
-    if out.is_empty() {
-        let mut value = serde_json::json!({});
-        merge(&mut value, patch);
-        out.push(serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
-    }
-    Ok(out.join("\n---\n"))
-}
-
-fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
-    use serde_json::Value as J;
-    match (base, patch) {
-        (J::Object(b), J::Object(p)) => {
-            for (k, v) in p {
-                match b.get_mut(k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (J::Array(b), J::Array(p)) => {
-            for item in p {
-                if !b.contains(item) {
-                    b.push(item.clone());
-                }
-            }
-        }
-        (b, p) => *b = p.clone(),
-    }
+    use crate::machine_config as mc;
+    let config = mc::parse_config(current).map_err(|e| e.to_string())?;
+    let patch = mc::patch_from_value(mc::Format::Strategic, patch).map_err(|e| e.to_string())?;
+    let out = mc::apply(&config, &patch).map_err(|e| e.to_string())?;
+    Ok(mc::to_text(&out))
 }
 
 #[cfg(test)]

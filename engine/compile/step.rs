@@ -78,6 +78,9 @@ pub fn build(
                 class = spec.idempotency;
                 probe = spec.probe;
                 result_fields = spec.outputs;
+                if spec.name == "talos.patch" {
+                    crate::machine_config::lint::check_call(cx.source, &call.args, &args, diags);
+                }
                 action_call = Some(Call {
                     name: spec.name.to_string(),
                     args,

@@ -94,6 +94,8 @@ fn describe(step: &Step, eval: &Evaluator, state: &RunState, refused: &mut bool)
             .iter()
             .map(|(k, v)| match eval.arg(step, state, v) {
                 Ok(serde_json::Value::String(s)) => format!("{k}={s}"),
+                // A config patch may hold keys and tokens: redacted by path, as its diff is.
+                Ok(v) if k == "patch" => format!("{k}={}", crate::machine_config::redact(&v)),
                 Ok(v) => format!("{k}={v}"),
                 Err(_) => format!("{k}=<at run time>"),
             })

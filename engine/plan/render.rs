@@ -46,7 +46,13 @@ fn value_text(v: &Value) -> String {
 
 fn args_text(args: &std::collections::BTreeMap<String, Value>) -> String {
     args.iter()
-        .map(|(k, v)| format!("{k}={}", value_text(v)))
+        .map(|(k, v)| match v {
+            // A config patch may hold keys and tokens: redacted by path, as its diff is.
+            Value::Literal(p) if k == "patch" => {
+                format!("{k}={}", crate::machine_config::redact(p))
+            }
+            _ => format!("{k}={}", value_text(v)),
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -38,3 +38,4 @@ mod runbooks;
 mod sim_kube;
 mod sim_kube_lease;
 mod sim_talos;
+mod talos_patch;

@@ -112,15 +112,10 @@ async fn within<T>(
 /// the config itself: it holds secrets.
 pub fn config_digest(text: &str) -> Result<String, String> {
     let mut hasher = Sha256::new();
-    let docs = text
-        .split("\n---")
-        .map(|d| d.trim().trim_start_matches("---").trim())
-        .filter(|d| !d.is_empty());
+    let docs = crate::machine_config::parse_config(text).map_err(|e| e.to_string())?;
     for doc in docs {
-        let src = crate::source::Source::new("machine config", crate::source::Format::Yaml, doc);
-        let node = crate::dsl::yaml::parse(&src).map_err(|d| d.to_string())?;
         let mut out = String::new();
-        canonical(&node.to_json(), &mut out);
+        canonical(&doc, &mut out);
         hasher.update(out.as_bytes());
         hasher.update(b"\n");
     }
@@ -180,6 +175,11 @@ fn grace(call: &ActionCall<'_>) -> Result<Duration, EffectError> {
 
 fn fmt(d: Duration) -> String {
     crate::dsl::duration::format(d)
+}
+
+/// "Not done" once the grace has passed, "unknown" before (for the sibling modules).
+pub(super) fn unchanged_for(waited: Duration, grace: Duration, what: String) -> Probe {
+    unchanged(waited, grace, what)
 }
 
 /// "Not done" once the grace has passed, "unknown" before.
@@ -346,6 +346,28 @@ impl ClusterEffects {
             "talos.bootstrap" => {
                 grace(call)?;
             }
+            "talos.patch" => {
+                grace(call)?;
+                let node = arg(call, "node")?;
+                // A malformed patch fails here, before anything is sent.
+                super::patch::patch_of(call)?;
+                let id = self
+                    .boot_id_now(node)
+                    .await
+                    .map_err(|e| pre_error(call, &format!("the boot id of `{node}`"), e.text))?;
+                if id.is_empty() {
+                    return Err(pre_error(call, "the boot id", "empty"));
+                }
+                out.insert(BOOT_ID.into(), id.into());
+                let running = tokio::time::timeout(CALL_DEADLINE, self.current_config(node))
+                    .await
+                    .map_err(|_| {
+                        pre_error(call, &format!("the config of `{node}`"), "timed out")
+                    })??;
+                let digest = config_digest(&running)
+                    .map_err(|e| pre_error(call, "the running config", e))?;
+                out.insert(RUNNING_SHA256.into(), digest.into());
+            }
             "etcd.leave" => {
                 let node = arg(call, "node")?;
                 let host = within(self.read(node, "/proc/sys/kernel/hostname"))
@@ -369,6 +391,7 @@ impl ClusterEffects {
             "talos.upgrade" => self.went_down(call, waited).await,
             "talos.apply-config" => self.applied(call, waited).await,
             "talos.bootstrap" => self.bootstrapped(call, waited).await,
+            "talos.patch" => self.patch_effect(call, waited).await,
             "etcd.remove-member" => self.member_removed(call, waited).await,
             "etcd.leave" => self.left(call, waited).await,
             _ => return Probe::NoProbe,
@@ -518,6 +541,30 @@ impl ClusterEffects {
             )),
             Err(e) => Probe::Unknown(format!("cannot read the stage of `{node}`: {}", e.text)),
         })
+    }
+
+    /// talos.patch: see [`ClusterEffects::patched`]; "unchanged" is the running config's
+    /// digest, the boot id and stage `running` as recorded before the call.
+    async fn patch_effect(
+        &self,
+        call: &ActionCall<'_>,
+        waited: Duration,
+    ) -> Result<Probe, EffectError> {
+        let node = arg(call, "node")?;
+        let grace = grace(call)?;
+        let same_as_before = async {
+            let running = tokio::time::timeout(CALL_DEADLINE, self.current_config(node))
+                .await
+                .map_err(|_| format!("`{node}` does not answer"))?
+                .map_err(|e| e.to_string())?;
+            let digest = config_digest(&running)?;
+            let boot = self.boot_id_now(node).await.map_err(|e| e.text)?;
+            let stage = self.stage(node).await.map_err(|e| e.text)?;
+            Ok(pre_str(call, RUNNING_SHA256) == Some(digest.as_str())
+                && pre_str(call, BOOT_ID) == Some(boot.as_str())
+                && stage == Stage::Running)
+        };
+        Ok(self.patched(call, waited, grace, same_as_before).await)
     }
 
     /// bootstrap: members listed, or etcd running ⇒ done; etcd still waiting for bootstrap
