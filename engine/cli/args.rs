@@ -305,17 +305,43 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 
+    /// The Talos API endpoints to connect through, as talosctl's `-e`: comma-separated or
+    /// repeated; they replace the context's endpoints (the first that answers is used).
+    #[arg(
+        short = 'e',
+        long = "endpoints",
+        value_name = "ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+
+    /// The nodes to observe and act on, as talosctl's `-n`: comma-separated or repeated; they
+    /// replace the context's nodes (and are what params defaulted from the cluster choose
+    /// among).
+    #[arg(
+        short = 'n',
+        long = "nodes",
+        value_name = "NODE",
+        value_delimiter = ','
+    )]
+    pub nodes: Vec<String>,
+
     /// A kubeconfig for the Kubernetes actions and checks, as kubectl looks it up: this flag,
     /// then `$KUBECONFIG` (its first file), then `~/.kube/config` (for `run` and `doctor`, and
     /// only when the talosconfig is not named by `--talosconfig` either; `resume` keeps the one
-    /// the run recorded). `--sim` ignores `$KUBECONFIG`.
+    /// the run recorded). `--sim` ignores `$KUBECONFIG`. When none is found, one is fetched
+    /// with the Talos `Kubeconfig` call and kept in memory only (never written anywhere).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub kube_context: Option<String>,
 
     /// A JSON map of node label → direct endpoint (the simulator writes `endpoints.json`);
     /// needed to reach nodes in maintenance mode when labels are not addresses.
     #[arg(long, value_name = "FILE")]
-    pub endpoints: Option<PathBuf>,
+    pub node_endpoints: Option<PathBuf>,
 
     /// Go on without the cluster-wide disruption lock when it cannot be taken because the
     /// Kubernetes API does not answer (recovery runbooks run exactly then). REASON is

@@ -54,7 +54,7 @@ impl Sim {
         cmd.args(args)
             .args(["--talosconfig", &self.file("talosconfig")])
             .args(["--kubeconfig", &self.file("kubeconfig")])
-            .args(["--endpoints", &self.file("endpoints.json")])
+            .args(["--node-endpoints", &self.file("endpoints.json")])
             .args(["--output", "plain", "--state-dir"])
             .arg(state)
             .env("NO_COLOR", "1")
@@ -610,7 +610,7 @@ fn cluster_lock_without_a_kubeconfig_needs_no_cluster_lock_with_a_reason() {
             ],
         )
         .args(["--talosconfig", &sim.file("talosconfig")])
-        .args(["--endpoints", &sim.file("endpoints.json")])
+        .args(["--node-endpoints", &sim.file("endpoints.json")])
         .args(extra)
         .output()
         .unwrap()
