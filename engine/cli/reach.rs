@@ -259,6 +259,11 @@ async fn prepare(conn: &mut Connection, purpose: Purpose) -> Result<(), Error> {
             }
         }
     }
+    // A kubeconfig (or its context) that cannot be used is refused now, not after the run
+    // directory exists.
+    conn.kube_client()
+        .await
+        .map_err(|e| Error::Usage(format!("cannot use the kubeconfig: {e}")))?;
     match purpose {
         Purpose::Run => {
             conn.fingerprint()

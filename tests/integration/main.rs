@@ -9,6 +9,7 @@ mod authoring;
 mod cli;
 mod cli_output;
 mod cluster_lock;
+mod connect;
 mod conventions;
 mod crash;
 mod crash_effects;
