@@ -270,17 +270,42 @@ async fn prepare(conn: &mut Connection, purpose: Purpose) -> Result<(), Error> {
                 .map_err(|e| Error::Usage(format!("cannot read the cluster's identity: {e}")))?;
             conn.cluster_id = conn.read_cluster_id().await.ok().flatten();
         }
-        Purpose::Resume if fetch => {
-            let now = conn
-                .kube_ca_sha256_of()
-                .map_err(|e| Error::Usage(format!("cannot read the fetched kubeconfig: {e}")))?;
-            if now.is_none() || now != conn.kube_ca_sha256 {
-                return Err(Error::Usage(
-                    "the kubeconfig fetched from the cluster now trusts another Kubernetes CA than the one the run recorded; refusing to continue the run there".to_owned(),
-                ));
-            }
+        Purpose::Resume => check_identity(conn, fetch)?,
+    }
+    Ok(())
+}
+
+/// On resume: the files the run recorded must still name the cluster it recorded (a
+/// talosconfig or kubeconfig overwritten since, e.g. by a new `sim up` or another cluster's
+/// `talosctl config`, is refused), and a refetched kubeconfig must trust the recorded CA.
+fn check_identity(conn: &Connection, fetched: bool) -> Result<(), Error> {
+    let refuse = |what: &str| {
+        Error::Usage(format!(
+            "{what} than the one the run recorded; refusing to continue the run there"
+        ))
+    };
+    if let Some(ca) = &conn.ca_sha256 {
+        let now = conn
+            .talos_ca_sha256()
+            .map_err(|e| Error::Usage(format!("cannot read the cluster's identity: {e}")))?;
+        if now != *ca {
+            return Err(refuse(&format!(
+                "the talosconfig `{}` now trusts another Talos CA",
+                conn.talosconfig.display()
+            )));
         }
-        Purpose::Resume => {}
+    }
+    if conn.kube_ca_sha256.is_some() || fetched {
+        let now = conn
+            .kube_ca_sha256_of()
+            .map_err(|e| Error::Usage(format!("cannot read the kubeconfig: {e}")))?;
+        if now != conn.kube_ca_sha256 {
+            return Err(refuse(if fetched {
+                "the kubeconfig fetched from the cluster now trusts another Kubernetes CA"
+            } else {
+                "the kubeconfig now trusts another Kubernetes CA"
+            }));
+        }
     }
     Ok(())
 }

@@ -520,3 +520,57 @@ fn an_unknown_or_ill_typed_default_source_is_a_spanned_error() {
         "{t}"
     );
 }
+
+#[test]
+fn resume_fetches_the_kubeconfig_again_and_refuses_a_talosconfig_of_another_cluster() {
+    let env = Env::new();
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let (rt_a, a) = simulator(Scenario::Healthy, 200.0, a_dir.path());
+    let (rt_b, b) = simulator(Scenario::Healthy, 200.0, b_dir.path());
+    let home_tc = env.path().join(".talos/config");
+    std::fs::create_dir_all(env.path().join(".talos")).unwrap();
+    std::fs::copy(a.talosconfig(), &home_tc).unwrap();
+    // Killed mid-run (after the cluster lock was taken through the fetched kubeconfig).
+    let out = env
+        .cmd(&[
+            "run",
+            "reboot-verify",
+            "--param",
+            "nodes=192.168.2.223",
+            "--output",
+            "plain",
+        ])
+        .env("RUNBOOK_TEST_KILL_AFTER_RECORD", "5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "not killed: {}", text(&out));
+    let run = env.the_run();
+    // The talosconfig at the recorded path now belongs to another cluster: refused, before
+    // anything is sent to it or journaled.
+    std::fs::copy(b.talosconfig(), &home_tc).unwrap();
+    let before = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap();
+    let out = env.run(&["resume", run.id(), "--output", "plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        out_text(&out).contains("now trusts another Talos CA than the one the run recorded"),
+        "{}",
+        text(&out)
+    );
+    let after = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap();
+    assert_eq!(before, after, "the refused resume journaled something");
+    // Back to the run's cluster: the kubeconfig is fetched again (its CA matches the recorded
+    // one) and the run finishes, still writing no kubeconfig.
+    std::fs::copy(a.talosconfig(), &home_tc).unwrap();
+    let out = env.run(&["resume", run.id(), "--output", "plain"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        files(env.path()).iter().all(|f| {
+            !String::from_utf8_lossy(&std::fs::read(f).unwrap())
+                .contains("certificate-authority-data")
+        }),
+        "a kubeconfig reached the disk"
+    );
+    rt_a.block_on(a.shutdown());
+    rt_b.block_on(b.shutdown());
+}
