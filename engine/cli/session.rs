@@ -590,7 +590,7 @@ async fn go_locked<E: Effects + Sync>(
     };
     let taken = match kube {
         None => Err(lease::LeaseError::Unreachable {
-            message: "the run has no kubeconfig (`--kubeconfig`)".to_owned(),
+            message: "the run has no kubeconfig (`--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`, or an os:admin talosconfig to fetch one with the Talos Kubeconfig call)".to_owned(),
         }),
         Some(client) => lease::ClusterLease::acquire(client, me.clone(), s.lock.ttl_seconds).await,
     };
