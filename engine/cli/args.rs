@@ -58,6 +58,11 @@ pub enum Command {
         /// Output format: text for people, dot or mermaid for a picture, json for tools.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+
+        /// Where the cluster is, to read the params that default from it (`default_from:`);
+        /// without a cluster they must be given with `--param`.
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 
     /// List the catalog: actions, guards and wait conditions with their arguments.

@@ -174,7 +174,8 @@ pub fn main() -> ExitCode {
             runbook,
             params,
             format,
-        } => plan::run(&runbook, params, format),
+            cluster,
+        } => plan::run(&runbook, params, format, &cluster),
         args::Command::Actions { output } => actions::run(output),
         args::Command::Sim { command } => match command {
             args::SimCommand::Up {

@@ -491,6 +491,17 @@ fn defaults_refuse_when_the_cluster_cannot_tell_and_leave_nothing() {
         "{}",
         text(&out)
     );
+    // `plan` with a cluster reads them, says so on stderr, and keeps stdout the plan.
+    let out = env.run(&["plan", "reboot-verify", "--sim", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("defaulted from the cluster: nodes = "),
+        "{}",
+        text(&out)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(plan.to_string().contains("192.168.2.223"), "{plan}");
+    no_runs(&env);
 }
 
 #[test]
