@@ -498,3 +498,93 @@ async fn kube_client(
     config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| err(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::talos_api::kubeconfig::{tar, tar_gz};
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn the_kubeconfig_is_read_from_stored_and_compressed_archives() {
+        let text = "apiVersion: v1\nkind: Config\n";
+        assert_eq!(
+            first_file_of_tar_gz(&tar_gz("kubeconfig", text.as_bytes())).unwrap(),
+            text
+        );
+        // Talos compresses for real.
+        let real = gzip(&tar("kubeconfig", text.as_bytes()));
+        assert_eq!(first_file_of_tar_gz(&real).unwrap(), text);
+    }
+
+    #[test]
+    fn a_hostile_archive_is_an_error_not_a_panic_or_a_huge_allocation() {
+        assert!(first_file_of_tar_gz(b"not gzip").is_err());
+        assert!(first_file_of_tar_gz(&gzip(b"")).is_err());
+        // A size field far beyond the data.
+        let mut t = tar("kubeconfig", b"abc");
+        t[124..136].copy_from_slice(b"77777777777\0");
+        assert!(
+            first_file_of_tar_gz(&gzip(&t))
+                .unwrap_err()
+                .contains("truncated")
+        );
+        // A size field that is not octal.
+        let mut t = tar("kubeconfig", b"abc");
+        t[124..136].copy_from_slice(b"zzzzzzzzzzz\0");
+        assert!(first_file_of_tar_gz(&gzip(&t)).is_err());
+        // A gzip bomb stops at the bound (1 MiB + 1 of tar read at most): zeros are "end of
+        // archive", so nothing is found.
+        let bomb = gzip(&vec![0u8; 8 << 20]);
+        assert!(first_file_of_tar_gz(&bomb).is_err());
+        // Not UTF-8.
+        assert!(first_file_of_tar_gz(&gzip(&tar("kubeconfig", &[0xff, 0xfe]))).is_err());
+    }
+
+    #[test]
+    fn endpoint_overrides_replace_the_context_and_name_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tc");
+        let ctx = crate::cluster::talosconfig::Context {
+            endpoints: vec!["10.0.0.1".into()],
+            ..Default::default()
+        };
+        crate::cluster::talosconfig::Talosconfig::single("c", ctx)
+            .save(&path)
+            .unwrap();
+        let mut conn = Connection {
+            talosconfig: path,
+            context: None,
+            kubeconfig: None,
+            endpoints: [("192.168.2.20".to_owned(), "127.0.0.1:7".to_owned())].into(),
+            nodes: Vec::new(),
+            fingerprints: BTreeMap::new(),
+            ca_sha256: None,
+            kube_ca_sha256: None,
+            cluster_id: None,
+            talos_endpoints: Vec::new(),
+            kube_context: None,
+            kubeconfig_fetched: false,
+            fetched: None,
+        };
+        assert_eq!(conn.context().unwrap().endpoints, ["10.0.0.1"]);
+        conn.talos_endpoints = vec!["127.0.0.1:7".into(), "10.0.0.2:5".into()];
+        assert_eq!(conn.context().unwrap().endpoints, conn.talos_endpoints);
+        assert_eq!(conn.node_at("127.0.0.1:7"), "192.168.2.20");
+        assert_eq!(conn.node_at("10.0.0.2:5"), "10.0.0.2");
+        // The fetched kubeconfig is never serialized.
+        conn.fetched = Some(std::sync::Arc::new(crate::secret::Secret::new(
+            "clusters: secret".into(),
+        )));
+        conn.kubeconfig_fetched = true;
+        let json = serde_json::to_string(&conn).unwrap();
+        assert!(!json.contains("clusters"), "{json}");
+        assert!(json.contains("\"kubeconfig_fetched\":true"), "{json}");
+    }
+}

@@ -570,6 +570,24 @@ fn resume_fetches_the_kubeconfig_again_and_refuses_a_talosconfig_of_another_clus
     );
     let after = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap();
     assert_eq!(before, after, "the refused resume journaled something");
+    // Other nodes than the run observed: refused too, journaling nothing.
+    std::fs::copy(a.talosconfig(), &home_tc).unwrap();
+    let out = env.run(&[
+        "resume",
+        run.id(),
+        "--talosconfig",
+        home_tc.to_str().unwrap(),
+        "-n",
+        "192.168.2.20",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        out_text(&out).contains("cannot change them on resume"),
+        "{}",
+        text(&out)
+    );
+    let after = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap();
+    assert_eq!(before, after, "the refused resume journaled something");
     // Back to the run's cluster: the kubeconfig is fetched again (its CA matches the recorded
     // one) and the run finishes, still writing no kubeconfig.
     std::fs::copy(a.talosconfig(), &home_tc).unwrap();
