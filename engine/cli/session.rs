@@ -715,17 +715,6 @@ async fn go<E: Effects>(effects: &E, s: Session<'_>) -> Result<crate::event::Rep
     runner.run().await.map_err(Error::Exec)
 }
 
-/// Drives a session against its target to its stop and turns the stop into the exit status
-/// (`resume`, `abort`: the target is the run's recorded one, checked again).
-pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Error> {
-    let reached = crate::cli::reach::Reached::reach(
-        target,
-        &run_dir.path().join("sim"),
-        crate::cli::reach::Purpose::Resume,
-    )?;
-    reached.drive(s, run_dir)
-}
-
 /// Drives a session with local effects only.
 pub async fn go_local(s: Session<'_>) -> Result<crate::event::Report, Error> {
     go(&LocalEffects, s).await
