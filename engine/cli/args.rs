@@ -316,7 +316,8 @@ pub struct ClusterArgs {
         short = 'e',
         long = "endpoints",
         value_name = "ENDPOINT",
-        value_delimiter = ','
+        value_delimiter = ',',
+        conflicts_with = "sim"
     )]
     pub endpoints: Vec<String>,
 
@@ -327,7 +328,8 @@ pub struct ClusterArgs {
         short = 'n',
         long = "nodes",
         value_name = "NODE",
-        value_delimiter = ','
+        value_delimiter = ',',
+        conflicts_with = "sim"
     )]
     pub nodes: Vec<String>,
 
@@ -340,7 +342,7 @@ pub struct ClusterArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// The kubeconfig context (default: its current context).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "sim")]
     pub kube_context: Option<String>,
 
     /// A JSON map of node label → direct endpoint (the simulator writes `endpoints.json`);
