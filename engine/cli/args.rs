@@ -77,7 +77,8 @@ pub enum Command {
     ///
     /// Exit codes: 0 success, 1 a step failed (rollbacks ran), 4 a guard refused (paused),
     /// 5 waiting for approval (paused), 6 journal failure, 7 locked: the run lock or the
-    /// cluster lock (see docs/cli.md).
+    /// cluster lock, 12 the cluster does not answer (no run directory was created; see
+    /// docs/cli.md).
     Run {
         /// A runbook name (see `runbook list`) or a path to a runbook file.
         #[arg(value_name = "NAME|PATH")]
