@@ -30,6 +30,9 @@ pub const LINT_FAILED: i32 = 9;
 pub const DOCTOR_WARNINGS: i32 = 10;
 /// `runbook doctor` found a critical problem.
 pub const DOCTOR_CRITICAL: i32 = 11;
+/// The cluster does not answer (no Talos endpoint connects and answers `Version`, with the
+/// cause per endpoint); nothing was written: `run` created no run directory.
+pub const UNREACHABLE: i32 = 12;
 /// A bug: please report it.
 pub const INTERNAL: i32 = 70;
 
@@ -56,5 +59,9 @@ pub const TABLE: &[(i32, &str)] = &[
     (LINT_FAILED, "lint found an error"),
     (DOCTOR_WARNINGS, "doctor found warnings"),
     (DOCTOR_CRITICAL, "doctor found a critical problem"),
+    (
+        UNREACHABLE,
+        "the cluster does not answer (each endpoint's cause is printed); nothing was written",
+    ),
     (INTERNAL, "internal error"),
 ];

@@ -3,6 +3,7 @@
 
 use crate::cli::Error;
 use crate::cli::args::{ClusterArgs, OutputArg};
+use crate::cli::reach::{Purpose, Reached};
 use crate::cli::session::{self, Session, Target};
 use crate::journal::Journal;
 
@@ -18,10 +19,18 @@ pub fn run(
     let run = state.open_run(run_id).map_err(Error::Journal)?;
     let plan = session::load_plan(&run, &params)?;
     let target = Target::for_resume(&run, cluster)?;
-    let opened = Journal::open(&run).map_err(Error::Journal)?;
+    // The cluster first (as `resume`): a refused abort appends nothing.
+    let reached = Reached::reach(&target, &run.path().join("sim"), Purpose::Resume)?;
+    let opened = match Journal::open(&run) {
+        Ok(o) => o,
+        Err(e) => {
+            reached.close();
+            return Err(Error::Journal(e));
+        }
+    };
     let events = session::reporters(output);
     session::torn(&events, opened.torn.as_ref());
-    session::drive(
+    reached.drive(
         Session {
             plan: &plan,
             journal: opened.journal,
@@ -31,7 +40,6 @@ pub fn run(
             abort: true,
             lock: session::LockOptions::from_args(cluster),
         },
-        &target,
         &run,
     )
 }

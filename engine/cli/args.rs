@@ -58,6 +58,11 @@ pub enum Command {
         /// Output format: text for people, dot or mermaid for a picture, json for tools.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+
+        /// Where the cluster is, to read the params that default from it (`default_from:`);
+        /// without a cluster they must be given with `--param`.
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 
     /// List the catalog: actions, guards and wait conditions with their arguments.
@@ -72,7 +77,8 @@ pub enum Command {
     ///
     /// Exit codes: 0 success, 1 a step failed (rollbacks ran), 4 a guard refused (paused),
     /// 5 waiting for approval (paused), 6 journal failure, 7 locked: the run lock or the
-    /// cluster lock (see docs/cli.md).
+    /// cluster lock, 12 the cluster does not answer (no run directory was created; see
+    /// docs/cli.md).
     Run {
         /// A runbook name (see `runbook list`) or a path to a runbook file.
         #[arg(value_name = "NAME|PATH")]
@@ -321,17 +327,45 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 
+    /// The Talos API endpoints to connect through, as talosctl's `-e`: comma-separated or
+    /// repeated; they replace the context's endpoints (the first that answers is used).
+    #[arg(
+        short = 'e',
+        long = "endpoints",
+        value_name = "ENDPOINT",
+        value_delimiter = ',',
+        conflicts_with = "sim"
+    )]
+    pub endpoints: Vec<String>,
+
+    /// The nodes to observe and act on, as talosctl's `-n`: comma-separated or repeated; they
+    /// replace the context's nodes (and are what params defaulted from the cluster choose
+    /// among).
+    #[arg(
+        short = 'n',
+        long = "nodes",
+        value_name = "NODE",
+        value_delimiter = ',',
+        conflicts_with = "sim"
+    )]
+    pub nodes: Vec<String>,
+
     /// A kubeconfig for the Kubernetes actions and checks, as kubectl looks it up: this flag,
     /// then `$KUBECONFIG` (its first file), then `~/.kube/config` (for `run` and `doctor`, and
     /// only when the talosconfig is not named by `--talosconfig` either; `resume` keeps the one
-    /// the run recorded). `--sim` ignores `$KUBECONFIG`.
+    /// the run recorded). `--sim` ignores `$KUBECONFIG`. When none is found, one is fetched
+    /// with the Talos `Kubeconfig` call and kept in memory only (never written anywhere).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME", conflicts_with = "sim")]
+    pub kube_context: Option<String>,
 
     /// A JSON map of node label → direct endpoint (the simulator writes `endpoints.json`);
     /// needed to reach nodes in maintenance mode when labels are not addresses.
     #[arg(long, value_name = "FILE")]
-    pub endpoints: Option<PathBuf>,
+    pub node_endpoints: Option<PathBuf>,
 
     /// Go on without the cluster-wide disruption lock when it cannot be taken because the
     /// Kubernetes API does not answer (recovery runbooks run exactly then). REASON is

@@ -7,49 +7,16 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::cli::args::{ClusterArgs, DataFormat};
+use crate::cli::reach::{Purpose, Reached};
 use crate::cli::session::Target;
 use crate::cli::{Error, print_json, print_out};
-use crate::cluster::connection::Connection;
 use crate::doctor::{self, Report, Severity};
 use crate::exit_code;
 
-async fn observe(conn: &Connection, backup: Option<&Path>) -> Result<Report, Error> {
-    let effects = conn
-        .open()
-        .await
-        .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
-    let observer = effects.observer();
+async fn observe(observer: &crate::cluster::observe::Observer, backup: Option<&Path>) -> Report {
     let view = observer.view().await;
     let extras = doctor::probe::all(observer, &view).await;
-    Ok(doctor::diagnose(
-        &view,
-        &extras,
-        backup,
-        std::time::SystemTime::now(),
-    ))
-}
-
-async fn on_sim(scenario: &str, speed: f64, backup: Option<&Path>) -> Result<Report, Error> {
-    let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
-        Error::Usage(format!(
-            "unknown scenario `{scenario}`: {e} (see `runbook sim scenarios`)"
-        ))
-    })?;
-    let speed = crate::sim::Speed::new(speed)
-        .ok_or_else(|| Error::Usage(format!("invalid speed `{speed}`")))?;
-    let dir = std::env::temp_dir().join(format!("runbook-doctor-{}", std::process::id()));
-    let handle = crate::sim::Simulator::start(crate::sim::SimConfig {
-        scenario,
-        speed,
-        dir: dir.clone(),
-    })
-    .await
-    .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
-    let conn = Connection::for_simulator(&handle);
-    let report = observe(&conn, backup).await;
-    handle.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    report
+    doctor::diagnose(&view, &extras, backup, std::time::SystemTime::now())
 }
 
 fn sev(s: Severity) -> &'static str {
@@ -165,18 +132,14 @@ pub fn run(
         }
         t => t,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
-    let report = runtime.block_on(async {
-        match &target {
-            Target::Cluster(conn) => observe(conn, backup_dir).await,
-            Target::Sim { scenario, speed } => on_sim(scenario, *speed, backup_dir).await,
-            Target::Local => Err(Error::Usage("doctor needs a cluster".into())),
-        }
-    })?;
+    // As `run` reaches it: the cluster must answer (exit 12 with each endpoint's cause), a
+    // kubeconfig is fetched into memory when none is found; `--sim` runs in a temporary dir.
+    let dir = std::env::temp_dir().join(format!("runbook-doctor-{}", std::process::id()));
+    let reached = Reached::reach(&target, &dir, Purpose::Run)?;
+    let report = reached.observe(async |o| observe(o, backup_dir).await);
+    reached.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
     if output == DataFormat::Json {
         print_json(&serde_json::to_value(&report).map_err(|e| Error::Output(e.into()))?)?;
     } else {

@@ -16,6 +16,7 @@ pub mod list;
 pub mod param_value;
 pub mod plan;
 pub mod preflight;
+pub mod reach;
 pub mod resume;
 pub mod run;
 pub mod runs;
@@ -80,6 +81,9 @@ pub enum Error {
     /// lost while the run drove (exit 7).
     #[error("{0}")]
     ClusterLock(String),
+    /// The cluster does not answer (exit 12); nothing was written.
+    #[error("{0}")]
+    Unreachable(String),
     /// A session stopped with this exit code; the reporter already showed why.
     #[error("the run stopped with exit code {0}")]
     Stopped(i32),
@@ -102,6 +106,7 @@ impl Error {
             Error::PlanChanged { .. } => exit_code::INVALID_RUNBOOK,
             Error::Stopped(code) => *code,
             Error::ClusterLock(_) => exit_code::LOCKED,
+            Error::Unreachable(_) => exit_code::UNREACHABLE,
         }
     }
 }
@@ -170,7 +175,8 @@ pub fn main() -> ExitCode {
             runbook,
             params,
             format,
-        } => plan::run(&runbook, params, format),
+            cluster,
+        } => plan::run(&runbook, params, format, &cluster),
         args::Command::Actions { output } => actions::run(output),
         args::Command::Sim { command } => match command {
             args::SimCommand::Up {

@@ -6,6 +6,7 @@
 
 use crate::cli::Error;
 use crate::cli::args::{ClusterArgs, OutputArg};
+use crate::cli::reach::{Purpose, Reached};
 use crate::cli::session::{self, Session, Target};
 use crate::journal::Journal;
 
@@ -36,10 +37,19 @@ pub fn run(
     };
     let plan = session::load_plan(&run, &params)?;
     let target = Target::for_resume(&run, cluster)?;
-    let opened = Journal::open(&run).map_err(Error::Journal)?;
+    // The cluster first (it answers, and is still the recorded one), then the journal: a
+    // refused resume appends nothing.
+    let reached = Reached::reach(&target, &run.path().join("sim"), Purpose::Resume)?;
+    let opened = match Journal::open(&run) {
+        Ok(o) => o,
+        Err(e) => {
+            reached.close();
+            return Err(Error::Journal(e));
+        }
+    };
     let events = session::reporters(output);
     session::torn(&events, opened.torn.as_ref());
-    session::drive(
+    reached.drive(
         Session {
             plan: &plan,
             journal: opened.journal,
@@ -49,7 +59,6 @@ pub fn run(
             abort: false,
             lock: session::LockOptions::from_args(cluster),
         },
-        &target,
         &run,
     )
 }

@@ -147,6 +147,8 @@ fn param_text(v: &serde_json::Value) -> String {
 /// `abort` reach the same cluster.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+// A handful per process: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     /// Local actions only.
     Local,
@@ -177,15 +179,21 @@ impl Target {
             .filter(|v| !v.is_empty())
             .map(std::path::PathBuf::from);
         let Some(talosconfig) = args.talosconfig.clone().or(from_env) else {
-            if args.context.is_some() || args.kubeconfig.is_some() || args.endpoints.is_some() {
+            if args.context.is_some()
+                || args.kubeconfig.is_some()
+                || args.kube_context.is_some()
+                || args.node_endpoints.is_some()
+                || !args.endpoints.is_empty()
+                || !args.nodes.is_empty()
+            {
                 return Err(Error::Usage(
-                    "--context, --kubeconfig and --endpoints need a talosconfig: --talosconfig PATH, $TALOSCONFIG or ~/.talos/config".into(),
+                    "--context, -e/--endpoints, -n/--nodes, --kubeconfig, --kube-context and --node-endpoints need a talosconfig: --talosconfig PATH, $TALOSCONFIG or ~/.talos/config".into(),
                 ));
             }
             return Ok(None);
         };
         let talosconfig = &talosconfig;
-        let (endpoints, fingerprints) = match &args.endpoints {
+        let (endpoints, fingerprints) = match &args.node_endpoints {
             None => Default::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -205,11 +213,15 @@ impl Target {
             context: args.context.clone(),
             kubeconfig: args.kubeconfig.as_deref().map(absolute),
             endpoints,
-            nodes: Vec::new(),
+            nodes: args.nodes.clone(),
             fingerprints,
             ca_sha256: None,
             kube_ca_sha256: None,
             cluster_id: None,
+            talos_endpoints: args.endpoints.clone(),
+            kube_context: args.kube_context.clone(),
+            kubeconfig_fetched: false,
+            fetched: None,
         })))
     }
 
@@ -260,18 +272,11 @@ impl Target {
             // The operator's own environment, consistently: kubectl's default kubeconfig goes
             // with talosctl's default talosconfig. A talosconfig named by flag (a simulator, a
             // second cluster) never picks up whatever ~/.kube/config points at, or the lock and
-            // the Kubernetes actions could land on another cluster.
+            // the Kubernetes actions could land on another cluster; without a kubeconfig, one
+            // is fetched from the cluster itself when it is reached (`reach`).
             if conn.kubeconfig.is_none() && args.talosconfig.is_none() {
                 conn.kubeconfig = default_kubeconfig().map(|p| absolute(&p));
             }
-            conn.fingerprint()
-                .map_err(|e| Error::Usage(format!("cannot read the cluster's identity: {e}")))?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(Error::Runtime)?;
-            // Unreachable now is not an error here: the run itself says so when it connects.
-            conn.cluster_id = runtime.block_on(conn.read_cluster_id()).ok().flatten();
         }
         Ok(target)
     }
@@ -287,7 +292,7 @@ impl Target {
         match Target::load(run)? {
             Target::Sim { scenario, .. } => Err(Error::Usage(format!(
                 "run `{}` rehearsed on a simulator embedded in its process (`--sim`, scenario `{scenario}`), which ended with it; \
-                 to rehearse interruptions, start `runbook sim up --dir DIR` and run with `--talosconfig DIR/talosconfig --kubeconfig DIR/kubeconfig --endpoints DIR/endpoints.json`",
+                 to rehearse interruptions, start `runbook sim up --dir DIR` and run with `--talosconfig DIR/talosconfig --kubeconfig DIR/kubeconfig --node-endpoints DIR/endpoints.json`",
                 run.id()
             ))),
             Target::Local => match given {
@@ -364,12 +369,28 @@ fn bind(
     given: Connection,
     args: &ClusterArgs,
 ) -> Result<Connection, Error> {
-    let talos_differs =
-        given.talosconfig != recorded.talosconfig || given.context != recorded.context;
+    if !given.nodes.is_empty() && given.nodes != recorded.nodes {
+        return Err(Error::Usage(format!(
+            "run `{run}` observes the nodes it recorded ({}); -n/--nodes {} cannot change them on resume",
+            if recorded.nodes.is_empty() {
+                "the talosconfig context's".to_owned()
+            } else {
+                recorded.nodes.join(",")
+            },
+            given.nodes.join(",")
+        )));
+    }
+    let talos_differs = given.talosconfig != recorded.talosconfig
+        || given.context != recorded.context
+        || (!given.talos_endpoints.is_empty() && given.talos_endpoints != recorded.talos_endpoints);
     let kube_differs = given
         .kubeconfig
         .as_ref()
-        .is_some_and(|k| Some(k) != recorded.kubeconfig.as_ref());
+        .is_some_and(|k| Some(k) != recorded.kubeconfig.as_ref())
+        || given
+            .kube_context
+            .as_ref()
+            .is_some_and(|k| Some(k) != recorded.kube_context.as_ref());
     let endpoints_differ = !given.endpoints.is_empty() && given.endpoints != recorded.endpoints;
     if !talos_differs && !kube_differs && !endpoints_differ {
         return Ok(recorded);
@@ -395,6 +416,17 @@ fn bind(
         ca_sha256: recorded.ca_sha256.clone(),
         kube_ca_sha256: recorded.kube_ca_sha256.clone(),
         cluster_id: recorded.cluster_id.clone(),
+        talos_endpoints: if given.talos_endpoints.is_empty() {
+            recorded.talos_endpoints.clone()
+        } else {
+            given.talos_endpoints.clone()
+        },
+        kube_context: given
+            .kube_context
+            .clone()
+            .or_else(|| recorded.kube_context.clone()),
+        kubeconfig_fetched: recorded.kubeconfig_fetched && given.kubeconfig.is_none(),
+        fetched: None,
     };
     let refuse = |why: String| {
         Error::Usage(format!(
@@ -558,7 +590,7 @@ async fn go_locked<E: Effects + Sync>(
     };
     let taken = match kube {
         None => Err(lease::LeaseError::Unreachable {
-            message: "the run has no kubeconfig (`--kubeconfig`)".to_owned(),
+            message: "the run has no kubeconfig (`--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`, or an os:admin talosconfig to fetch one with the Talos Kubeconfig call)".to_owned(),
         }),
         Some(client) => lease::ClusterLease::acquire(client, me.clone(), s.lock.ttl_seconds).await,
     };
@@ -683,57 +715,19 @@ async fn go<E: Effects>(effects: &E, s: Session<'_>) -> Result<crate::event::Rep
     runner.run().await.map_err(Error::Exec)
 }
 
-/// Drives a session against its target to its stop and turns the stop into the exit status.
-pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
-    let report = runtime.block_on(async {
-        match target {
-            Target::Local => go(&LocalEffects, s).await,
-            Target::Cluster(conn) => {
-                let effects = conn
-                    .open_in(Some(run_dir.path()))
-                    .await
-                    .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
-                let kube = conn
-                    .kube_client()
-                    .await
-                    .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
-                go_locked(&effects, kube, s, run_dir).await
-            }
-            Target::Sim { scenario, speed } => {
-                let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
-                    Error::Usage(format!(
-                        "unknown scenario `{scenario}`: {e} (see `runbook sim scenarios`)"
-                    ))
-                })?;
-                let speed = crate::sim::Speed::new(*speed)
-                    .ok_or_else(|| Error::Usage(format!("invalid speed `{speed}`")))?;
-                let handle = crate::sim::Simulator::start(crate::sim::SimConfig {
-                    scenario,
-                    speed,
-                    dir: run_dir.path().join("sim"),
-                })
-                .await
-                .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
-                let conn = Connection::for_simulator(&handle);
-                let result = match (
-                    conn.open_in(Some(run_dir.path())).await,
-                    conn.kube_client().await,
-                ) {
-                    (Ok(effects), Ok(kube)) => go_locked(&effects, kube, s, run_dir).await,
-                    (Err(e), _) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
-                    (_, Err(e)) => Err(Error::Usage(format!("cannot reach the simulator: {e}"))),
-                };
-                handle.shutdown().await;
-                result
-            }
-        }
-    })?;
-    stop(report.stop)
+/// Drives a session with local effects only.
+pub async fn go_local(s: Session<'_>) -> Result<crate::event::Report, Error> {
+    go(&LocalEffects, s).await
+}
+
+/// Drives a session against a cluster, under the cluster lock when the plan is disruptive.
+pub async fn go_cluster<E: Effects + Sync>(
+    effects: &E,
+    kube: Option<kube::Client>,
+    s: Session<'_>,
+    run_dir: &RunDir,
+) -> Result<crate::event::Report, Error> {
+    go_locked(effects, kube, s, run_dir).await
 }
 
 /// `--dry-run` against a cluster: each `talos.patch` step's redacted diff, read-only (a

@@ -95,7 +95,7 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         }
         let labels: Vec<&str> = handle.nodes().keys().map(String::as_str).collect();
         text.push_str(&format!(
-            "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --endpoints {} --param nodes={}\n",
+            "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --node-endpoints {} --param nodes={}\n",
             kubeconfig.display(),
             handle.dir().join("endpoints.json").display(),
             labels.join(",")

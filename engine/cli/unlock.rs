@@ -36,7 +36,7 @@ pub fn run(
             )));
         }
     };
-    if conn.kubeconfig.is_none() {
+    if conn.kubeconfig.is_none() && !conn.kubeconfig_fetched {
         return Err(Error::Usage(format!(
             "run `{run_id}` recorded no kubeconfig, so it never held the cluster lock"
         )));

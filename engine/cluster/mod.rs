@@ -7,7 +7,9 @@
 //! simulator through exactly this code.
 
 pub mod backup;
+pub mod cause;
 pub mod connection;
+pub mod defaults;
 pub mod effects;
 pub mod lease;
 pub mod observe;

@@ -7,7 +7,7 @@
 //! as SSH does with host keys, every maintenance connection is pinned by the server's SPKI
 //! fingerprint (talosctl's `--cert-fingerprint`; Talos shows it on the node's console):
 //!
-//! - a pin given in `--endpoints` (`{"label": {"endpoint": "...", "fingerprint": "..."}}`)
+//! - a pin given in `--node-endpoints` (`{"label": {"endpoint": "...", "fingerprint": "..."}}`)
 //!   or published by the simulator is required to match;
 //! - otherwise the first answer of the node to a probe is trusted, its fingerprint is
 //!   recorded in the run directory (`maintenance-pins.json`, 0600) with a warning, and every
@@ -29,7 +29,7 @@ pub const PINS_FILE: &str = "maintenance-pins.json";
 pub enum PinError {
     /// No pin is known for the node, so nothing may be sent to it.
     #[error(
-        "no certificate pin for `{label}` in maintenance mode: refusing to send it a machine config (probe it first, or give its fingerprint in `--endpoints`)"
+        "no certificate pin for `{label}` in maintenance mode: refusing to send it a machine config (probe it first, or give its fingerprint in `--node-endpoints`)"
     )]
     Unpinned {
         /// The node.
@@ -186,7 +186,7 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, PinError> {
     }
 }
 
-/// One entry of an `--endpoints` file: an address, or an address with its pin.
+/// One entry of a `--node-endpoints` file: an address, or an address with its pin.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum EndpointEntry {
@@ -201,7 +201,7 @@ pub enum EndpointEntry {
     },
 }
 
-/// Splits an `--endpoints` map into label → address and label → fingerprint.
+/// Splits a `--node-endpoints` map into label → address and label → fingerprint.
 pub fn split_endpoints(
     entries: BTreeMap<String, EndpointEntry>,
 ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
@@ -275,7 +275,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "no certificate pin for `192.168.2.20` in maintenance mode: refusing to send it a machine config (probe it first, or give its fingerprint in `--endpoints`)"
+            "no certificate pin for `192.168.2.20` in maintenance mode: refusing to send it a machine config (probe it first, or give its fingerprint in `--node-endpoints`)"
         );
     }
 }

@@ -61,13 +61,24 @@ pub enum ClientError {
     #[error("cannot build the TLS configuration")]
     Tls(#[source] rustls::Error),
     /// Connecting failed.
-    #[error("cannot connect to {endpoint}")]
+    #[error("cannot connect to the Talos API at {endpoint}: {cause}")]
     Connect {
         /// The endpoint.
         endpoint: String,
-        /// Cause.
+        /// What the error chain says went wrong, for people.
+        cause: Cause,
+        /// The error.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// The context's client certificate is outside its validity period (checked before any
+    /// connection: the server would refuse it anyway, with a less telling alert).
+    #[error("cannot connect to the Talos API at {endpoint}: {cause}")]
+    ClientCert {
+        /// The endpoint.
+        endpoint: String,
+        /// [`Cause::ClientCertExpired`] or [`Cause::ClientCertNotYetValid`].
+        cause: Cause,
     },
     /// A maintenance-mode node showed a certificate other than the pinned one: a machine in
     /// the middle, or a node that was wiped again (its maintenance certificate is new).
@@ -83,6 +94,8 @@ pub enum ClientError {
         want: String,
     },
 }
+
+pub use super::cause::{Cause, client_cert_validity, connect_timeout};
 
 /// A connected Talos API client.
 #[derive(Clone, Debug)]
@@ -325,23 +338,36 @@ async fn open(endpoint: &str, cfg: ClientConfig) -> Result<Channel, ClientError>
     let ep = Endpoint::from_shared(format!("http://{uri_host}:{port}")).map_err(|e| {
         ClientError::Connect {
             endpoint: endpoint.to_string(),
+            cause: Cause::of(&e),
             source: e,
         }
     })?;
+    let deadline = connect_timeout();
     ep.connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
         let connector = connector.clone();
         let server_name = server_name.clone();
         let host = host.clone();
         async move {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
+            // TCP and the TLS handshake under one deadline: a listener that accepts and never
+            // answers must not hang the run.
+            let dial = async {
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                connector.connect(server_name, tcp).await
+            };
+            let tls = tokio::time::timeout(deadline, dial).await.map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no TLS handshake within {deadline:?}"),
+                )
+            })??;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     }))
     .await
     .map_err(|source| ClientError::Connect {
         endpoint: endpoint.to_string(),
+        cause: Cause::of(&source),
         source,
     })
 }
@@ -367,6 +393,12 @@ impl TalosClient {
         ctx: &Context,
         endpoint: &str,
     ) -> Result<TalosClient, ClientError> {
+        if let Some(cause) = client_cert_validity(&ctx.crt_pem, std::time::SystemTime::now()) {
+            return Err(ClientError::ClientCert {
+                endpoint: endpoint.to_string(),
+                cause,
+            });
+        }
         let channel = open(endpoint, tls_config(ctx)?).await?;
         Ok(TalosClient {
             channel,

@@ -96,6 +96,26 @@ pub fn bind(
             }
         } else if matches!(mode, Mode::Check) {
             Some(example(p))
+        } else if let Some(from) = &p.default_from {
+            diags.push(
+                Diagnostic::new(
+                    Code::MissingParam,
+                    source,
+                    from.span,
+                    format!(
+                        "parameter `{}` defaults from the cluster ({}), and no cluster was read",
+                        p.name.value,
+                        from.value.name()
+                    ),
+                    "read from the cluster at `run`",
+                )
+                .with_help(format!(
+                    "run it against a cluster (--talosconfig, $TALOSCONFIG, ~/.talos/config, or --sim), or pass it with `--param {}=<{}>`",
+                    p.name.value,
+                    p.ty.value.name()
+                )),
+            );
+            None
         } else {
             diags.push(
                 Diagnostic::new(
@@ -118,6 +138,27 @@ pub fn bind(
         }
     }
     out
+}
+
+/// The parameters that default from the cluster and are not in `given`: what the engine
+/// must read from the cluster before compiling (none when the source does not parse; the
+/// compiler then reports why).
+pub fn cluster_defaults(
+    source: &Source,
+    given: &[(String, String)],
+) -> Vec<(String, crate::dsl::ast::ClusterDefault)> {
+    let Ok((Some(rb), _)) = crate::dsl::parse_lenient(source) else {
+        return Vec::new();
+    };
+    rb.params
+        .iter()
+        .filter(|p| !given.iter().any(|(k, _)| *k == p.name.value))
+        .filter_map(|p| {
+            p.default_from
+                .as_ref()
+                .map(|d| (p.name.value.clone(), d.value))
+        })
+        .collect()
 }
 
 /// Parses a command-line string as a value of the given type.

@@ -76,6 +76,52 @@ pub struct Param {
     pub required: bool,
     /// One line for `runbook plan` and docs.
     pub description: String,
+    /// `default_from: cluster.<source>`: the engine reads the value from the cluster when the
+    /// operator gives none (see [`ClusterDefault`]).
+    pub default_from: Option<Spanned<ClusterDefault>>,
+}
+
+/// Where a parameter's value comes from when the operator gives none and the run reaches a
+/// cluster (`default_from:`); resolved by `cluster::defaults` before the plan is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterDefault {
+    /// `cluster.control-planes` (type `nodes`): the etcd voters, the leader last.
+    ControlPlanes,
+    /// `cluster.backup-member` (type `node`): a healthy etcd voter that is not the leader.
+    BackupMember,
+    /// `cluster.gpu-node` (type `node`): the one node with an NVIDIA PCI device.
+    GpuNode,
+}
+
+impl ClusterDefault {
+    /// Every source, as written.
+    pub const ALL: [ClusterDefault; 3] = [
+        ClusterDefault::ControlPlanes,
+        ClusterDefault::BackupMember,
+        ClusterDefault::GpuNode,
+    ];
+
+    /// As written in a runbook.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterDefault::ControlPlanes => "cluster.control-planes",
+            ClusterDefault::BackupMember => "cluster.backup-member",
+            ClusterDefault::GpuNode => "cluster.gpu-node",
+        }
+    }
+
+    /// From its written name.
+    pub fn parse(s: &str) -> Option<ClusterDefault> {
+        ClusterDefault::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    /// The parameter type it yields.
+    pub fn ty(self) -> ParamType {
+        match self {
+            ClusterDefault::ControlPlanes => ParamType::Nodes,
+            ClusterDefault::BackupMember | ClusterDefault::GpuNode => ParamType::Node,
+        }
+    }
 }
 
 /// An expression as written, with the span of its text.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, did_you_mean};
 use crate::dsl::ast::{
-    ActionCall, Approval, ArgValue, Args, Backoff, ExprSrc, Foreach, Guard, Idempotency, Param,
-    ParamType, Retry, Runbook, Step, TemplatePart, Wait,
+    ActionCall, Approval, ArgValue, Args, Backoff, ClusterDefault, ExprSrc, Foreach, Guard,
+    Idempotency, Param, ParamType, Retry, Runbook, Step, TemplatePart, Wait,
 };
 use crate::dsl::doc::{Node, Value};
 use crate::dsl::duration;
@@ -312,7 +312,14 @@ impl<'a> Builder<'a> {
             let Some(f) = self.fields(
                 decl,
                 &format!("parameter `{}`", key.value),
-                &["type", "default", "required", "description", "values"],
+                &[
+                    "type",
+                    "default",
+                    "required",
+                    "description",
+                    "values",
+                    "default_from",
+                ],
             ) else {
                 continue;
             };
@@ -408,15 +415,81 @@ impl<'a> Builder<'a> {
                 .opt_string(&f, "description")
                 .map(|s| s.value)
                 .unwrap_or_default();
+            let default_from = self.default_from(&f, &key.value, &ty, default.is_some(), required);
             out.push(Param {
                 name: key.clone(),
                 ty: Spanned::new(ty, ty_name.span),
                 default,
-                required,
+                required: required && default_from.is_none(),
                 description,
+                default_from,
             });
         }
         out
+    }
+
+    /// `default_from: cluster.<source>`: a known source, of the parameter's type, and neither
+    /// with a `default` nor `required: true`.
+    fn default_from(
+        &mut self,
+        f: &Fields<'_>,
+        name: &str,
+        ty: &ParamType,
+        has_default: bool,
+        required: bool,
+    ) -> Option<Spanned<ClusterDefault>> {
+        let written = self.opt_string(f, "default_from")?;
+        let Some(source) = ClusterDefault::parse(&written.value) else {
+            let names = ClusterDefault::ALL.map(ClusterDefault::name);
+            self.diags.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    self.source,
+                    written.span,
+                    format!(
+                        "unknown cluster default `{}` for parameter `{name}`",
+                        written.value
+                    ),
+                    "unknown source",
+                )
+                .with_help(
+                    did_you_mean(&written.value, names.iter().copied())
+                        .unwrap_or_else(|| format!("expected one of: {}", names.join(", "))),
+                ),
+            );
+            return None;
+        };
+        if source.ty() != *ty {
+            self.err(
+                Code::InvalidValue,
+                written.span,
+                format!(
+                    "`{}` gives a {}, but parameter `{name}` is {}",
+                    source.name(),
+                    source.ty().name(),
+                    ty.name()
+                ),
+                "wrong type for this parameter",
+            );
+            return None;
+        }
+        if has_default || (required && f.get("required").is_some()) {
+            self.err(
+                Code::InvalidValue,
+                written.span,
+                format!(
+                    "parameter `{name}` has `default_from` and also `{}`",
+                    if has_default {
+                        "default"
+                    } else {
+                        "required: true"
+                    }
+                ),
+                "pick one",
+            );
+            return None;
+        }
+        Some(Spanned::new(source, written.span))
     }
 
     fn steps(&mut self, node: &Node, what: &str) -> Vec<Step> {

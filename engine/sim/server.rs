@@ -317,7 +317,7 @@ impl Simulator {
         write_private(&inventory_path, inventory.as_bytes()).map_err(write_err(&inventory_path))?;
 
         // Label → loopback endpoint, for clients that must reach a node directly (maintenance
-        // mode has no routing): `runbook run --talosconfig DIR/talosconfig --endpoints
+        // mode has no routing): `runbook run --talosconfig DIR/talosconfig --node-endpoints
         // DIR/endpoints.json`.
         let endpoints_path = config.dir.join("endpoints.json");
         // Each with the SPKI fingerprint of the node's maintenance certificate, so clients pin

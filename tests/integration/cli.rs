@@ -92,8 +92,12 @@ fn plan_missing_param_is_a_usage_error() {
     let out = runbook(dir.path(), &["plan", "reboot-verify"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("missing required parameter `nodes`"), "{err}");
-    assert!(err.contains("[runbooks/reboot-verify.yaml:9:3]"), "{err}");
+    // `nodes` defaults from the cluster, and `plan` reads none.
+    assert!(
+        err.contains("parameter `nodes` defaults from the cluster (cluster.control-planes), and no cluster was read"),
+        "{err}"
+    );
+    assert!(err.contains("[runbooks/reboot-verify.yaml:11:19]"), "{err}");
     assert!(err.contains("--param nodes=<nodes>"), "{err}");
 }
 

@@ -54,7 +54,7 @@ impl Sim {
         cmd.args(args)
             .args(["--talosconfig", &self.file("talosconfig")])
             .args(["--kubeconfig", &self.file("kubeconfig")])
-            .args(["--endpoints", &self.file("endpoints.json")])
+            .args(["--node-endpoints", &self.file("endpoints.json")])
             .args(["--output", "plain", "--state-dir"])
             .arg(state)
             .env("NO_COLOR", "1")
@@ -597,6 +597,20 @@ fn cluster_lock_without_a_kubeconfig_needs_no_cluster_lock_with_a_reason() {
     let sim = Sim::start(dir.path(), 200.0);
     let node = crate::harness::root().join("tests/fixtures/runbooks/reboot-one.yaml");
     let node = node.to_str().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kubeconfig = std::fs::read_to_string(sim.file("kubeconfig")).unwrap();
+    let dead_api = dir.path().join("kubeconfig-dead-api");
+    let rewritten: String = kubeconfig
+        .lines()
+        .map(|l| match l.split_once("server: ") {
+            Some((indent, _)) => format!("{indent}server: https://{closed}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&dead_api, rewritten).unwrap();
     let run = |state: &Path, extra: &[&str]| {
         sim.bare(
             state,
@@ -610,7 +624,10 @@ fn cluster_lock_without_a_kubeconfig_needs_no_cluster_lock_with_a_reason() {
             ],
         )
         .args(["--talosconfig", &sim.file("talosconfig")])
-        .args(["--endpoints", &sim.file("endpoints.json")])
+        // A kubeconfig whose API server does not answer (without one, a kubeconfig would be
+        // fetched from the cluster with the Talos Kubeconfig call).
+        .args(["--kubeconfig", dead_api.to_str().unwrap()])
+        .args(["--node-endpoints", &sim.file("endpoints.json")])
         .args(extra)
         .output()
         .unwrap()
@@ -619,7 +636,7 @@ fn cluster_lock_without_a_kubeconfig_needs_no_cluster_lock_with_a_reason() {
     let t = text(&refused);
     assert_eq!(refused.status.code(), Some(7), "{t}");
     assert!(t.contains("--no-cluster-lock"), "{t}");
-    assert!(t.contains("no kubeconfig"), "{t}");
+    assert!(t.contains("cannot take the cluster lock"), "{t}");
     assert_eq!(sim.count("Reboot"), 0);
 
     let state = dir.path().join("s2");

@@ -165,7 +165,7 @@ fn without_any_cluster_doctor_and_cluster_flags_say_how_to_give_one() {
     let out = bare(&["doctor", "--kubeconfig", "/x"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("--context, --kubeconfig and --endpoints need a talosconfig"),
+        text(&out).contains("--context, -e/--endpoints, -n/--nodes, --kubeconfig, --kube-context and --node-endpoints need a talosconfig"),
         "{}",
         text(&out)
     );

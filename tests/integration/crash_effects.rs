@@ -85,7 +85,7 @@ fn killed_inside(case: &Case, point: &str) {
             .arg(sim.dir.join("talosconfig"))
             .arg("--kubeconfig")
             .arg(sim.dir.join("kubeconfig"))
-            .arg("--endpoints")
+            .arg("--node-endpoints")
             .arg(sim.dir.join("endpoints.json"));
         // With quorum lost the Kubernetes API is down: no cluster lock can be taken, and the
         // operator says why they go on without it (journaled).
@@ -353,7 +353,7 @@ fn run_with_fault(
         .arg(sim.dir.join("talosconfig"))
         .arg("--kubeconfig")
         .arg(sim.dir.join("kubeconfig"))
-        .arg("--endpoints")
+        .arg("--node-endpoints")
         .arg(sim.dir.join("endpoints.json"))
         .args(["--output", "plain", "--state-dir"])
         .arg(dir.path().join("state"))
@@ -411,7 +411,7 @@ fn a_reader_cannot_settle_a_reboot_so_a_person_does_and_it_is_sent_once() {
             .arg(talosconfig)
             .arg("--kubeconfig")
             .arg(sim.dir.join("kubeconfig"))
-            .arg("--endpoints")
+            .arg("--node-endpoints")
             .arg(sim.dir.join("endpoints.json"))
             .args(["--output", "plain", "--state-dir"])
             .arg(&state)

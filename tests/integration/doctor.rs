@@ -91,7 +91,7 @@ fn doctor_changes_nothing_and_reads_the_backup_directory() {
         sim.join("talosconfig").to_str().unwrap(),
         "--kubeconfig",
         sim.join("kubeconfig").to_str().unwrap(),
-        "--endpoints",
+        "--node-endpoints",
         sim.join("endpoints.json").to_str().unwrap(),
         "--backup-dir",
         backups.to_str().unwrap(),

@@ -274,7 +274,7 @@ fn two_voter_window_remove_member_is_refused_and_never_sent() {
     let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(["run", fixture.to_str().unwrap(), "--output", "plain"])
         .args(["--talosconfig", &s("talosconfig")])
-        .args(["--endpoints", &s("endpoints.json")])
+        .args(["--node-endpoints", &s("endpoints.json")])
         .args(["--param", "node=192.168.2.49", "--param", "hostname=mac-49"])
         .args(["--param", "survivor=192.168.2.20"])
         // No kubeconfig here: the guard, not the lock, must be what stops it.

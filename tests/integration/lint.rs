@@ -410,7 +410,7 @@ fn apply_config_sends_a_sops_encrypted_config_decrypted_in_memory() {
         .arg(&runbook)
         .arg("--talosconfig")
         .arg(sim.join("talosconfig"))
-        .arg("--endpoints")
+        .arg("--node-endpoints")
         .arg(sim.join("endpoints.json"))
         .args(["--output", "plain", "--state-dir"])
         .arg(&state)

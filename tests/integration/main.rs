@@ -10,6 +10,7 @@ mod backup;
 mod cli;
 mod cli_output;
 mod cluster_lock;
+mod connect;
 mod conventions;
 mod crash;
 mod crash_effects;

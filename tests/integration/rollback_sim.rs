@@ -47,7 +47,7 @@ fn runbook(dir: &Path, args: &[&str]) -> Output {
             &s("talosconfig"),
             "--kubeconfig",
             &s("kubeconfig"),
-            "--endpoints",
+            "--node-endpoints",
             &s("endpoints.json"),
         ])
         .arg("--state-dir")

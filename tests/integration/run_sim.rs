@@ -250,7 +250,7 @@ fn reboot_is_never_repeated_when_killed_at_any_record() {
             .arg(sim.join("talosconfig"))
             .arg("--kubeconfig")
             .arg(sim.join("kubeconfig"))
-            .arg("--endpoints")
+            .arg("--node-endpoints")
             .arg(sim.join("endpoints.json"))
             .arg("--state-dir")
             .arg(state)
@@ -356,7 +356,7 @@ fn quorum_recovery_restores_etcd_from_the_survivor_with_one_bootstrap() {
         talosconfig.to_str().unwrap(),
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
-        "--endpoints",
+        "--node-endpoints",
         endpoints.to_str().unwrap(),
         "--param",
         "nodes=192.168.2.20",
@@ -483,7 +483,7 @@ fn node_replace_swaps_a_dead_node_for_a_spare() {
             "--kubeconfig",
             &s("kubeconfig"),
         ])
-        .args(["--endpoints", &s("endpoints.json")])
+        .args(["--node-endpoints", &s("endpoints.json")])
         .args(["--param", "node=192.168.2.49", "--param", "hostname=mac-49"])
         .args([
             "--param",
@@ -571,7 +571,7 @@ fn full_rebuild_wipes_reinstalls_and_bootstraps_once() {
         &s("talosconfig"),
         "--kubeconfig",
         &s("kubeconfig"),
-        "--endpoints",
+        "--node-endpoints",
         &s("endpoints.json"),
         "--param",
         "nodes=192.168.2.20,192.168.2.223,192.168.2.49",
