@@ -35,8 +35,8 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
-mod preflight;
 mod patch;
+mod preflight;
 mod probe;
 mod snapshot;
 
