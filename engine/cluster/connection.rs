@@ -391,6 +391,7 @@ impl Connection {
 
     /// Checks the cluster answers before anything is written: `Version` on the first
     /// endpoint that accepts the connection, bounded by the connect and call deadlines.
+    /// A PermissionDenied reply counts as an answer (the role is narrower than os:reader).
     /// Every endpoint's failure is reported with its cause.
     pub async fn probe(&self) -> Result<(), ConnectError> {
         let ctx = self.context()?;
@@ -412,6 +413,10 @@ impl Connection {
                 .await
                 {
                     Ok(Ok(_)) => return Ok(()),
+                    // The cluster answered, authenticated us and refused this role the call
+                    // (Version needs os:reader; os:etcd:backup may only snapshot): it is
+                    // reachable, and every later call says what the role may not do.
+                    Ok(Err(s)) if s.code() == tonic::Code::PermissionDenied => return Ok(()),
                     Ok(Err(s)) => crate::cluster::talos::Cause::of_status(&s),
                     Err(_) => crate::cluster::talos::Cause::TimedOut,
                 },

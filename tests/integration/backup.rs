@@ -54,7 +54,7 @@ impl Setup {
                 .arg(sim.join("talosconfig"))
                 .arg("--kubeconfig")
                 .arg(sim.join("kubeconfig"))
-                .arg("--endpoints")
+                .arg("--node-endpoints")
                 .arg(sim.join("endpoints.json"));
         }
         c
@@ -492,7 +492,7 @@ fn a_backup_only_role_gets_a_snapshot_but_no_prune_without_a_cluster_id() {
             .arg(sim.join(talosconfig))
             .arg("--kubeconfig")
             .arg(sim.join("kubeconfig"))
-            .arg("--endpoints")
+            .arg("--node-endpoints")
             .arg(sim.join("endpoints.json"))
             .env("HOME", s.path())
             .env_remove("TALOSCONFIG")

@@ -148,7 +148,7 @@ fn a_role_that_may_read_nothing_gives_error_findings_not_a_clean_lint() {
         "json",
         "--talosconfig",
         &talosconfig,
-        "--endpoints",
+        "--node-endpoints",
         &endpoints,
     ]);
     assert_eq!(out.status.code(), Some(9), "{}", text(&out));

@@ -92,7 +92,7 @@ impl Sim {
             .arg(self.dir.join("talosconfig"))
             .arg("--kubeconfig")
             .arg(self.dir.join("kubeconfig"))
-            .arg("--endpoints")
+            .arg("--node-endpoints")
             .arg(self.dir.join("endpoints.json"))
     }
 
@@ -510,7 +510,7 @@ fn a_role_that_may_not_read_the_config_refuses_and_sends_nothing() {
         .arg(sim.dir.join("talosconfig-operator"))
         .arg("--kubeconfig")
         .arg(sim.dir.join("kubeconfig"))
-        .arg("--endpoints")
+        .arg("--node-endpoints")
         .arg(sim.dir.join("endpoints.json"));
     let out = cmd.output().unwrap();
     let t = text(&out);
