@@ -173,7 +173,9 @@ pub fn run(
     let report = runtime.block_on(async {
         match &target {
             Target::Cluster(conn) => observe(conn, backup_dir).await,
-            Target::Sim { scenario, speed } => on_sim(scenario, *speed, backup_dir).await,
+            Target::Sim {
+                scenario, speed, ..
+            } => on_sim(scenario, *speed, backup_dir).await,
             Target::Local => Err(Error::Usage("doctor needs a cluster".into())),
         }
     })?;

@@ -158,6 +158,12 @@ pub enum Target {
         scenario: String,
         /// Time acceleration.
         speed: f64,
+        /// The topology preset (`seed` when absent).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        preset: String,
+        /// Workers of the `fleet` preset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workers: Option<u32>,
     },
 }
 
@@ -170,6 +176,8 @@ impl Target {
             return Ok(Some(Target::Sim {
                 scenario: args.scenario.clone(),
                 speed: args.speed,
+                preset: args.preset.clone(),
+                workers: args.workers,
             }));
         }
         // As talosctl: the flag, then `$TALOSCONFIG` (never with `--sim`, handled above).
@@ -704,7 +712,12 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                     .map_err(|e| Error::Usage(format!("cannot reach the cluster: {e}")))?;
                 go_locked(&effects, kube, s, run_dir).await
             }
-            Target::Sim { scenario, speed } => {
+            Target::Sim {
+                scenario,
+                speed,
+                preset,
+                workers,
+            } => {
                 let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
                     Error::Usage(format!(
                         "unknown scenario `{scenario}`: {e} (see `runbook sim scenarios`)"
@@ -712,11 +725,15 @@ pub fn drive(s: Session<'_>, target: &Target, run_dir: &RunDir) -> Result<(), Er
                 })?;
                 let speed = crate::sim::Speed::new(*speed)
                     .ok_or_else(|| Error::Usage(format!("invalid speed `{speed}`")))?;
-                let handle = crate::sim::Simulator::start(crate::sim::SimConfig {
-                    scenario,
-                    speed,
-                    dir: run_dir.path().join("sim"),
-                })
+                let preset = super::sim::preset(preset, *workers, scenario)?;
+                let handle = crate::sim::Simulator::start_with(
+                    crate::sim::SimConfig {
+                        scenario,
+                        speed,
+                        dir: run_dir.path().join("sim"),
+                    },
+                    preset,
+                )
                 .await
                 .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
                 let conn = Connection::for_simulator(&handle);
