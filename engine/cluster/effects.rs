@@ -37,6 +37,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+mod batch;
 mod probe;
 
 pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
@@ -828,6 +829,10 @@ impl Effects for ClusterEffects {
     }
 
     async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
+        if call.name == "kube.batch-safe" {
+            // Reads PodDisruptionBudgets and pods besides the view: effects/batch.rs.
+            return self.batch_guard(&call).await;
+        }
         let args = call.args.clone().into_iter().collect();
         let need = check::observations(call.name, &args).map_err(|e| check_error(call.name, e))?;
         let decided = match need {

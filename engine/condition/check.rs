@@ -183,6 +183,14 @@ pub fn guard_with(
             a.duration("max_age", Duration::from_secs(24 * 3600))?,
             std::time::SystemTime::now(),
         ),
+        // Without the PodDisruptionBudgets (read by the effects layer: `guard_batch`), the
+        // batch guard refuses.
+        "kube.batch-safe" => super::batch::safe(
+            view,
+            &super::batch::BatchEvidence::not_read(),
+            &a.strings("nodes")?,
+            a.int("max_unavailable", 0)?,
+        ),
         _ => {
             return Err(Error::Unknown {
                 kind: "guard",
@@ -251,6 +259,24 @@ pub fn wait(
             });
         }
     })
+}
+
+/// `kube.batch-safe` with the PodDisruptionBudgets the effects layer read beside the view.
+pub fn guard_batch(
+    args: &Args,
+    view: &ClusterView,
+    evidence: &super::batch::BatchEvidence,
+) -> Result<Verdict, Error> {
+    let a = A {
+        check: "kube.batch-safe",
+        args,
+    };
+    Ok(super::batch::safe(
+        view,
+        evidence,
+        &a.strings("nodes")?,
+        a.int("max_unavailable", 0)?,
+    ))
 }
 
 #[cfg(test)]
