@@ -326,13 +326,22 @@ fn fleet_sim_serves_control_planes_and_workers_with_their_own_ports() {
     fleet.stop();
 }
 
-/// The issue's "done when": reboot-verify on `--preset fleet --workers 47` with a worker
-/// batch of 5 completes; a sampler never sees more than 5 workers or more than one control
-/// plane down at once; the call log has exactly one Reboot per node.
+/// Workers of the "done when" test. The issue asks for 47 (a 50-node fleet); with today's
+/// observation cost in a debug build (about 2 s per 50-node view, `docs/performance.md`) that
+/// run takes about 11 minutes, so the suite uses two full batches of five; the batch logic is
+/// the same at any fleet size (`runbook run reboot-verify --sim --preset fleet --workers 47
+/// --param batch=5 …` reproduces the full one).
+const DONE_WHEN_WORKERS: u16 = 10;
+
+/// The issue's "done when" on a fleet: reboot-verify with a worker batch of 5 completes; a
+/// sampler never sees more than 5 workers or more than one control plane down at once; each
+/// batch's reboots were in flight together (every one sent before any finished, per the
+/// journal); the call log has exactly one Reboot per node.
 #[test]
-fn fleet_reboot_verify_batches_of_five_on_47_workers() {
+fn fleet_reboot_verify_batches_of_five() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::start(dir.path(), 47, 600.0);
+    let n = DONE_WHEN_WORKERS;
+    let fleet = Fleet::start(dir.path(), n, 100.0);
     let sampler = Sampler::start(&fleet);
     let state = dir.path().join("state");
     let o = fleet
@@ -344,7 +353,7 @@ fn fleet_reboot_verify_batches_of_five_on_47_workers() {
                 "--param",
                 &format!("nodes={CPS}"),
                 "--param",
-                &format!("workers={}", workers(47)),
+                &format!("workers={}", workers(n)),
                 "--param",
                 "batch=5",
             ],
@@ -354,14 +363,54 @@ fn fleet_reboot_verify_batches_of_five_on_47_workers() {
     let (w, c) = sampler.finish();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(w <= 5, "{w} workers were down at once");
-    assert!(
-        w >= 2,
-        "the workers went down in batches (at most {w} at once)"
-    );
     assert!(c <= 1, "{c} control planes were down at once");
     let reboots = fleet.reboots();
-    assert_eq!(reboots.len(), 50, "{reboots:?}");
-    assert!(reboots.values().all(|n| *n == 1), "{reboots:?}");
+    assert_eq!(reboots.len(), usize::from(n) + 3, "{reboots:?}");
+    assert!(reboots.values().all(|k| *k == 1), "{reboots:?}");
+    // In flight together: within each batch, every reboot's action completed before the
+    // first of them was checkpointed; and no reboot of the second batch before the first
+    // batch's last step.
+    let journal = std::fs::read_to_string(only_run(&state).path().join("journal.jsonl")).unwrap();
+    let seq_of = |kind: &str, step: &str| -> u64 {
+        journal
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["rec"]["type"] == kind && v["rec"]["step"] == step)
+            .and_then(|v| v["seq"].as_u64())
+            .unwrap_or_else(|| panic!("no {kind} for {step}"))
+    };
+    let reboot = |i: u16| format!("workers[{}].w_reboot", worker_label(i));
+    for batch in [1..=5u16, 6..=10] {
+        let last_sent = batch
+            .clone()
+            .map(|i| seq_of("action-completed", &reboot(i)))
+            .max()
+            .unwrap();
+        let first_done = batch
+            .clone()
+            .map(|i| seq_of("step-succeeded", &reboot(i)))
+            .min()
+            .unwrap();
+        assert!(
+            last_sent < first_done,
+            "batch {batch:?}: reboots were not in flight together"
+        );
+    }
+    let first_batch_end = (1..=5u16)
+        .map(|i| {
+            seq_of(
+                "step-succeeded",
+                &format!("workers[{}].w_uncordon", worker_label(i)),
+            )
+        })
+        .max()
+        .unwrap();
+    assert!(
+        seq_of(
+            "step-started",
+            &format!("workers[{}].w_record_boot", worker_label(6))
+        ) > first_batch_end
+    );
     fleet.stop();
 }
 
