@@ -69,6 +69,24 @@ pub fn safe(
     nodes: &[String],
     max_unavailable: usize,
 ) -> Verdict {
+    // Evidence first: a node the caller's role may not read, or whose readiness is unknown,
+    // leaves the count of unavailable nodes unknown. (A node that does not answer at all is
+    // counted by its Kubernetes Ready condition: it may be rebooting with this batch.)
+    for n in &view.nodes {
+        if let Some(g) = n.contact.gap().filter(|g| !g.kind.is_silence()) {
+            return cannot_decide(&n.label, g);
+        }
+        match &n.kube_ready {
+            Observed::Answered(_) => {}
+            Observed::Missing(g) => return cannot_decide(&n.label, g),
+            Observed::NotAsked => {
+                return Verdict::fail(format!(
+                    "cannot decide: Kubernetes was not asked whether `{}` is Ready",
+                    n.label
+                ));
+            }
+        }
+    }
     if nodes.is_empty() {
         return Verdict::fail("the batch names no node");
     }
@@ -144,16 +162,8 @@ pub fn safe(
         if nodes.iter().any(|x| n.label == *x || n.is_named(x)) {
             continue;
         }
-        match &n.kube_ready {
-            Observed::Answered(Some(true)) => {}
-            Observed::Answered(_) => down.push(n.label.as_str()),
-            Observed::Missing(g) => return cannot_decide(&n.label, g),
-            Observed::NotAsked => {
-                return Verdict::fail(format!(
-                    "cannot decide: Kubernetes was not asked whether `{}` is Ready",
-                    n.label
-                ));
-            }
+        if !matches!(n.kube_ready, Observed::Answered(Some(true))) {
+            down.push(n.label.as_str());
         }
     }
     if down.len() > max_unavailable {

@@ -296,6 +296,7 @@ mod tests {
                     ("state", _) => "Running".into(),
                     (_, crate::action::ArgType::Duration) => "10m".into(),
                     (_, crate::action::ArgType::Nodes) => serde_json::json!([]),
+                    ("max_unavailable", _) => 3.into(),
                     _ => "x".into(),
                 };
                 (s.name.to_string(), v)

@@ -323,6 +323,40 @@ fn fleet_sim_serves_control_planes_and_workers_with_their_own_ports() {
             .count()
     });
     assert_eq!(cordons, 0, "nothing was cordoned");
+
+    // Three workers at once would evict three `apps/web` pods; its budget (minAvailable 3 of
+    // 5) allows two: refused before any cordon or eviction is sent.
+    let state = dir.path().join("state-pdb");
+    let drain = dir.path().join("drain.yaml");
+    std::fs::write(
+        &drain,
+        format!(
+            "{HEAD}steps:\n  - id: ns\n    foreach: params.nodes\n    parallel: 3\n    steps:\n      - id: cordon\n        action: kube.cordon\n        with: {{ node: \"${{{{ node }}}}\" }}\n        guard: [kube.batch-safe]\n      - id: drain\n        action: kube.drain\n        with: {{ node: \"${{{{ node }}}}\" }}\n        guard: [kube.batch-safe]\n"
+        ),
+    )
+    .unwrap();
+    let o = fleet
+        .command(
+            &state,
+            &[
+                "run",
+                drain.to_str().unwrap(),
+                "--param",
+                &format!("nodes={}", workers(3)),
+            ],
+        )
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(t.contains("PodDisruptionBudget `apps/web`"), "{t}");
+    let sent = fleet.handle.cluster().with(|c, _| {
+        c.call_log()
+            .iter()
+            .filter(|r| r.method == "PatchNode" || r.method == "EvictPod")
+            .count()
+    });
+    assert_eq!(sent, 0, "nothing was cordoned or evicted");
     fleet.stop();
 }
 
