@@ -510,3 +510,78 @@ fn fleet_crash_with_reboots_in_flight_resumes_with_one_reboot_per_node() {
     }
     fleet.stop();
 }
+
+#[test]
+fn fleet_cli_flags_refuse_nonsense_and_run_sim_serves_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = crate::run_harness::Env::new();
+    let sim_dir = dir.path().join("sim");
+    let sim_dir = sim_dir.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "sim",
+                "up",
+                "--preset",
+                "fleet",
+                "--workers",
+                "0",
+                "--dir",
+                sim_dir,
+            ],
+            "--workers must be between 1 and 254",
+        ),
+        (
+            vec!["sim", "up", "--workers", "3", "--dir", sim_dir],
+            "--workers needs --preset fleet",
+        ),
+        (
+            vec![
+                "sim",
+                "up",
+                "--preset",
+                "fleet",
+                "--scenario",
+                "quorum-lost",
+                "--dir",
+                sim_dir,
+            ],
+            "does not apply to the fleet preset",
+        ),
+        (
+            vec!["sim", "up", "--preset", "huge", "--dir", sim_dir],
+            "unknown preset",
+        ),
+    ] {
+        let o = env.run(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains(needle), "{args:?}: {t}");
+    }
+    // `run --sim --preset fleet`: a guard over every node sees the workers too.
+    let rb = dir.path().join("all.yaml");
+    std::fs::write(
+        &rb,
+        format!("{HEAD}steps:\n  - id: a\n    action: noop\n    guard: [talos.all-running]\n"),
+    )
+    .unwrap();
+    let o = env.run(&[
+        "run",
+        rb.to_str().unwrap(),
+        "--sim",
+        "--preset",
+        "fleet",
+        "--workers",
+        "2",
+        "--output",
+        "plain",
+        "--no-cluster-lock",
+        "a test without Kubernetes writes",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("all 5 nodes running"), "{t}");
+    // Without --sim the fleet flags are refused by the parser.
+    let o = env.run(&["run", rb.to_str().unwrap(), "--preset", "fleet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
