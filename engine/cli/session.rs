@@ -112,6 +112,9 @@ pub fn load_plan(run: &RunDir, given: &[(String, String)]) -> Result<Plan, Error
                     run.id()
                 )));
             }
+            // An empty node list can only be a runbook's `default: []` (a given list has at
+            // least one node): the default gives it again.
+            (serde_json::Value::Array(items), None) if items.is_empty() => {}
             (v, None) => params.push((key.clone(), param_text(v))),
         }
     }
