@@ -105,7 +105,11 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         let worker_params = if workers.is_empty() {
             String::new()
         } else {
-            format!(" --param workers={} --param batch=5", workers.join(","))
+            format!(
+                " --param workers={} --param batch={}",
+                workers.join(","),
+                workers.len().min(5)
+            )
         };
         text.push_str(&format!(
             "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --endpoints {} --param nodes={}{worker_params}\n",
