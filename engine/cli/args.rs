@@ -278,9 +278,13 @@ pub enum SimCommand {
     /// talosctl and kubectl at it.
     Up {
         /// The cluster topology; `seed` is the three-node homelab (.20 NUC with GPU, .223 and
-        /// .49 Mac Minis).
+        /// .49 Mac Minis); `fleet` is its three control planes plus `--workers` workers.
         #[arg(long, default_value = "seed")]
         preset: String,
+
+        /// Workers of `--preset fleet` (1 to 254; default 47, a 50-node cluster).
+        #[arg(long, value_name = "N")]
+        workers: Option<u32>,
 
         /// The starting state (see `runbook sim scenarios`).
         #[arg(long, default_value = "healthy")]
@@ -316,6 +320,15 @@ pub struct ClusterArgs {
     /// The simulator's time acceleration, with `--sim` (60: a one-minute reboot takes a second).
     #[arg(long, default_value_t = 60.0, requires = "sim")]
     pub speed: f64,
+
+    /// The simulator's topology, with `--sim`: `seed` (three control planes) or `fleet` (plus
+    /// `--workers` workers).
+    #[arg(long, default_value = "seed", requires = "sim")]
+    pub preset: String,
+
+    /// Workers of `--preset fleet`, with `--sim` (1 to 254; default 47).
+    #[arg(long, value_name = "N", requires = "sim")]
+    pub workers: Option<u32>,
 
     /// The talosconfig to reach the cluster with, as talosctl looks it up: this flag, then
     /// `$TALOSCONFIG`, then `~/.talos/config` (for `run` of a runbook that needs a cluster,

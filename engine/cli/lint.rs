@@ -236,7 +236,9 @@ pub fn run(
                 .map_err(Error::Runtime)?;
             runtime.block_on(async {
                 match &target {
-                    Target::Sim { scenario, speed } => {
+                    Target::Sim {
+                        scenario, speed, ..
+                    } => {
                         let f = on_sim(scenario, *speed, inventory, configs).await?;
                         let n = f
                             .iter()

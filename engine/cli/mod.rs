@@ -181,11 +181,13 @@ pub fn main() -> ExitCode {
         args::Command::Sim { command } => match command {
             args::SimCommand::Up {
                 preset,
+                workers,
                 scenario,
                 speed,
                 dir,
             } => sim::up(sim::UpOptions {
                 preset,
+                workers,
                 scenario,
                 speed,
                 dir,

@@ -74,7 +74,12 @@ impl Reached {
                 runtime.block_on(prepare(&mut conn, purpose))?;
                 Live::Cluster(conn)
             }
-            Target::Sim { scenario, speed } => {
+            Target::Sim {
+                scenario,
+                speed,
+                preset,
+                workers,
+            } => {
                 let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
                     Error::Usage(format!(
                         "unknown scenario `{scenario}`: {e} (see `runbook sim scenarios`)"
@@ -82,12 +87,16 @@ impl Reached {
                 })?;
                 let speed = crate::sim::Speed::new(*speed)
                     .ok_or_else(|| Error::Usage(format!("invalid speed `{speed}`")))?;
+                let preset = super::sim::preset(preset, *workers, scenario)?;
                 let handle = runtime
-                    .block_on(crate::sim::Simulator::start(crate::sim::SimConfig {
-                        scenario,
-                        speed,
-                        dir: sim_dir.to_path_buf(),
-                    }))
+                    .block_on(crate::sim::Simulator::start_with(
+                        crate::sim::SimConfig {
+                            scenario,
+                            speed,
+                            dir: sim_dir.to_path_buf(),
+                        },
+                        preset,
+                    ))
                     .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
                 let conn = Connection::for_simulator(&handle);
                 Live::Sim {

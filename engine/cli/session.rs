@@ -112,6 +112,9 @@ pub fn load_plan(run: &RunDir, given: &[(String, String)]) -> Result<Plan, Error
                     run.id()
                 )));
             }
+            // An empty node list can only be a runbook's `default: []` (a given list has at
+            // least one node): the default gives it again.
+            (serde_json::Value::Array(items), None) if items.is_empty() => {}
             (v, None) => params.push((key.clone(), param_text(v))),
         }
     }
@@ -160,6 +163,12 @@ pub enum Target {
         scenario: String,
         /// Time acceleration.
         speed: f64,
+        /// The topology preset (`seed` when absent).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        preset: String,
+        /// Workers of the `fleet` preset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workers: Option<u32>,
     },
 }
 
@@ -172,6 +181,8 @@ impl Target {
             return Ok(Some(Target::Sim {
                 scenario: args.scenario.clone(),
                 speed: args.speed,
+                preset: args.preset.clone(),
+                workers: args.workers,
             }));
         }
         // As talosctl: the flag, then `$TALOSCONFIG` (never with `--sim`, handled above).

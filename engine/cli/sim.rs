@@ -3,20 +3,23 @@
 //! `sim up` starts [`crate::sim::Simulator`], writes the talosconfigs (and, once the
 //! Kubernetes API server is wired in, a kubeconfig) into the run directory, prints how to
 //! point runbook, talosctl and kubectl at it, and serves until Ctrl-C. `sim scenarios` prints
-//! one line per scenario.
+//! one line per scenario. `--preset fleet --workers N` adds N workers to the seed's three
+//! control planes (each with its own Talos API port, listed in `endpoints.json`).
 
 use std::path::PathBuf;
 
 use crate::sim::scenario::NUC_20;
-use crate::sim::{Scenario, SimConfig, Simulator, Speed};
+use crate::sim::{Preset, Scenario, SimConfig, Simulator, Speed};
 
 use super::{Error, print_out};
 
 /// Options of `runbook sim up`.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
-    /// Preset topology (only `seed`).
+    /// Preset topology (`seed` or `fleet`).
     pub preset: String,
+    /// Workers of the `fleet` preset.
+    pub workers: Option<u32>,
     /// Scenario name.
     pub scenario: String,
     /// Speed factor.
@@ -41,16 +44,11 @@ pub fn scenarios() -> Result<(), Error> {
 
 /// `runbook sim up`.
 pub fn up(opts: UpOptions) -> Result<(), Error> {
-    if opts.preset != "seed" {
-        return Err(Error::Usage(format!(
-            "unknown preset {:?}; the only preset is `seed` (the three-node homelab of the notes)",
-            opts.preset
-        )));
-    }
     let scenario: Scenario = opts
         .scenario
         .parse()
         .map_err(|e: crate::sim::scenario::UnknownScenario| Error::Usage(e.to_string()))?;
+    let preset = preset(&opts.preset, opts.workers, scenario)?;
     let speed = Speed::new(opts.speed).ok_or_else(|| {
         Error::Usage(format!(
             "--speed must be a positive number, got {}",
@@ -62,15 +60,18 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
-        let handle = Simulator::start(SimConfig {
-            scenario,
-            speed,
-            dir: opts.dir.clone(),
-        })
+        let handle = Simulator::start_with(
+            SimConfig {
+                scenario,
+                speed,
+                dir: opts.dir.clone(),
+            },
+            preset,
+        )
         .await
         .map_err(|e| Error::Usage(error_chain(&e)))?;
         let mut text = format!(
-            "simulated Talos cluster up: scenario {scenario} at speed {}x\n\n",
+            "simulated Talos cluster up: preset {preset}, scenario {scenario} at speed {}x\n\n",
             speed.factor()
         );
         for (label, addr) in handle.nodes() {
@@ -93,12 +94,28 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         } else {
             text.push_str("  (no Kubernetes API in this build: kubectl has nothing to talk to)\n");
         }
-        let labels: Vec<&str> = handle.nodes().keys().map(String::as_str).collect();
+        // Control planes in model order (the seed's own order), then the workers.
+        let (cps, workers): (Vec<String>, Vec<String>) = handle.cluster().with(|c, _| {
+            let (cp, w): (Vec<_>, Vec<_>) = c.nodes().iter().partition(|n| n.is_control_plane());
+            (
+                cp.iter().map(|n| n.label().to_string()).collect(),
+                w.iter().map(|n| n.label().to_string()).collect(),
+            )
+        });
+        let worker_params = if workers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " --param workers={} --param batch={}",
+                workers.join(","),
+                workers.len().min(5)
+            )
+        };
         text.push_str(&format!(
-            "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --node-endpoints {} --param nodes={}\n",
+            "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --node-endpoints {} --param nodes={}{worker_params}\n",
             kubeconfig.display(),
             handle.dir().join("endpoints.json").display(),
-            labels.join(",")
+            cps.join(",")
         ));
         text.push_str("\nCtrl-C stops the simulator.\n");
         print_out(&text)?;
@@ -107,6 +124,17 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         handle.shutdown().await;
         Ok(())
     })
+}
+
+/// The topology preset named by `--preset`/`--workers` (empty: `seed`), refused with a usage
+/// error when unknown, out of range, or meaningless for `scenario`.
+pub fn preset(name: &str, workers: Option<u32>, scenario: Scenario) -> Result<Preset, Error> {
+    let name = if name.is_empty() { "seed" } else { name };
+    let preset = Preset::parse(name, workers).map_err(|e| Error::Usage(e.to_string()))?;
+    preset
+        .check(scenario)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(preset)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -35,6 +35,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+mod batch;
 mod patch;
 mod preflight;
 mod probe;
@@ -759,6 +760,10 @@ impl Effects for ClusterEffects {
     }
 
     async fn check_guard(&self, call: CheckCall<'_>) -> Result<Verdict, EffectError> {
+        if call.name == "kube.batch-safe" {
+            // Reads PodDisruptionBudgets and pods besides the view: effects/batch.rs.
+            return self.batch_guard(&call).await;
+        }
         let args = call.args.clone().into_iter().collect();
         let need = check::observations(call.name, &args).map_err(|e| check_error(call.name, e))?;
         let decided = match need {

@@ -3,7 +3,10 @@
 //! A step with `foreach` becomes one instance per element, in order, each depending on the
 //! previous one (one node at a time). A group (`foreach` + nested `steps`) repeats its whole
 //! block per element. Without `needs`, a step depends on the previous step at its level; the
-//! first step of an iteration depends on the previous iteration's last step.
+//! first step of an iteration depends on the previous iteration's last step. With
+//! `parallel: K` the elements are cut into batches of K: the elements of one batch do not
+//! depend on each other (their steps may be in flight together, `exec::batch`), and each
+//! batch's first steps depend on every last step of the batch before it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +16,9 @@ use crate::dsl::ast;
 use crate::dsl::span::Spanned;
 use crate::plan::ParamValue;
 use crate::source::Source;
+
+/// The largest `parallel: K`.
+pub const MAX_PARALLEL: u32 = 256;
 
 /// One concrete step before checking.
 #[derive(Debug, Clone)]
@@ -27,6 +33,8 @@ pub struct Instance<'a> {
     pub ctx: usize,
     /// Dependencies from declaration order (used when `needs` is absent).
     pub default_needs: Vec<String>,
+    /// The `parallel` batch it belongs to, if any.
+    pub batch: Option<crate::plan::Batch>,
 }
 
 /// A naming context: the steps of one level (the top, or one `foreach` iteration of a group),
@@ -55,6 +63,8 @@ pub struct Expander<'a, 'c> {
     pub contexts: Vec<Context>,
     /// Problems found.
     pub diags: Diagnostics,
+    /// The batch being expanded (inside a `foreach … parallel: K` body).
+    batch: Option<crate::plan::Batch>,
 }
 
 impl<'a, 'c> Expander<'a, 'c> {
@@ -74,6 +84,7 @@ impl<'a, 'c> Expander<'a, 'c> {
             by_declared: BTreeMap::new(),
             contexts: vec![Context::default()],
             diags: Diagnostics::default(),
+            batch: None,
         }
     }
 
@@ -98,14 +109,26 @@ impl<'a, 'c> Expander<'a, 'c> {
                     vec![id]
                 }
                 Some(fe) => {
-                    let Some(items) = self.foreach_items(fe, bindings) else {
+                    let Some(all) = self.foreach_items(fe, bindings) else {
                         prev = Vec::new();
                         continue;
                     };
-                    let mut iter_entry = prev.clone();
+                    let k = match &s.parallel {
+                        None => None,
+                        Some(e) => match self.parallel_size(e, bindings) {
+                            Some(k) => Some(k),
+                            None => {
+                                prev = Vec::new();
+                                continue;
+                            }
+                        },
+                    };
+                    let mut items = Vec::new();
                     let mut seen = BTreeSet::new();
-                    for item in items {
-                        if !seen.insert(item.clone()) {
+                    for item in all {
+                        if seen.insert(item.clone()) {
+                            items.push(item);
+                        } else {
                             self.diags.push(Diagnostic::new(
                                 Code::InvalidValue,
                                 self.source,
@@ -113,23 +136,48 @@ impl<'a, 'c> Expander<'a, 'c> {
                                 format!("`foreach` lists `{item}` twice"),
                                 "duplicate element",
                             ));
-                            continue;
                         }
-                        let mut b = bindings.clone();
-                        b.insert(fe.var.clone(), serde_json::Value::String(item.clone()));
-                        if s.steps.is_empty() {
-                            let id = format!("{prefix}{}[{item}]", s.id.value);
-                            self.push(s, id.clone(), &b, ctx, iter_entry);
-                            iter_entry = vec![id];
-                        } else {
-                            let inner_prefix = format!("{prefix}{}[{item}].", s.id.value);
-                            self.contexts.push(Context {
-                                parent: Some(ctx),
-                                map: BTreeMap::new(),
+                    }
+                    // Serial: batches of one, each after the previous. `parallel: K`: batches
+                    // of K whose elements do not depend on each other; each batch after the
+                    // whole previous one.
+                    let width = k.map_or(1, |k| usize::try_from(k).unwrap_or(usize::MAX));
+                    let mut iter_entry = prev.clone();
+                    for (n, chunk) in items.chunks(width.max(1)).enumerate() {
+                        let outer = self.batch.clone();
+                        if let Some(k) = k {
+                            self.batch = Some(crate::plan::Batch {
+                                id: format!("{prefix}{}#{}", s.id.value, n + 1),
+                                nodes: chunk.to_vec(),
+                                size: k,
                             });
-                            let inner = self.contexts.len() - 1;
-                            iter_entry = self.list(&s.steps, &inner_prefix, &b, inner, iter_entry);
                         }
+                        let mut exits = Vec::new();
+                        for item in chunk {
+                            let mut b = bindings.clone();
+                            b.insert(fe.var.clone(), serde_json::Value::String(item.clone()));
+                            if s.steps.is_empty() {
+                                let id = format!("{prefix}{}[{item}]", s.id.value);
+                                self.push(s, id.clone(), &b, ctx, iter_entry.clone());
+                                exits.push(id);
+                            } else {
+                                let inner_prefix = format!("{prefix}{}[{item}].", s.id.value);
+                                self.contexts.push(Context {
+                                    parent: Some(ctx),
+                                    map: BTreeMap::new(),
+                                });
+                                let inner = self.contexts.len() - 1;
+                                exits.extend(self.list(
+                                    &s.steps,
+                                    &inner_prefix,
+                                    &b,
+                                    inner,
+                                    iter_entry.clone(),
+                                ));
+                            }
+                        }
+                        self.batch = outer;
+                        iter_entry = exits;
                     }
                     self.by_declared
                         .entry(s.id.value.clone())
@@ -161,7 +209,73 @@ impl<'a, 'c> Expander<'a, 'c> {
             bindings: bindings.clone(),
             ctx,
             default_needs,
+            batch: self.batch.clone(),
         });
+    }
+
+    /// `parallel: K`: a plan-time integer from 1 to [`MAX_PARALLEL`], not inside another
+    /// `parallel` body (one level of batches).
+    fn parallel_size(
+        &mut self,
+        e: &ast::ExprSrc,
+        bindings: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<u32> {
+        if self.batch.is_some() {
+            self.diags.push(Diagnostic::new(
+                Code::InvalidValue,
+                self.source,
+                e.span,
+                "`parallel` inside the body of another `parallel` foreach".to_string(),
+                "one level of batches only",
+            ));
+            return None;
+        }
+        let no_steps = BTreeMap::new();
+        let names = Names {
+            params: self.params,
+            vars: bindings,
+            steps: &no_steps,
+            all_steps: self.all_steps,
+            result: None,
+            plan_time: true,
+        };
+        let checked = match self.checker.check(self.source, e, &names) {
+            Ok(c) => c,
+            Err(d) => {
+                self.diags.push(d);
+                return None;
+            }
+        };
+        if checked.runtime || checked.secret {
+            self.diags.push(Diagnostic::new(
+                Code::ExprEval,
+                self.source,
+                e.span,
+                "`parallel` must be known at plan time from params that are not secret".to_string(),
+                "not a plan-time value",
+            ));
+            return None;
+        }
+        let value = match self.checker.eval(self.source, e, &names) {
+            Ok(v) => v,
+            Err(d) => {
+                self.diags.push(d);
+                return None;
+            }
+        };
+        match value.as_u64().and_then(|k| u32::try_from(k).ok()) {
+            Some(k) if (1..=MAX_PARALLEL).contains(&k) => Some(k),
+            _ => {
+                self.diags.push(Diagnostic::new(
+                    Code::InvalidValue,
+                    self.source,
+                    e.span,
+                    format!("`parallel` must be an integer from 1 to {MAX_PARALLEL}, but `{}` gives {value}", e.text),
+                    "not a batch size",
+                ));
+                None
+            }
+        }
     }
 
     fn foreach_items(

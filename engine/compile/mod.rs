@@ -7,6 +7,7 @@
 //! Every stage collects all its diagnostics before the next one decides whether it can run,
 //! so an author sees every problem in a file at once.
 
+pub mod batch;
 pub mod expand;
 pub mod expr;
 pub mod graph;
@@ -215,6 +216,7 @@ pub fn compile(source: &Source, rb: &ast::Runbook, mode: &Mode) -> Result<Plan, 
                     needs: Vec::new(),
                     rollback: Vec::new(),
                     scope: r_scope,
+                    batch: None,
                 },
                 &mut diags,
             );
@@ -232,6 +234,7 @@ pub fn compile(source: &Source, rb: &ast::Runbook, mode: &Mode) -> Result<Plan, 
                 needs: needs[i].clone(),
                 rollback: rollback_ids,
                 scope,
+                batch: inst.batch.clone(),
             },
             &mut diags,
         ));

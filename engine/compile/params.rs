@@ -217,7 +217,11 @@ fn from_node(ty: &ParamType, node: &Node) -> Result<serde_json::Value, String> {
                 })
                 .map(|r| r.map_err(String::from).and_then(|s| parse_node(&s)))
                 .collect::<Result<Vec<_>, _>>()?;
-            check_unique(&nodes)?;
+            // A runbook may default a node list to none (`default: []`, e.g. reboot-verify's
+            // `workers`); given lists still need at least one node.
+            if !nodes.is_empty() {
+                check_unique(&nodes)?;
+            }
             Ok(nodes.into())
         }
         _ => Err(format!(

@@ -39,6 +39,8 @@ pub struct Placement {
     pub rollback: Vec<String>,
     /// Declared id → concrete id for `steps.<id>`.
     pub scope: BTreeMap<String, String>,
+    /// The `parallel` batch it runs in, if any.
+    pub batch: Option<plan::Batch>,
 }
 
 /// Builds a checked plan step; problems go to `diags`.
@@ -54,6 +56,7 @@ pub fn build(
         needs,
         rollback,
         scope,
+        batch,
     } = placement;
     let mut action_call = None;
     let mut hazard = None;
@@ -107,11 +110,13 @@ pub fn build(
         node_arg = cx.names.vars.get("node").cloned().map(Value::Literal);
     }
 
-    let guards: Vec<plan::Guard> = decl
+    let mut guards: Vec<plan::Guard> = decl
         .guards
         .iter()
         .filter_map(|g| guard(cx, g, node_arg.as_ref(), diags))
         .collect();
+    super::batch::fill_batch_guards(cx, decl, batch.as_ref(), &mut guards, diags);
+    super::batch::check_batch_safe(cx, decl, batch.as_ref(), hazard, diags);
 
     if let (Some(h), Some(call)) = (hazard, &decl.action) {
         let protected = decl.guards.iter().any(|g| match g {
@@ -272,6 +277,7 @@ pub fn build(
         bindings: cx.names.vars.clone(),
         scope,
         hazard,
+        batch,
         span: decl.span,
     }
 }

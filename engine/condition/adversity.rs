@@ -148,6 +148,12 @@ static RULES: &[Rule] = &[
         Independent,
         "reads the backup directory, not the cluster",
     ),
+    rule(
+        "kube.batch-safe",
+        Refuse,
+        Refuse,
+        "no batch given, PodDisruptionBudgets not read, and a, b, c are control planes",
+    ),
 ];
 
 /// The healthy three-node view, with disks and kernel modules to decide on.

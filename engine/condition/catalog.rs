@@ -149,6 +149,23 @@ pub static GUARDS: &[GuardSpec] = &[
         ],
         protects: &[],
     },
+    GuardSpec {
+        name: "kube.batch-safe",
+        summary: "a batch may go down together: every node in it read as a worker (no control plane), PodDisruptionBudgets read and the batch's pods within each one's allowed disruptions, and at most max_unavailable nodes not Ready across the cluster with the batch counted down (inherits both from `foreach … parallel: K`)",
+        args: &[
+            A::opt(
+                "nodes",
+                Nodes,
+                "the batch (default: the elements of the `parallel` batch)",
+            ),
+            A::opt(
+                "max_unavailable",
+                Int,
+                "K (default: the `parallel` batch size)",
+            ),
+        ],
+        protects: &[QuorumOutage, WorkloadEviction],
+    },
 ];
 
 /// Every wait condition a runbook can use.

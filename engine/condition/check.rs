@@ -190,6 +190,14 @@ pub fn guard_with(
             },
             std::time::SystemTime::now(),
         ),
+        // Without the PodDisruptionBudgets (read by the effects layer: `guard_batch`), the
+        // batch guard refuses.
+        "kube.batch-safe" => super::batch::safe(
+            view,
+            &super::batch::BatchEvidence::not_read(),
+            &a.strings("nodes")?,
+            a.int("max_unavailable", 0)?,
+        ),
         _ => {
             return Err(Error::Unknown {
                 kind: "guard",
@@ -260,6 +268,24 @@ pub fn wait(
     })
 }
 
+/// `kube.batch-safe` with the PodDisruptionBudgets the effects layer read beside the view.
+pub fn guard_batch(
+    args: &Args,
+    view: &ClusterView,
+    evidence: &super::batch::BatchEvidence,
+) -> Result<Verdict, Error> {
+    let a = A {
+        check: "kube.batch-safe",
+        args,
+    };
+    Ok(super::batch::safe(
+        view,
+        evidence,
+        &a.strings("nodes")?,
+        a.int("max_unavailable", 0)?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +304,7 @@ mod tests {
                     (_, crate::action::ArgType::Duration) => "10m".into(),
                     (_, crate::action::ArgType::Nodes) => serde_json::json!([]),
                     (_, crate::action::ArgType::Bool) => false.into(),
+                    ("max_unavailable", _) => 3.into(),
                     _ => "x".into(),
                 };
                 (s.name.to_string(), v)

@@ -10,6 +10,7 @@
 
 #[cfg(test)]
 mod adversity;
+pub mod batch;
 mod catalog;
 pub mod check;
 pub mod etcd;

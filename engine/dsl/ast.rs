@@ -222,6 +222,9 @@ pub struct Step {
     pub approval: Option<Approval>,
     /// `foreach:` expansion.
     pub foreach: Option<Foreach>,
+    /// `parallel: K` (with `foreach`): up to K elements in flight at once, in batches of K
+    /// (an expression known at plan time, or an integer).
+    pub parallel: Option<ExprSrc>,
     /// Named outputs computed from the action's result.
     pub outputs: Vec<(Spanned<String>, ExprSrc)>,
 }

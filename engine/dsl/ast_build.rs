@@ -46,6 +46,7 @@ const STEP_FIELDS: &[&str] = &[
     "approval",
     "foreach",
     "outputs",
+    "parallel",
 ];
 
 /// Builds the AST from a document tree; any field error fails the build.
@@ -571,6 +572,15 @@ impl<'a> Builder<'a> {
         });
         let approval = f.get("approval").and_then(|a| self.approval(a));
         let foreach = f.get("foreach").and_then(|fe| self.foreach(fe));
+        let parallel = f.get("parallel").and_then(|p| self.expr(p, "parallel"));
+        if let (Some(p), None) = (&parallel, &foreach) {
+            self.err(
+                Code::InvalidValue,
+                p.span,
+                format!("{what} has `parallel` but no `foreach`"),
+                "`parallel: K` runs K elements of a `foreach` at once",
+            );
+        }
         let outputs = match f.get("outputs") {
             Some(Node {
                 value: Value::Map(entries),
@@ -638,6 +648,7 @@ impl<'a> Builder<'a> {
             approval,
             foreach,
             outputs,
+            parallel,
         })
     }
 

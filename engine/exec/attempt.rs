@@ -76,6 +76,11 @@ impl<E: Effects> Runner<'_, E> {
     /// Drives `step` until it finishes (`None`) or the run must pause (`Some(stop)`).
     pub(super) async fn drive_step(&mut self, step: &Step) -> Result<Option<Stop>, Error> {
         loop {
+            // In a batch, a step whose wait is due returns to `drive_batch`, which waits for
+            // every such step of the batch at once.
+            if self.batch_mode && self.waiting(step).is_some() {
+                return Ok(None);
+            }
             let rec = self
                 .journal
                 .state()
@@ -467,6 +472,10 @@ impl<E: Effects> Runner<'_, E> {
             self.append(batch)?;
             return Ok(None);
         }
+        if self.batch_mode && step.wait.is_some() {
+            // The batch waits for it together with the others (`exec::batch`).
+            return Ok(None);
+        }
         self.finish_attempt(step, attempt, &result).await?;
         Ok(None)
     }
@@ -479,7 +488,18 @@ impl<E: Effects> Runner<'_, E> {
         attempt: u32,
         result: &Fields,
     ) -> Result<(), Error> {
-        match self.journaled_wait(step, attempt).await? {
+        let after = self.journaled_wait(step, attempt).await?;
+        self.after_wait(step, result, after)
+    }
+
+    /// The checkpoint (or failure) after a wait ended as `after`.
+    pub(super) fn after_wait(
+        &mut self,
+        step: &Step,
+        result: &Fields,
+        after: AfterWait,
+    ) -> Result<(), Error> {
+        match after {
             AfterWait::Held => {
                 let record = self.checkpoint(step, result);
                 self.append(vec![record])
@@ -514,8 +534,23 @@ impl<E: Effects> Runner<'_, E> {
         if waited {
             return Ok(AfterWait::Held);
         }
+        let end = self.wait_for(step, wait).await;
+        self.record_wait(step, attempt, end)
+    }
+
+    /// Journals how the wait of `attempt` ended.
+    pub(super) fn record_wait(
+        &mut self,
+        step: &Step,
+        attempt: u32,
+        end: WaitEnd,
+    ) -> Result<AfterWait, Error> {
+        let Some(wait) = &step.wait else {
+            return Ok(AfterWait::Held);
+        };
+        let id = step.id.clone();
         let condition = wait.condition.clone();
-        match self.wait_for(step, wait).await {
+        match end {
             WaitEnd::Satisfied {
                 elapsed_ms,
                 figures,

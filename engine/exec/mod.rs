@@ -17,11 +17,13 @@
 //! Any journal error stops the run before its next side effect.
 //!
 //! Pieces, one idea per file: [`schedule`] (pure next step), [`attempt`] (one attempt),
+//! [`batch`] (the steps of a `parallel` batch in flight together),
 //! [`retry`], [`rollback`], [`in_doubt`], [`eval`] (rhai at run time), [`effects`] (the side
 //! effect trait) and [`local`] (the local actions), [`redact`] (secrets), [`dry_run()`] and
 //! [`summary`] (the report when a run stops).
 
 pub mod attempt;
+pub mod batch;
 pub mod command;
 pub mod dry_run;
 pub mod effects;
@@ -111,6 +113,8 @@ pub struct Runner<'a, E: Effects> {
     eval: Evaluator,
     redact: Redactor,
     options: Options<'a>,
+    /// Driving a `parallel` batch: steps stop before their wait (see [`batch`]).
+    batch_mode: bool,
 }
 
 impl<'a, E: Effects> Runner<'a, E> {
@@ -132,6 +136,7 @@ impl<'a, E: Effects> Runner<'a, E> {
             effects,
             events,
             options,
+            batch_mode: false,
         }
     }
 
@@ -199,7 +204,11 @@ impl<'a, E: Effects> Runner<'a, E> {
                 }
                 schedule::Next::RollBack => return self.roll_back().await,
                 schedule::Next::Step(step) => {
-                    if let Some(stop) = self.drive_step(step).await? {
+                    let stop = match &step.batch {
+                        Some(b) if b.size > 1 => self.drive_batch(b).await?,
+                        _ => self.drive_step(step).await?,
+                    };
+                    if let Some(stop) = stop {
                         return Ok(stop);
                     }
                 }

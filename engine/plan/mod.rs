@@ -272,9 +272,24 @@ pub struct Step {
     pub scope: BTreeMap<String, String>,
     /// What the action can break, if anything.
     pub hazard: Option<Hazard>,
+    /// The batch of a `foreach … parallel: K` this step belongs to (steps of one batch may be
+    /// in flight at once); absent for serial steps, so their plan hash is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Batch>,
     /// Where the step was declared.
     #[serde(skip)]
     pub span: Span,
+}
+
+/// One batch of a `foreach … parallel: K`: up to K elements whose steps run concurrently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Batch {
+    /// `<declared foreach id>#<n>` (n from 1), unique in the plan.
+    pub id: String,
+    /// The elements of this batch (the nodes, for a node list), in order.
+    pub nodes: Vec<String>,
+    /// K: at most this many elements in flight.
+    pub size: u32,
 }
 
 impl Plan {

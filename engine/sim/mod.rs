@@ -23,6 +23,6 @@ pub use cluster::Cluster;
 pub use error::{ApiError, Code, KubeError};
 pub use etcd::{EtcdCluster, MemberId};
 pub use node::{Node, Stage};
-pub use scenario::Scenario;
+pub use scenario::{Preset, Scenario};
 pub use server::{SimConfig, SimError, SimHandle, Simulator};
 pub use shared::SharedCluster;

@@ -1110,6 +1110,14 @@ pub fn control_plane_config(
     s
 }
 
+/// A minimal worker config for `hostname` (`machine.type: worker`: no etcd member, no
+/// control-plane static pods; kubelet, pods, drain and reboot like any node).
+pub fn worker_config(hostname: &str, install_disk: &str, image: &str) -> String {
+    format!(
+        "version: v1alpha1\nmachine:\n  type: worker\n  token: simtoken.0123456789abcdef\n  network:\n    hostname: {hostname}\n  install:\n    disk: {install_disk}\n    image: {image}\n    wipe: true\ncluster:\n  clusterName: homelab\n  controlPlane:\n    endpoint: https://192.168.2.20:6443\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod fleet;
+
+pub use fleet::{
+    DEFAULT_WORKERS, FLEET_APP, FLEET_NAMESPACE, MAX_WORKERS, Preset, PresetError, worker_hostname,
+    worker_label,
+};
+
 use super::clock::{SimTime, Speed, Timings};
 use super::cluster::{Cluster, ConditionStatus, PodDisruptionBudget};
 use super::error::{ApiError, Code};

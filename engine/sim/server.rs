@@ -24,7 +24,7 @@ use super::talos_api::listener::{NodeTls, TlsSetupError, serve};
 use super::talos_api::{
     ApiContext, CallSink, KubeconfigSlot, NodeApi, ResourceVersions, WallClock,
 };
-use super::{ApiError, Scenario, SharedCluster, Speed};
+use super::{ApiError, Preset, Scenario, SharedCluster, Speed};
 use crate::cluster::talosconfig::{Context, Talosconfig, TalosconfigError};
 use crate::secret::Secret;
 
@@ -191,9 +191,15 @@ fn talosconfig_name(role: Role) -> &'static str {
 impl Simulator {
     /// Builds the model and serves every node; see the module docs.
     pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
+        Self::start_with(config, Preset::Seed).await
+    }
+
+    /// As [`Simulator::start`], on a topology preset (`--preset fleet --workers N`: the
+    /// seed's control planes plus N workers, each with its own port).
+    pub async fn start_with(config: SimConfig, preset: Preset) -> Result<SimHandle, SimError> {
         let model = config
             .scenario
-            .build(config.speed)
+            .build_preset(preset, config.speed)
             .map_err(|source| SimError::Scenario {
                 scenario: config.scenario.name().into(),
                 source,
@@ -208,6 +214,7 @@ impl Simulator {
         let calls = CallSink::to_file(&calls_path).map_err(write_err(&calls_path))?;
 
         let pki = SimPki::generate()?;
+        // Talos clients use control planes as endpoints (workers do not forward requests).
         let nodes: Vec<(String, String, bool)> = model
             .nodes()
             .iter()
@@ -215,7 +222,7 @@ impl Simulator {
                 (
                     n.label().to_string(),
                     n.hostname().to_string(),
-                    n.config().is_some(),
+                    n.config().is_some() && n.is_control_plane(),
                 )
             })
             .collect();

@@ -18,6 +18,7 @@ mod doctor;
 mod exec_action;
 mod executor;
 mod fail_closed;
+mod fleet;
 mod harness;
 mod hostile;
 mod lint;
