@@ -205,7 +205,17 @@ fn gaps(view: &ClusterView, extras: &[NodeExtras], spec: &Spec, out: &mut Vec<Fi
             need(out, n, "services", "the services", &n.services);
         }
         if c.contains(&Check::Etcd) || c.contains(&Check::Quorum) {
-            need(out, n, "etcd.alarms", "the etcd alarms", &n.alarms);
+            match &n.machine_type {
+                // A worker runs no etcd (Talos answers Unimplemented there): nothing to check.
+                crate::condition::view::Observed::Answered(t) if t == "worker" => {}
+                crate::condition::view::Observed::Answered(_) => {
+                    need(out, n, "etcd.alarms", "the etcd alarms", &n.alarms);
+                }
+                // Whether it should hold a member is unknown: that is missing evidence too.
+                other => {
+                    need(out, n, "etcd.alarms", "the machine type", other);
+                }
+            }
         }
         if scoped && c.contains(&Check::Kube) {
             need(out, n, "kubernetes", "Kubernetes readiness", &n.kube_ready);

@@ -59,7 +59,7 @@ impl Fleet {
         cmd.args(args)
             .args(["--talosconfig", &self.file("talosconfig")])
             .args(["--kubeconfig", &self.file("kubeconfig")])
-            .args(["--endpoints", &self.file("endpoints.json")])
+            .args(["--node-endpoints", &self.file("endpoints.json")])
             .args(["--output", "plain", "--state-dir"])
             .arg(state)
             .env("NO_COLOR", "1")
