@@ -14,6 +14,7 @@ mod catalog;
 pub mod check;
 pub mod etcd;
 pub mod kube;
+pub mod reads;
 pub mod talos;
 pub mod view;
 

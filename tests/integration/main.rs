@@ -35,3 +35,4 @@ mod runbooks;
 mod sim_kube;
 mod sim_kube_lease;
 mod sim_talos;
+mod wait_watch;
