@@ -148,4 +148,50 @@ mod tests {
         let boot = shared.with(|c, now| c.boot_id("192.168.2.20", now).unwrap());
         assert!(!boot.is_empty());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_made_through_the_model_wakes_a_waiter_at_once() {
+        let cluster = scenario::seed(Speed::new(60.0).unwrap()).unwrap();
+        let shared = SharedCluster::new(cluster);
+        let mut rx = shared.subscribe();
+        let waiter = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                shared.changed(&mut rx, Duration::from_secs(3600)).await;
+                t0.elapsed()
+            })
+        };
+        tokio::task::yield_now().await;
+        shared
+            .with(|c, now| c.reboot("192.168.2.223", crate::sim::node::RebootMode::Default, now))
+            .unwrap();
+        // Virtual time: woken by the change itself, not by a poll or the next transition.
+        assert_eq!(waiter.await.unwrap(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_when_the_next_scheduled_transition_is_due() {
+        let cluster = scenario::seed(Speed::new(60.0).unwrap()).unwrap();
+        let shared = SharedCluster::new(cluster);
+        shared
+            .with(|c, now| c.reboot("192.168.2.223", crate::sim::node::RebootMode::Default, now))
+            .unwrap();
+        let due = shared.lock().next_deadline().unwrap();
+        let mut rx = shared.subscribe();
+        let t0 = shared.now();
+        shared.changed(&mut rx, Duration::from_secs(3600)).await;
+        let woke = shared.now();
+        // At the transition (plus the 1 ms it waits so the transition has fired), long
+        // before the hour of the safety net.
+        assert!(
+            woke >= due,
+            "woke at {woke}, before the transition at {due}"
+        );
+        assert!(woke - t0 < Duration::from_secs(60), "woke at {woke}");
+        // The first access after the wake fires the transition: the revision moves.
+        let before = shared.lock().revision();
+        let after = shared.with(|c, _| c.revision());
+        assert!(after > before, "no transition fired at {woke}");
+    }
 }
