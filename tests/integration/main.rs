@@ -20,6 +20,7 @@ mod harness;
 mod hostile;
 mod lint;
 mod observe;
+mod observe_reads;
 mod once_executor;
 mod pinning;
 mod progress;
