@@ -918,8 +918,10 @@ impl Effects for ClusterEffects {
         self.evidence_before(&call).await
     }
 
-    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.changes.subscribe(&self.observer))
+    fn changes(&self, condition: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        // A local program is run at its author's interval, not on cluster changes.
+        (condition != crate::exec::command::SUCCEEDS)
+            .then(|| self.changes.subscribe(&self.observer))
     }
 }
 

@@ -671,8 +671,8 @@ impl<E: Effects + Sync> Effects for LeaseGate<'_, E> {
         self.inner.check_effect(call, waited).await
     }
 
-    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.changes()
+    fn changes(&self, condition: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.changes(condition)
     }
 }
 

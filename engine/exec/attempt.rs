@@ -703,7 +703,7 @@ impl<E: Effects> Runner<'_, E> {
         let mut last = Fields::new();
         let mut answered = false;
         let mut last_error: Option<String> = None;
-        let mut changes = self.effects.changes();
+        let mut changes = self.effects.changes(&wait.condition);
         // Without a change signal, every `interval`; with one, sooner at first (below).
         let mut pause = if changes.is_some() {
             FIRST_REPOLL.min(wait.interval)

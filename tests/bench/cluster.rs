@@ -187,7 +187,7 @@ async fn against_simulator(name: &str, dir: &Path) {
 
     // (c) detection: a node is rebooted through the model (no API call of ours); the time
     // until a wait loop driven by the change signal sees `talos.stage rebooting`.
-    let mut rx = effects.changes().unwrap();
+    let mut rx = effects.changes("talos.stage").unwrap();
     let mut samples = Vec::new();
     for i in 0..DETECTIONS {
         let node = labels[i % labels.len()].clone();

@@ -53,7 +53,7 @@ impl Effects for Watched {
         LocalEffects.probe(call).await
     }
 
-    fn changes(&self) -> Option<watch::Receiver<u64>> {
+    fn changes(&self, _condition: &str) -> Option<watch::Receiver<u64>> {
         self.changes.lock().unwrap().clone()
     }
 }
@@ -215,8 +215,12 @@ async fn the_cluster_change_signal_fires_when_the_simulator_changes_state() {
     let conn = runbook::cluster::connection::Connection::for_simulator(&h);
     let effects = conn.open_in(Some(dir.path())).await.unwrap();
     let mut rx = effects
-        .changes()
+        .changes("talos.rebooted")
         .expect("cluster effects offer a change signal");
+    assert!(
+        effects.changes("exec.succeeds").is_none(),
+        "a local program is polled at its interval"
+    );
     // The streams connect (each connection counts as a change); let them settle.
     let settled = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
