@@ -45,7 +45,8 @@ pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
 
 /// Effects against a real (or simulated) cluster.
 pub struct ClusterEffects {
-    observer: Observer,
+    observer: std::sync::Arc<Observer>,
+    changes: crate::cluster::observe::watch::Changes,
     local: LocalEffects,
     started: std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>,
 }
@@ -54,7 +55,8 @@ impl ClusterEffects {
     /// Effects through an observer (which holds the Talos and Kubernetes clients).
     pub fn new(observer: Observer) -> ClusterEffects {
         ClusterEffects {
-            observer,
+            observer: std::sync::Arc::new(observer),
+            changes: crate::cluster::observe::watch::Changes::new(),
             local: LocalEffects,
             started: std::sync::Mutex::new(BTreeMap::new()),
         }
@@ -766,6 +768,8 @@ impl Effects for ClusterEffects {
         }
         let args = call.args.clone().into_iter().collect();
         let need = check::observations(call.name, &args).map_err(|e| check_error(call.name, e))?;
+        // Only what the guard declares it reads (everything for an undeclared one).
+        let reads = crate::condition::reads::for_check(call.name);
         let decided = match need {
             // `backup.fresh` reads a directory: no cluster needed.
             check::Observation::Nothing => check::guard(
@@ -774,13 +778,13 @@ impl Effects for ClusterEffects {
                 &crate::condition::view::ClusterView::default(),
             ),
             check::Observation::Once => {
-                let view = self.observer.view().await;
+                let view = self.observer.view_of(reads).await;
                 check::guard(call.name, &args, &view)
             }
             check::Observation::Twice(apart) => {
-                let first = self.observer.view().await;
+                let first = self.observer.view_of(reads).await;
                 tokio::time::sleep(apart).await;
-                let second = self.observer.view().await;
+                let second = self.observer.view_of(reads).await;
                 check::guard_with(call.name, &args, &second, Some(&first))
             }
         };
@@ -792,7 +796,10 @@ impl Effects for ClusterEffects {
             // A local program, not a cluster observation.
             return self.local.poll(call).await;
         }
-        let view = self.observer.view().await;
+        let view = self
+            .observer
+            .view_of(crate::condition::reads::for_check(call.name))
+            .await;
         let args = call.args.clone().into_iter().collect();
         let waited = self.waited(call.step, call.name);
         let before = call.pre_state.get("boot_id").and_then(|b| b.as_str());
@@ -849,6 +856,12 @@ impl Effects for ClusterEffects {
         }
         self.talos().ensure_healthy().await;
         self.evidence_before(&call).await
+    }
+
+    fn changes(&self, condition: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        // A local program is run at its author's interval, not on cluster changes.
+        (condition != crate::exec::command::SUCCEEDS)
+            .then(|| self.changes.subscribe(&self.observer))
     }
 }
 

@@ -670,6 +670,10 @@ impl<E: Effects + Sync> Effects for LeaseGate<'_, E> {
     async fn check_effect(&self, call: ActionCall<'_>, waited: std::time::Duration) -> Probe {
         self.inner.check_effect(call, waited).await
     }
+
+    fn changes(&self, condition: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.changes(condition)
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,14 @@
 //! evidence ([`Observed`]): a failed call is recorded as a [`Gap`] naming the call and how it
 //! failed (unreachable, timed out, permission denied, failed), never as an empty answer.
 //! Nodes are observed concurrently, and one node's calls after its MachineStatus too, all over
-//! the one Talos channel.
+//! the one Talos channel; the Kubernetes Node list is read alongside. [`Observer::view_of`]
+//! reads only what a check declares (`condition/reads.rs`), and [`watch`] follows the change
+//! streams that wake a wait early.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+pub mod watch;
 
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -23,6 +27,7 @@ use runbook_proto::machine::{EtcdMemberListRequest, ReadRequest};
 use runbook_proto::talos::resource::definitions::{block, enums, hardware, runtime};
 
 use crate::cluster::talos::{TalosClient, with_node};
+use crate::condition::reads::{Fact, Reads};
 use crate::condition::view::{
     ClusterView, Contact, Disk, EtcdStatus, Gap, GapKind, Member, NodeView, Observed, Service,
 };
@@ -190,15 +195,33 @@ fn stage_name(stage: i32) -> String {
 }
 
 impl Observer {
-    /// Observes every node.
+    /// Observes every node, every fact.
     pub async fn view(&self) -> ClusterView {
+        self.view_of(Reads::ALL).await
+    }
+
+    /// Observes every node, reading only `reads` (and always MachineStatus and the hostname):
+    /// every other fact stays [`Observed::NotAsked`], which a check that needs it refuses.
+    pub async fn view_of(&self, reads: Reads) -> ClusterView {
         self.talos.ensure_healthy().await;
-        // Nodes are observed concurrently; a dead node costs one call deadline, not one per
-        // node.
-        let mut nodes =
-            futures::future::join_all(self.nodes.iter().map(|label| self.node(label))).await;
-        if let Some(kube) = &self.kube {
-            observe_kube(kube, &mut nodes).await;
+        // Nodes are observed concurrently, and the Kubernetes Node list alongside them; a
+        // dead node costs one call deadline, not one per node.
+        let talos = futures::future::join_all(
+            self.nodes
+                .iter()
+                .map(|label| self.node_reading(label, reads)),
+        );
+        let kube_nodes = async {
+            match &self.kube {
+                Some(kube) if reads.has(Fact::KubeNodes) || reads.has(Fact::Pods) => {
+                    Some(list_kube_nodes(kube).await)
+                }
+                _ => None,
+            }
+        };
+        let (mut nodes, kube_nodes) = tokio::join!(talos, kube_nodes);
+        if let (Some(kube), Some(list)) = (&self.kube, kube_nodes) {
+            observe_kube(kube, list, &mut nodes, reads).await;
         }
         ClusterView { nodes }
     }
@@ -267,8 +290,14 @@ impl Observer {
         Ok(String::from_utf8_lossy(&bytes).trim().to_string())
     }
 
-    /// Observes one node. Every fact is [`Observed`]: a call that fails leaves a [`Gap`].
+    /// Observes one node, every fact. Every fact is [`Observed`]: a call that fails leaves a
+    /// [`Gap`].
     pub async fn node(&self, label: &str) -> NodeView {
+        self.node_reading(label, Reads::ALL).await
+    }
+
+    /// Observes one node, reading only `reads` besides MachineStatus and the hostname.
+    pub async fn node_reading(&self, label: &str, reads: Reads) -> NodeView {
         let status = call(
             "MachineStatus",
             self.get(
@@ -287,10 +316,10 @@ impl Observer {
                 v.contact = Observed::Answered(Contact::Secure);
                 v.stage = Observed::Missing(failed("MachineStatus", "no resource"));
                 v.ready = v.stage.clone().map(|_| false);
-                return self.rest_of_node(label, v).await;
+                return self.rest_of_node(label, v, reads).await;
             }
             Err(gap) => {
-                if let Some(v) = self.maintenance_probe(label).await {
+                if let Some(v) = self.maintenance_probe(label, reads).await {
                     return v;
                 }
                 return NodeView::silent(label, gap);
@@ -324,11 +353,11 @@ impl Observer {
                 v.ready = Observed::Missing(gap);
             }
         }
-        self.rest_of_node(label, v).await
+        self.rest_of_node(label, v, reads).await
     }
 
-    /// Everything after MachineStatus, for a node that answered it.
-    async fn rest_of_node(&self, label: &str, mut v: NodeView) -> NodeView {
+    /// Everything after MachineStatus that `reads` asks for, for a node that answered it.
+    async fn rest_of_node(&self, label: &str, mut v: NodeView, reads: Reads) -> NodeView {
         // Every fact after MachineStatus is read concurrently over the same channel.
         let hostname = async {
             Observed::from_result(
@@ -347,6 +376,9 @@ impl Observer {
             )
         };
         let boot_id = async {
+            if !reads.has(Fact::BootId) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "Read /proc/sys/kernel/random/boot_id",
@@ -366,6 +398,9 @@ impl Observer {
             )
         };
         let services = async {
+            if !reads.has(Fact::Services) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "ServiceList",
@@ -387,6 +422,9 @@ impl Observer {
             )
         };
         let members = async {
+            if !reads.has(Fact::Members) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "EtcdMemberList",
@@ -412,6 +450,9 @@ impl Observer {
             )
         };
         let etcd = async {
+            if !reads.has(Fact::EtcdStatus) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "EtcdStatus",
@@ -435,6 +476,9 @@ impl Observer {
             )
         };
         let alarms = async {
+            if !reads.has(Fact::Alarms) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "EtcdAlarmList",
@@ -453,6 +497,9 @@ impl Observer {
             )
         };
         let machine_type = async {
+            if !reads.has(Fact::MachineType) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "MachineType",
@@ -482,6 +529,9 @@ impl Observer {
             )
         };
         let disks = async {
+            if !reads.has(Fact::Disks) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "Disks",
@@ -492,6 +542,9 @@ impl Observer {
             )
         };
         let pci_vendors = async {
+            if !reads.has(Fact::Pci) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "PCIDevices",
@@ -502,6 +555,9 @@ impl Observer {
             )
         };
         let kernel_modules = async {
+            if !reads.has(Fact::KernelModules) {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "KernelModuleSpecs",
@@ -558,7 +614,7 @@ impl Observer {
     /// without a client certificate, only at a configured endpoint, and only with its
     /// certificate pinned or, on first contact, learned (see `cluster::pinning`). `None` when
     /// it does not answer that either.
-    async fn maintenance_probe(&self, label: &str) -> Option<NodeView> {
+    async fn maintenance_probe(&self, label: &str, reads: Reads) -> Option<NodeView> {
         let endpoint = self.endpoint_of(label)?;
         let probed =
             match tokio::time::timeout(CALL_DEADLINE, self.pins.probe(label, &endpoint)).await {
@@ -613,19 +669,30 @@ impl Observer {
                 Ok::<_, tonic::Status>(out)
             }
         };
-        v.disks = Observed::from_result(
-            call("Disks", list("runtime", "Disks.block.talos.dev"))
-                .await
-                .map(|items| decode_disks(&items)),
-        );
-        v.pci_vendors = Observed::from_result(
-            call(
-                "PCIDevices",
-                list("hardware", "PCIDevices.hardware.talos.dev"),
+        let disks = async {
+            if !reads.has(Fact::Disks) {
+                return Observed::NotAsked;
+            }
+            Observed::from_result(
+                call("Disks", list("runtime", "Disks.block.talos.dev"))
+                    .await
+                    .map(|items| decode_disks(&items)),
             )
-            .await
-            .map(|items| decode_vendors(&items)),
-        );
+        };
+        let pci_vendors = async {
+            if !reads.has(Fact::Pci) {
+                return Observed::NotAsked;
+            }
+            Observed::from_result(
+                call(
+                    "PCIDevices",
+                    list("hardware", "PCIDevices.hardware.talos.dev"),
+                )
+                .await
+                .map(|items| decode_vendors(&items)),
+            )
+        };
+        (v.disks, v.pci_vendors) = tokio::join!(disks, pci_vendors);
         Some(v)
     }
 }
@@ -667,43 +734,68 @@ fn decode_disks(items: &[Vec<u8>]) -> Vec<Disk> {
         .collect()
 }
 
-async fn observe_kube(client: &kube::Client, nodes: &mut [NodeView]) {
-    use k8s_openapi::api::core::v1::{Node, Pod};
+type NodeList = Result<kube::core::ObjectList<k8s_openapi::api::core::v1::Node>, Gap>;
+
+async fn list_kube_nodes(client: &kube::Client) -> NodeList {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, ListParams};
+    let api: Api<Node> = Api::all(client.clone());
+    call("list Nodes", api.list(&ListParams::default())).await
+}
+
+/// Node readiness from the Node list (read alongside the Talos calls), and, when `reads`
+/// asks for pods, each node's evictable pods, all nodes at once.
+async fn observe_kube(client: &kube::Client, list: NodeList, nodes: &mut [NodeView], reads: Reads) {
+    use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, ListParams};
 
-    let api: Api<Node> = Api::all(client.clone());
-    let list = match call("list Nodes", api.list(&ListParams::default())).await {
+    let list = match list {
         Ok(list) => list,
         Err(gap) => {
             for v in nodes.iter_mut() {
-                v.kube_ready = Observed::Missing(gap.clone());
-                v.evictable_pods = Observed::Missing(gap.clone());
+                if reads.has(Fact::KubeNodes) {
+                    v.kube_ready = Observed::Missing(gap.clone());
+                }
+                if reads.has(Fact::Pods) {
+                    v.evictable_pods = Observed::Missing(gap.clone());
+                }
             }
             return;
         }
     };
-    for v in nodes.iter_mut() {
+    let mut pod_calls = Vec::new();
+    for (i, v) in nodes.iter_mut().enumerate() {
         let name = v.host().unwrap_or(&v.label).to_string();
         let node = list
             .items
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(name.as_str()));
-        v.kube_ready = Observed::Answered(node.map(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        }));
-        if node.is_none() {
+        if reads.has(Fact::KubeNodes) {
+            v.kube_ready = Observed::Answered(node.map(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            }));
+        }
+        if node.is_none() || !reads.has(Fact::Pods) {
             continue;
         }
         let pods: Api<Pod> = Api::all(client.clone());
-        let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
-        v.evictable_pods = Observed::from_result(
-            call("list Pods", pods.list(&params))
-                .await
-                .map(|list| list.items.iter().filter(|p| evictable(p)).count()),
-        );
+        pod_calls.push(async move {
+            let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
+            let counted = Observed::from_result(
+                call("list Pods", pods.list(&params))
+                    .await
+                    .map(|list| list.items.iter().filter(|p| evictable(p)).count()),
+            );
+            (i, counted)
+        });
+    }
+    for (i, counted) in futures::future::join_all(pod_calls).await {
+        if let Some(v) = nodes.get_mut(i) {
+            v.evictable_pods = counted;
+        }
     }
 }
 

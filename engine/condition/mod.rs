@@ -15,6 +15,7 @@ mod catalog;
 pub mod check;
 pub mod etcd;
 pub mod kube;
+pub mod reads;
 pub mod talos;
 pub mod view;
 

@@ -34,6 +34,10 @@ pub const IN_DOUBT_PROMPT: &str = "interrupted with an unknown outcome";
 /// The guard whose journal half the runner checks itself (see `Runner::bootstrap_recorded`).
 const BOOTSTRAP_SAFE: &str = "etcd.bootstrap-safe";
 
+/// The first pause between two polls of a wait that no change woke; it doubles up to the
+/// wait's `interval`.
+pub const FIRST_REPOLL: Duration = Duration::from_millis(100);
+
 /// Why an attempt's action is not sent (journaled as `action-not-sent`): redacted.
 pub(super) struct NotSent {
     error: String,
@@ -349,7 +353,11 @@ impl<E: Effects> Runner<'_, E> {
                         attempt,
                         outputs: result.clone(),
                     });
-                    if !pure {
+                    // With a wait, the outcome is durable before it; without one it goes
+                    // to disk with the checkpoint, in one fsync (below): a crash before that
+                    // write leaves the intent alone, in doubt and settled by its probe or a
+                    // person, as a crash during the effect does (docs/design/exactly-once.md).
+                    if !pure && step.wait.is_some() {
                         self.append(std::mem::take(&mut batch))?;
                     }
                     for m in &outcome.messages {
@@ -466,8 +474,10 @@ impl<E: Effects> Runner<'_, E> {
                 }
             }
         }
-        if pure {
-            // Group commit: intent, verdicts, outcome and checkpoint in one fsync.
+        if pure || step.wait.is_none() {
+            // Group commit: for an effect-free step, intent, verdicts, outcome and checkpoint
+            // in one fsync; for a step with an effect and no wait, its outcome and checkpoint
+            // in one (its intent went to disk alone, before the effect).
             batch.push(self.checkpoint(step, &result));
             self.append(batch)?;
             return Ok(None);
@@ -757,6 +767,13 @@ impl<E: Effects> Runner<'_, E> {
 
     /// Polls `wait` until it holds or its timeout, which wraps the polling from outside.
     /// Polls become [`Event::WaitProgress`]; nothing here is journaled.
+    ///
+    /// Waits watch: when the effects offer a change signal ([`Effects::changes`]: the
+    /// cluster's COSI and Kubernetes watch streams), a change wakes the wait for a fresh poll
+    /// at once. The signal only wakes; every decision is a fresh poll. Without a change the
+    /// wait polls again after [`FIRST_REPOLL`], doubling up to the wait's `interval` (what
+    /// no stream shows, such as an etcd leader change, is still seen soon after an action).
+    /// Effects without a change signal are polled every `interval`.
     pub(super) async fn wait_for(&self, step: &Step, wait: &Wait) -> WaitEnd {
         let args = match self.eval.args(step, self.journal.state(), &wait.args) {
             Ok(args) => args,
@@ -768,8 +785,19 @@ impl<E: Effects> Runner<'_, E> {
         let mut last = Fields::new();
         let mut answered = false;
         let mut last_error: Option<String> = None;
+        let mut changes = self.effects.changes(&wait.condition);
+        // Without a change signal, every `interval`; with one, sooner at first (below).
+        let mut pause = if changes.is_some() {
+            FIRST_REPOLL.min(wait.interval)
+        } else {
+            wait.interval
+        };
         let polling = async {
             loop {
+                // Seen before the poll: a change during it wakes the next one.
+                if let Some(rx) = changes.as_mut() {
+                    rx.borrow_and_update();
+                }
                 let call = CheckCall {
                     step: &step.id,
                     name: &wait.condition,
@@ -811,7 +839,21 @@ impl<E: Effects> Runner<'_, E> {
                 if satisfied {
                     return Ok(());
                 }
-                tokio::time::sleep(wait.interval).await;
+                let sleep = tokio::time::sleep(pause);
+                let closed = match changes.as_mut() {
+                    Some(rx) => tokio::select! {
+                        () = sleep => false,
+                        r = rx.changed() => r.is_err(),
+                    },
+                    None => {
+                        sleep.await;
+                        false
+                    }
+                };
+                if closed {
+                    changes = None;
+                }
+                pause = (pause * 2).min(wait.interval);
             }
         };
         let outcome = tokio::time::timeout(wait.timeout, polling).await;

@@ -228,4 +228,13 @@ pub trait Effects {
             }
         }
     }
+
+    /// A signal that what [`Effects::poll`] reads for `condition` may have changed (a change
+    /// stream of the cluster reported something), so a wait polls again before its interval.
+    /// Only its changes count, never its value: the wait still decides from a fresh poll.
+    /// Default: none, the wait polls at its interval.
+    fn changes(&self, condition: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let _ = condition;
+        None
+    }
 }

@@ -220,6 +220,9 @@ pub struct Cluster {
     /// Nodes whose Node object was deleted while their kubelet ran, with that kubelet's
     /// start time: a running kubelet does not re-register, the next start does.
     deleted_k8s_nodes: BTreeSet<(usize, SimTime)>,
+    /// Bumped whenever the model may have changed (a recorded call, a scheduled or fired
+    /// transition), so the API servers can push changes instead of polling.
+    revision: u64,
 }
 
 impl Cluster {
@@ -240,6 +243,29 @@ impl Cluster {
             unschedulable: BTreeSet::new(),
             node_labels: BTreeMap::new(),
             deleted_k8s_nodes: BTreeSet::new(),
+            revision: 0,
+        }
+    }
+
+    /// A counter that changes whenever the model may have changed: a recorded call, a
+    /// transition scheduled or fired. Equal revisions mean nothing changed in between, except
+    /// through a fault injected directly on the model (watchers re-check now and then).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// When the model next changes by itself: its earliest scheduled transition or etcd
+    /// deadline.
+    pub fn next_deadline(&self) -> Option<SimTime> {
+        let next_timer = self.timers.keys().next().map(|k| k.0);
+        let next_etcd = self
+            .etcd
+            .iter()
+            .filter_map(EtcdCluster::next_deadline)
+            .min();
+        match (next_timer, next_etcd) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -300,6 +326,7 @@ impl Cluster {
         let at = self.after(d);
         let epoch = self.nodes[node].epoch;
         self.seq += 1;
+        self.revision += 1;
         self.timers
             .insert((at, self.seq), Timer { node, epoch, kind });
     }
@@ -328,6 +355,7 @@ impl Cluster {
             if next > now {
                 break;
             }
+            self.revision += 1;
             self.now = self.now.max(next);
             let t = self.now;
             for c in &mut self.etcd {
@@ -1157,6 +1185,7 @@ impl Cluster {
     }
 
     fn record<T>(&mut self, method: &str, label: &str, res: &Result<T, ApiError>) {
+        self.revision += 1;
         self.calls.push(CallRecord {
             method: method.to_string(),
             node: label.to_string(),

@@ -1088,23 +1088,24 @@ async fn events_stream_machine_status_changes() {
         .await
         .unwrap()
         .into_inner();
-    let decode = |e: pb::Event| {
-        let any = e.data.unwrap();
-        assert_eq!(any.type_url, "talos/runtime/machine.MachineStatusEvent");
-        MachineStatusEvent::decode(any.value.as_slice()).unwrap()
+    // Service state events (see sim_events.rs) are interleaved: take the status ones.
+    let mut next_status = async || loop {
+        let any = events.next().await.unwrap().unwrap().data.unwrap();
+        if any.type_url == "talos/runtime/machine.MachineStatusEvent" {
+            return MachineStatusEvent::decode(any.value.as_slice()).unwrap();
+        }
+        assert_eq!(any.type_url, "talos/runtime/machine.ServiceStateEvent");
     };
-    let first = decode(events.next().await.unwrap().unwrap());
+    let first = next_status().await;
     assert_eq!(first.stage, 4, "running");
     c.machine()
         .reboot(with_node(pb::RebootRequest::default(), MAC_223))
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+    let next = tokio::time::timeout(Duration::from_secs(10), next_status())
         .await
-        .expect("an event after the reboot")
-        .unwrap()
-        .unwrap();
-    assert_eq!(decode(next).stage, 5, "rebooting");
+        .expect("an event after the reboot");
+    assert_eq!(next.stage, 5, "rebooting");
     sim.stop().await;
 }
 

@@ -162,16 +162,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// Re-reads the model every [`POLL`] until shutdown.
+/// Re-reads the model whenever it may have changed (an API call or a due transition, see
+/// `SharedCluster::changed`), and at least every [`POLL`], until shutdown.
 async fn poll(store: Arc<Store>, mut stopped: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(POLL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shared = store.shared().clone();
+    let mut changes = shared.subscribe();
     loop {
+        // 503 while the model has no API server; watchers are told through the store.
+        let _ = store.sync();
         tokio::select! {
-            _ = interval.tick() => {
-                // 503 while the model has no API server; watchers are told through the store.
-                let _ = store.sync();
-            }
+            () = shared.changed(&mut changes, POLL) => {}
             _ = async { stopped.wait_for(|s| *s).await.map(|_| ()) } => return,
         }
     }

@@ -5,8 +5,9 @@
 //! `node`. Watch follows the COSI runtime server: an empty `WatchResponse` first ("watch is
 //! ready"); for a single id, its current state (CREATED, or DESTROYED with a tombstone); for a
 //! kind with `bootstrap_contents`, CREATED for each resource and then BOOTSTRAPPED when
-//! `api_version >= 1`; after that UPDATED/CREATED/DESTROYED as the model changes, found by
-//! polling every [`POLL`]. Writes are refused, as Talos refuses them. Label and id queries
+//! `api_version >= 1`; after that UPDATED/CREATED/DESTROYED as the model changes, pushed as
+//! soon as an API call or a scheduled transition changed it (re-read at least every
+//! [`RECHECK`] as a safety net; see `events.rs`). Writes are refused, as Talos refuses them. Label and id queries
 //! are not evaluated (every resource of the kind is returned).
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use tonic::{Request, Response, Status};
 
 use super::NodeApi;
 use super::auth::{Access, Conn};
-use super::events::POLL;
+use super::events::RECHECK;
 use super::resources::{Kind, build, kind_of};
 use super::routing::Target;
 use super::status::to_status;
@@ -207,6 +208,8 @@ impl State for NodeApi {
                 "bootstrap contents and label queries are not supported for single resource watch",
             ));
         }
+        // Subscribed before the first read: a change in between is not lost.
+        let mut changes = self.ctx.cluster.subscribe();
         let initial = self.snapshot(&label, kind)?;
         let (tx, rx) = mpsc::channel::<Result<WatchResponse, Status>>(64);
         let api = self.clone();
@@ -244,9 +247,10 @@ impl State for NodeApi {
                 }
             }
             let mut shutdown = api.ctx.shutdown.clone();
+            let cluster = api.ctx.cluster.clone();
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
+                    () = cluster.changed(&mut changes, RECHECK) => {}
                     _ = shutdown.changed() => return,
                     () = tx.closed() => return,
                 }
