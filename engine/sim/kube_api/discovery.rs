@@ -19,10 +19,11 @@ use k8s_openapi::apimachinery::pkg::version::Info;
 pub const KUBERNETES_VERSION: &str = "v1.34.1";
 
 /// The API groups served besides the core group: `(group, version)`.
-pub const GROUPS: [(&str, &str); 3] = [
+pub const GROUPS: [(&str, &str); 4] = [
     ("apps", "v1"),
     ("policy", "v1"),
     ("coordination.k8s.io", "v1"),
+    ("node.k8s.io", "v1"),
 ];
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -137,14 +138,21 @@ pub fn group_doc(name: &str) -> Option<APIGroup> {
 /// `/apis/{group}/{version}` (None if not served).
 pub fn group_resources(name: &str, version: &str) -> Option<APIResourceList> {
     let resources = match (name, version) {
-        // Only what `kubectl drain` needs: a DaemonSet by name.
         ("apps", "v1") => vec![resource(
             "daemonsets",
             "daemonset",
             "DaemonSet",
             true,
-            &["get"],
+            &["get", "list", "patch", "watch"],
             &["ds"],
+        )],
+        ("node.k8s.io", "v1") => vec![resource(
+            "runtimeclasses",
+            "runtimeclass",
+            "RuntimeClass",
+            false,
+            &["get", "list", "patch", "watch"],
+            &[],
         )],
         ("policy", "v1") => vec![resource(
             "poddisruptionbudgets",
