@@ -37,6 +37,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+pub mod kube_apply;
 mod probe;
 
 pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
@@ -782,6 +783,7 @@ impl ClusterEffects {
                     }),
                 }
             }
+            "kube.apply" => self.kube_apply(&call).await,
             _ => self.local.perform(call).await,
         }
     }
@@ -855,6 +857,10 @@ impl Effects for ClusterEffects {
         if call.name == crate::exec::command::SUCCEEDS {
             // A local program, not a cluster observation.
             return self.local.poll(call).await;
+        }
+        if crate::condition::kube::OBJECT_WAITS.contains(&call.name) {
+            // Kubernetes objects, read for this condition (not part of the cluster view).
+            return self.poll_kube_object(&call).await;
         }
         let view = self.observer.view().await;
         let args = call.args.clone().into_iter().collect();

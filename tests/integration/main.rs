@@ -18,6 +18,7 @@ mod executor;
 mod fail_closed;
 mod harness;
 mod hostile;
+mod kube_apply;
 mod lint;
 mod observe;
 mod once_executor;

@@ -282,7 +282,9 @@ fn node(entry: &Entry, n: &NodeFacts, clock: WallClock) -> Node {
 }
 
 /// A uid for objects the simulator does not serve (pod owners), stable for their name.
-fn stable_uid(seed: &str) -> String {
+/// A uid derived from `seed` (owners the model names but does not store: pods' owner
+/// references must carry the uid their DaemonSet is served with).
+pub fn stable_uid(seed: &str) -> String {
     let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });

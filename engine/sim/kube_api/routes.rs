@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/apis", get(apis))
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(api_group_version))
+        .route("/openapi/v3", get(openapi_v3))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi_v3_group))
         .route("/api/v1/nodes", get(list_nodes))
         .route(
             "/api/v1/nodes/{name}",
@@ -141,6 +143,16 @@ async fn api_group(Path(group): Path<String>) -> Reply {
 async fn api_group_version(Path((group, version)): Path<(String, String)>) -> Reply {
     discovery::group_resources(&group, &version)
         .map(|g| json_response(StatusCode::OK, &g))
+        .ok_or_else(Failure::no_route)
+}
+
+async fn openapi_v3() -> Response {
+    json_response(StatusCode::OK, &discovery::openapi_v3_index())
+}
+
+async fn openapi_v3_group(Path((group, version)): Path<(String, String)>) -> Reply {
+    discovery::openapi_v3_group(&group, &version)
+        .map(|d| json_response(StatusCode::OK, &d))
         .ok_or_else(Failure::no_route)
 }
 

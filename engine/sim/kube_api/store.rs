@@ -559,8 +559,17 @@ impl Store {
                 },
                 _ => {
                     st.uids += 1;
+                    // Pods name their DaemonSet's uid without the store: use the same one.
+                    let uid = if key.kind == Kind::DaemonSet {
+                        super::render::stable_uid(&format!(
+                            "DaemonSet/{}/{}",
+                            key.namespace, key.name
+                        ))
+                    } else {
+                        uid(st.uids)
+                    };
                     Meta {
-                        uid: uid(st.uids),
+                        uid,
                         created: snap.now,
                         modified: snap.now,
                         rv,
