@@ -16,6 +16,7 @@ mod doctor;
 mod exec_action;
 mod executor;
 mod fail_closed;
+mod gpu_enable;
 mod harness;
 mod hostile;
 mod kube_apply;
