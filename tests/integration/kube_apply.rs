@@ -470,3 +470,111 @@ fn kube_apply_from_a_file_creates_once_and_a_second_run_changes_nothing() {
     assert_eq!(applies(handle.cluster()), vec!["RuntimeClass//nvidia"]);
     rt.block_on(handle.shutdown());
 }
+
+/// Runs `book` against the simulator in `dir/sim` (Talos and Kubernetes), plain output.
+fn run_book(dir: &Path, book: &Path, state: &str) -> Output {
+    let sim = dir.join("sim");
+    Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["run", book.to_str().unwrap(), "--talosconfig"])
+        .arg(sim.join("talosconfig"))
+        .arg("--kubeconfig")
+        .arg(sim.join("kubeconfig"))
+        .args(["--output", "plain", "--state-dir"])
+        .arg(dir.join(state))
+        .env("HOME", dir)
+        .env_remove("TALOSCONFIG")
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn kube_apply_dry_run_shows_the_change_and_rollout_waits_for_the_daemonset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 200.0, dir.path());
+    let book = dir.path().join("ds.yaml");
+    std::fs::write(
+        &book,
+        r#"apiVersion: runbook/v1
+kind: Runbook
+metadata:
+  name: ds
+steps:
+  - id: rc
+    action: kube.apply
+    with:
+      manifests: { apiVersion: node.k8s.io/v1, kind: RuntimeClass, metadata: { name: nvidia }, handler: nvidia }
+  - id: preview
+    action: kube.apply
+    with:
+      dry_run: true
+      manifests: { apiVersion: node.k8s.io/v1, kind: RuntimeClass, metadata: { name: nvidia }, handler: nvidia2 }
+  - id: ds
+    action: kube.apply
+    with:
+      namespace: kube-system
+      manifests:
+        apiVersion: apps/v1
+        kind: DaemonSet
+        metadata: { name: agent }
+        spec:
+          selector: { matchLabels: { app: agent } }
+          template:
+            metadata: { labels: { app: agent } }
+            spec:
+              containers: [ { name: a, image: "registry.example/agent:1" } ]
+    wait:
+      condition: kube.rollout
+      with: { kind: DaemonSet, namespace: kube-system, name: agent }
+      timeout: 2m
+"#,
+    )
+    .unwrap();
+    let out = run_book(dir.path(), &book, "s");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("RuntimeClass/nvidia: ~ .handler: \"nvidia\" -> \"nvidia2\""),
+        "{t}"
+    );
+    assert!(t.contains("wait `kube.rollout` held"), "{t}");
+    assert!(t.contains("3/3 updated and available"), "{t}");
+    // The dry run wrote nothing: two objects, each applied once.
+    assert_eq!(
+        applies(handle.cluster()),
+        vec!["RuntimeClass//nvidia", "DaemonSet/kube-system/agent"]
+    );
+    rt.block_on(handle.shutdown());
+}
+
+#[test]
+fn kube_apply_errors_name_the_file_the_document_and_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 200.0, dir.path());
+    let manifests = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifests,
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: nvidia\nhandler: nvidia\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: default\n",
+    )
+    .unwrap();
+    let book = dir.path().join("bad.yaml");
+    std::fs::write(
+        &book,
+        format!(
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata:\n  name: bad\nsteps:\n  - id: apply\n    action: kube.apply\n    with:\n      file: {}\n",
+            manifests.display()
+        ),
+    )
+    .unwrap();
+    let out = run_book(dir.path(), &book, "s");
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    let m = manifests.display().to_string();
+    assert!(
+        t.contains(&format!("{m} document 2 (Widget default/w1)")),
+        "{t}"
+    );
+    assert!(t.contains("does not serve example.com/v1 Widget"), "{t}");
+    rt.block_on(handle.shutdown());
+}
