@@ -196,3 +196,66 @@ fn without_a_kubernetes_api_kube_apply_fails_and_sends_nothing() {
     assert!(calls(handle.cluster(), "ApplyObject").is_empty());
     rt.block_on(handle.shutdown());
 }
+
+/// Killed right after the device plugin's apply reached the server (the worst instant: the
+/// journal does not know it happened), `resume` applies it again, which the server finds
+/// unchanged: each object is written once, and the cold reboot happens once.
+#[test]
+fn killed_after_applying_the_device_plugin_resume_writes_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = simulator(Scenario::GpuModulesMissing, 200.0, dir.path());
+    let sim = dir.path().join("sim");
+    let state = dir.path().join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["run", "gpu-enable", "--param", &format!("node={NUC_20}")])
+        .arg("--talosconfig")
+        .arg(sim.join("talosconfig"))
+        .arg("--kubeconfig")
+        .arg(sim.join("kubeconfig"))
+        .args(["--output", "plain", "--state-dir"])
+        .arg(&state)
+        .env("HOME", dir.path())
+        .env_remove("TALOSCONFIG")
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .env("RUNBOOK_TEST_KILL_IN_EFFECT", "kube.apply:2:after")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "run must die in kube.apply: {}",
+        text(&out)
+    );
+    assert_eq!(calls(handle.cluster(), "ApplyObject").len(), 2);
+    let mut log = String::new();
+    let mut finished = false;
+    for _ in 0..3 {
+        let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["resume", "--output", "plain", "--state-dir"])
+            .arg(&state)
+            .env("HOME", dir.path())
+            .env_remove("TALOSCONFIG")
+            .env_remove("KUBECONFIG")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        log.push_str(&text(&out));
+        if out.status.code() == Some(0) {
+            finished = true;
+            break;
+        }
+    }
+    assert!(finished, "resume did not finish:\n{log}");
+    assert!(log.contains("nvidia-device-plugin unchanged"), "{log}");
+    assert_eq!(
+        calls(handle.cluster(), "ApplyObject"),
+        vec![
+            "RuntimeClass//nvidia",
+            "DaemonSet/kube-system/nvidia-device-plugin"
+        ],
+        "{log}"
+    );
+    assert_eq!(calls(handle.cluster(), "Reboot"), vec![NUC_20], "{log}");
+    rt.block_on(handle.shutdown());
+}
