@@ -608,4 +608,47 @@ pub static ACTIONS: &[ActionSpec] = &[
         ],
         probe: true,
     },
+    ActionSpec {
+        name: "kube.apply",
+        summary: "server-side apply of Kubernetes manifests (a multi-document YAML `file` and/or inline `manifests`) under one field manager; kinds resolved by discovery; a repeat changes nothing; `dry_run` shows what would change (Secret values redacted); outputs the objects, names and resourceVersions",
+        args: &[
+            A::opt(
+                "file",
+                Path,
+                "a YAML file of one or more manifests (`---` separated)",
+            ),
+            A::opt(
+                "manifests",
+                Yaml,
+                "inline manifests: one object, a list of objects, or YAML text",
+            ),
+            A::opt(
+                "namespace",
+                ArgType::String,
+                "the namespace of namespaced objects that name none (default: `default`)",
+            ),
+            A::def(
+                "field_manager",
+                ArgType::String,
+                Lit::Str("runbook"),
+                "the server-side apply field manager",
+            ),
+            A::def(
+                "force",
+                Bool,
+                Lit::Bool(false),
+                "take fields another field manager owns (conflicts fail the step otherwise)",
+            ),
+            A::def(
+                "dry_run",
+                Bool,
+                Lit::Bool(false),
+                "apply with dryRun=All and report the changes against the live objects",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["objects", "names", "resource_versions"],
+        probe: false,
+    },
 ];

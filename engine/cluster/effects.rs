@@ -36,6 +36,7 @@ use crate::exec::effects::{
 use crate::journal::Fields;
 
 mod batch;
+pub mod kube_apply;
 mod patch;
 mod preflight;
 mod probe;
@@ -716,6 +717,7 @@ impl ClusterEffects {
             }
             "preflight" => self.preflight(&call).await,
             "talos.patch" => self.talos_patch(&call).await,
+            "kube.apply" => self.kube_apply(&call).await,
             _ => self.local.perform(call).await,
         }
     }
@@ -795,6 +797,10 @@ impl Effects for ClusterEffects {
         if call.name == crate::exec::command::SUCCEEDS {
             // A local program, not a cluster observation.
             return self.local.poll(call).await;
+        }
+        if crate::condition::kube::OBJECT_WAITS.contains(&call.name) {
+            // Kubernetes objects, read for this condition (not part of the cluster view).
+            return self.poll_kube_object(&call).await;
         }
         let view = self
             .observer

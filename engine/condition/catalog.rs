@@ -320,4 +320,67 @@ pub static CONDITIONS: &[ConditionSpec] = &[
         timeout: mins(10),
         interval: Duration::from_secs(5),
     },
+    ConditionSpec {
+        name: "kube.rollout",
+        summary: "a DaemonSet or Deployment rolled out: status.observedGeneration is current and every desired pod is updated and available (nothing desired is not a rollout)",
+        args: &[
+            A::req("kind", Str, "DaemonSet or Deployment"),
+            A::req("name", Str, "the object's name"),
+            A::opt("namespace", Str, "its namespace (default: `default`)"),
+        ],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "kube.present",
+        summary: "a Kubernetes object exists, and with `field` has that field (equal to `value` when given)",
+        args: &[
+            A::req(
+                "kind",
+                Str,
+                "the object's kind (RuntimeClass, DaemonSet, ConfigMap, …)",
+            ),
+            A::req("name", Str, "the object's name"),
+            A::opt(
+                "namespace",
+                Str,
+                "its namespace, for namespaced kinds (default: `default`)",
+            ),
+            A::opt(
+                "api_version",
+                Str,
+                "its apiVersion, for kinds other than the common ones",
+            ),
+            A::opt(
+                "field",
+                Str,
+                "a field that must be there: `.handler`, `.spec.replicas` or a JSON pointer",
+            ),
+            A::opt("value", Yaml, "the value the field must have"),
+        ],
+        timeout: mins(5),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "kube.pod-running",
+        summary: "a pod owned by DaemonSet `name` runs on the node: phase Running and Ready",
+        args: &[
+            A::req("name", Str, "the DaemonSet"),
+            A::opt("namespace", Str, "its namespace (default: `default`)"),
+            NODE,
+        ],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
+    },
+    ConditionSpec {
+        name: "kube.allocatable",
+        summary: "the Kubernetes node reports at least `min` of an extended resource allocatable (e.g. nvidia.com/gpu)",
+        args: &[
+            NODE,
+            A::req("resource", Str, "the resource name, e.g. nvidia.com/gpu"),
+            A::def("min", Int, Lit::Int(1), "how many at least"),
+        ],
+        timeout: mins(10),
+        interval: Duration::from_secs(5),
+    },
 ];

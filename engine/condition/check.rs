@@ -251,6 +251,9 @@ pub fn wait(
         "etcd.member-absent" => Poll::of(etcd::member_absent(view, a.str("member")?)),
         "kube.ready" => Poll::of(kube::ready(view, a.str("node")?)),
         "kube.drained" => Poll::of(kube::drained(view, a.str("node")?)),
+        // Object waits read Kubernetes objects, not the view: without those reads (which the
+        // cluster effects make, see `kube::reads`) they cannot hold.
+        n if kube::OBJECT_WAITS.contains(&n) => kube::wait(n, args, &kube::KubeReads::new())?,
         "cluster.healthy" => {
             let all = talos::all_running(view);
             if !all.holds {
@@ -301,6 +304,7 @@ mod tests {
                     ("voters", _) => 3.into(),
                     ("stage", _) => "running".into(),
                     ("state", _) => "Running".into(),
+                    ("kind", _) => "DaemonSet".into(),
                     (_, crate::action::ArgType::Duration) => "10m".into(),
                     (_, crate::action::ArgType::Nodes) => serde_json::json!([]),
                     (_, crate::action::ArgType::Bool) => false.into(),

@@ -142,6 +142,13 @@ const TABLE: &[(&str, Reads)] = &[
     ("kube.ready", Reads::of(&[KubeNodes])),
     ("kube.drained", Reads::of(&[Pods])),
     ("cluster.healthy", ETCD.union(Reads::of(&[KubeNodes]))),
+    // The batch guard takes a full view itself (effects/batch.rs), with the budgets and pods.
+    ("kube.batch-safe", Reads::ALL),
+    // Kubernetes object waits read their object, never the cluster view (effects.rs `poll`).
+    ("kube.rollout", Reads::NONE),
+    ("kube.present", Reads::NONE),
+    ("kube.pod-running", Reads::NONE),
+    ("kube.allocatable", Reads::NONE),
 ];
 
 /// What the guard or condition `name` reads; everything for a name not in the table.

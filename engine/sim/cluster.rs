@@ -26,7 +26,13 @@ use super::node::{
 
 mod faults;
 mod kube_calls;
+mod kube_objects;
 mod talos_calls;
+
+pub use kube_objects::{
+    DaemonSetStatus, FieldManager, NVIDIA_GPU_RESOURCE, NVIDIA_HANDLER, ObjectKey, ObjectKind,
+    StoredObject,
+};
 
 /// Talos API port (used in connection error messages only).
 pub const APID_PORT: u16 = 50000;
@@ -131,6 +137,9 @@ pub struct Pod {
     pub app: String,
     /// Ready (derived from the node).
     pub ready: bool,
+    /// Its containers could be created: false while the RuntimeClass handler it needs is
+    /// missing on its node (`ContainerCreating`, phase Pending).
+    pub runtime_ok: bool,
 }
 
 /// A PodDisruptionBudget with `minAvailable`.
@@ -223,6 +232,8 @@ pub struct Cluster {
     /// Bumped whenever the model may have changed (a recorded call, a scheduled or fired
     /// transition), so the API servers can push changes instead of polling.
     revision: u64,
+    /// Objects clients created through the Kubernetes API (RuntimeClasses, DaemonSets).
+    kube_objects: BTreeMap<ObjectKey, StoredObject>,
 }
 
 impl Cluster {
@@ -243,6 +254,7 @@ impl Cluster {
             unschedulable: BTreeSet::new(),
             node_labels: BTreeMap::new(),
             deleted_k8s_nodes: BTreeSet::new(),
+            kube_objects: BTreeMap::new(),
             revision: 0,
         }
     }

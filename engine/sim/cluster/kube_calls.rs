@@ -9,9 +9,10 @@ impl Cluster {
     // Kubernetes
     // ----------------------------------------------------------------------------------
 
-    fn k8s_enter(&mut self, now: SimTime) -> Result<(), KubeError> {
+    pub(super) fn k8s_enter(&mut self, now: SimTime) -> Result<(), KubeError> {
         self.advance_to(now);
         if self.k8s_api_available() {
+            self.reconcile_daemonsets();
             Ok(())
         } else {
             Err(KubeError::unavailable())
@@ -26,11 +27,7 @@ impl Cluster {
             internal_ip: n.label.clone(),
             ready,
             unschedulable: self.unschedulable.contains(&n.hostname),
-            labels: self
-                .node_labels
-                .get(&n.hostname)
-                .cloned()
-                .unwrap_or_default(),
+            labels: self.k8s_node_labels(i),
             kubelet_version: "v1.34.1".into(),
         })
     }
@@ -88,7 +85,7 @@ impl Cluster {
         res
     }
 
-    fn record_k8s<T>(&mut self, method: &str, name: &str, res: &Result<T, KubeError>) {
+    pub(super) fn record_k8s<T>(&mut self, method: &str, name: &str, res: &Result<T, KubeError>) {
         self.calls.push(CallRecord {
             method: method.into(),
             node: name.into(),
@@ -97,13 +94,15 @@ impl Cluster {
         });
     }
 
-    fn pod_ready(&self, p: &PodState) -> bool {
+    pub(super) fn pod_ready(&self, p: &PodState) -> bool {
         let Some(node) = &p.node else { return false };
         self.nodes
             .iter()
             .position(|n| &n.hostname == node)
             .is_some_and(|i| {
-                self.kubelet_running(i) && self.k8s_ready(i) == Some(ConditionStatus::True)
+                self.kubelet_running(i)
+                    && self.k8s_ready(i) == Some(ConditionStatus::True)
+                    && self.pod_runtime_available(p, i)
             })
     }
 
@@ -115,6 +114,7 @@ impl Cluster {
             owner: p.owner.clone(),
             app: p.app.clone(),
             ready: self.pod_ready(p),
+            runtime_ok: self.pod_runtime_ok(p),
         }
     }
 

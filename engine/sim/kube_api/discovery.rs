@@ -19,10 +19,11 @@ use k8s_openapi::apimachinery::pkg::version::Info;
 pub const KUBERNETES_VERSION: &str = "v1.34.1";
 
 /// The API groups served besides the core group: `(group, version)`.
-pub const GROUPS: [(&str, &str); 3] = [
+pub const GROUPS: [(&str, &str); 4] = [
     ("apps", "v1"),
     ("policy", "v1"),
     ("coordination.k8s.io", "v1"),
+    ("node.k8s.io", "v1"),
 ];
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -137,14 +138,21 @@ pub fn group_doc(name: &str) -> Option<APIGroup> {
 /// `/apis/{group}/{version}` (None if not served).
 pub fn group_resources(name: &str, version: &str) -> Option<APIResourceList> {
     let resources = match (name, version) {
-        // Only what `kubectl drain` needs: a DaemonSet by name.
         ("apps", "v1") => vec![resource(
             "daemonsets",
             "daemonset",
             "DaemonSet",
             true,
-            &["get"],
+            &["get", "list", "patch", "watch"],
             &["ds"],
+        )],
+        ("node.k8s.io", "v1") => vec![resource(
+            "runtimeclasses",
+            "runtimeclass",
+            "RuntimeClass",
+            false,
+            &["get", "list", "patch", "watch"],
+            &[],
         )],
         ("policy", "v1") => vec![resource(
             "poddisruptionbudgets",
@@ -168,4 +176,71 @@ pub fn group_resources(name: &str, version: &str) -> Option<APIResourceList> {
         group_version: format!("{name}/{version}"),
         resources,
     })
+}
+
+/// The kinds clients may server-side apply: `(group, version, resource, kind, namespaced)`.
+const APPLIABLE: [(&str, &str, &str, &str, bool); 2] = [
+    ("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", false),
+    ("apps", "v1", "daemonsets", "DaemonSet", true),
+];
+
+/// `/openapi/v3`: the index of group-version documents. kubectl 1.27+ reads it before
+/// `apply` to learn whether the server validates fields itself (`fieldValidation`); with that
+/// answered yes it sends `fieldValidation=Strict` and skips client-side schema validation,
+/// which would need the full schemas. Only the groups of [`APPLIABLE`] are listed.
+pub fn openapi_v3_index() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for (group, version, ..) in APPLIABLE {
+        paths.insert(
+            format!("apis/{group}/{version}"),
+            serde_json::json!({
+                "serverRelativeURL": format!("/openapi/v3/apis/{group}/{version}?hash=runbook-sim")
+            }),
+        );
+    }
+    serde_json::json!({ "paths": paths })
+}
+
+/// `/openapi/v3/apis/{group}/{version}`: just the PATCH operations of the appliable kinds,
+/// with their query parameters and `x-kubernetes-group-version-kind` (what kubectl's
+/// query-parameter verifier looks for); no schemas (`kubectl explain` has nothing to show).
+pub fn openapi_v3_group(group: &str, version: &str) -> Option<serde_json::Value> {
+    let mut paths = serde_json::Map::new();
+    for (g, v, resource, kind, namespaced) in APPLIABLE {
+        if g != group || v != version {
+            continue;
+        }
+        let path = if namespaced {
+            format!("/apis/{g}/{v}/namespaces/{{namespace}}/{resource}/{{name}}")
+        } else {
+            format!("/apis/{g}/{v}/{resource}/{{name}}")
+        };
+        let query = |name: &str| serde_json::json!({ "name": name, "in": "query", "schema": { "type": "string", "uniqueItems": true } });
+        paths.insert(
+            path,
+            serde_json::json!({
+                "patch": {
+                    "operationId": format!("patch{kind}"),
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": { "group": g, "version": v, "kind": kind },
+                    "parameters": [
+                        query("dryRun"),
+                        query("fieldManager"),
+                        query("fieldValidation"),
+                        query("force"),
+                    ],
+                    "responses": { "200": { "description": "OK" }, "201": { "description": "Created" } }
+                }
+            }),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(serde_json::json!({
+        "openapi": "3.0.0",
+        "info": { "title": "Kubernetes", "version": KUBERNETES_VERSION },
+        "paths": paths,
+        "components": {}
+    }))
 }

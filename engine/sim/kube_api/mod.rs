@@ -8,12 +8,15 @@
 //! while every answer comes from the pure model ([`crate::sim::Cluster`]). The pieces:
 //! [`pki`] and [`kubeconfig`] (how clients connect), [`server`] (TLS, HTTP/1.1 + HTTP/2,
 //! shutdown), [`routes`] (the endpoints), [`store`] (resource versions and change history over
-//! the model), [`render`] and [`table`] (wire shapes), [`watch`], [`patch`], [`select`],
+//! the model), [`render`] and [`table`] (wire shapes), [`watch`], [`patch`], [`apply`] and [`objects`] (server-side apply of RuntimeClasses
+//! and DaemonSets), [`select`],
 //! [`discovery`] and [`status`]. See docs/design/kube-api.md for what is and is not served.
 
+pub mod apply;
 pub mod discovery;
 mod error;
 pub mod kubeconfig;
+pub mod objects;
 pub mod patch;
 pub mod pki;
 pub mod render;

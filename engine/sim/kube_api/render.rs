@@ -38,7 +38,8 @@ const KERNEL_VERSION: &str = "6.12.57-talos";
 /// The containerd Talos v1.11.5 ships.
 const CONTAINER_RUNTIME: &str = "containerd://2.1.5";
 
-fn time(clock: WallClock, t: SimTime) -> Time {
+/// A model time as a Kubernetes timestamp.
+pub fn time(clock: WallClock, t: SimTime) -> Time {
     Time(Timestamp::try_from(clock.at(t)).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
@@ -78,6 +79,7 @@ pub fn labels(content: &Content) -> BTreeMap<String, String> {
         }
         Content::Lease(_) | Content::Pdb(_) => BTreeMap::new(),
         Content::ClientLease(l) => l.labels.clone(),
+        Content::Object(o) => super::objects::labels(o),
     }
 }
 
@@ -102,6 +104,7 @@ pub fn object(entry: &Entry, clock: WallClock) -> Value {
         Content::Lease(l) => serde_json::to_value(lease(entry, l, clock)),
         Content::Pdb(p) => serde_json::to_value(pdb(entry, p, clock)),
         Content::ClientLease(l) => serde_json::to_value(client_lease(entry, l, clock)),
+        Content::Object(o) => Ok(super::objects::render(entry, o, clock)),
     };
     // k8s-openapi types always serialize; an error here would be a bug in the types.
     value.unwrap_or(Value::Null)
@@ -222,7 +225,7 @@ fn node_taints(n: &NodeFacts) -> Vec<Taint> {
 /// `status.capacity` / `status.allocatable` (so `kubectl describe node` can compute its
 /// percentages).
 fn resources(n: &NodeFacts, pods: u32) -> BTreeMap<String, Quantity> {
-    BTreeMap::from([
+    let mut out = BTreeMap::from([
         ("cpu".to_string(), Quantity(n.cpus.to_string())),
         (
             "memory".to_string(),
@@ -230,7 +233,11 @@ fn resources(n: &NodeFacts, pods: u32) -> BTreeMap<String, Quantity> {
         ),
         ("ephemeral-storage".to_string(), Quantity("100Gi".into())),
         ("pods".to_string(), Quantity(pods.to_string())),
-    ])
+    ]);
+    for (name, count) in &n.extended {
+        out.insert(name.clone(), Quantity(count.to_string()));
+    }
+    out
 }
 
 fn node(entry: &Entry, n: &NodeFacts, clock: WallClock) -> Node {
@@ -275,7 +282,9 @@ fn node(entry: &Entry, n: &NodeFacts, clock: WallClock) -> Node {
 }
 
 /// A uid for objects the simulator does not serve (pod owners), stable for their name.
-fn stable_uid(seed: &str) -> String {
+/// A uid derived from `seed` (owners the model names but does not store: pods' owner
+/// references must carry the uid their DaemonSet is served with).
+pub fn stable_uid(seed: &str) -> String {
     let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
@@ -315,7 +324,7 @@ fn owner(kind: &str, api_version: &str, name: &str, uid: String) -> OwnerReferen
 
 /// The `STATUS` column of `kubectl get pods`.
 pub fn pod_phase(p: &ModelPod) -> &'static str {
-    if p.node.is_some() {
+    if p.node.is_some() && p.runtime_ok {
         "Running"
     } else {
         "Pending"
@@ -464,61 +473,6 @@ fn pdb(entry: &Entry, p: &PdbFacts, clock: WallClock) -> PodDisruptionBudget {
             disruptions_allowed: (healthy - min).max(0),
             observed_generation: Some(1),
             ..PodDisruptionBudgetStatus::default()
-        }),
-    }
-}
-
-/// A DaemonSet as far as `kubectl drain` looks at it: it exists, with its pods' counts.
-pub fn daemonset(
-    namespace: &str,
-    name: &str,
-    pods: &[Entry],
-    ready: usize,
-    clock: WallClock,
-) -> k8s_openapi::api::apps::v1::DaemonSet {
-    use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
-    use k8s_openapi::api::core::v1::PodTemplateSpec;
-    let labels = BTreeMap::from([("app".to_string(), name.to_string())]);
-    let count = i32::try_from(pods.len()).unwrap_or(i32::MAX);
-    let ready = i32::try_from(ready).unwrap_or(i32::MAX);
-    let created = pods
-        .iter()
-        .map(|e| e.meta.created)
-        .min()
-        .unwrap_or_default();
-    DaemonSet {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            uid: Some(stable_uid(&format!("DaemonSet/{namespace}/{name}"))),
-            creation_timestamp: Some(time(clock, created)),
-            generation: Some(1),
-            labels: Some(labels.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: None,
-            },
-            ..DaemonSetSpec::default()
-        }),
-        status: Some(DaemonSetStatus {
-            current_number_scheduled: count,
-            desired_number_scheduled: count,
-            number_available: Some(ready),
-            number_misscheduled: 0,
-            number_ready: ready,
-            updated_number_scheduled: Some(count),
-            observed_generation: Some(1),
-            ..DaemonSetStatus::default()
         }),
     }
 }

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::discovery;
+use super::objects;
 use super::patch::{self, PatchType};
 use super::render;
 use super::select::Selector;
@@ -29,7 +30,6 @@ use super::status::{self, Failure, json_response};
 use super::store::{ClientLease, Content, Entry, Kind, Store};
 use super::table::{self, Include};
 use super::watch::{self as watching, Start, WatchRequest};
-use crate::sim::cluster::PodOwner;
 use crate::sim::error::KubeReason;
 
 /// What every handler shares.
@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/apis", get(apis))
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(api_group_version))
+        .route("/openapi/v3", get(openapi_v3))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi_v3_group))
         .route("/api/v1/nodes", get(list_nodes))
         .route(
             "/api/v1/nodes/{name}",
@@ -90,9 +92,22 @@ pub fn router(state: AppState) -> Router {
             &format!("{policy}/namespaces/{{ns}}/poddisruptionbudgets/{{name}}"),
             get(get_pdb),
         )
+        .route("/apis/apps/v1/daemonsets", get(list_all_daemonsets))
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/daemonsets",
+            get(list_daemonsets),
+        )
         .route(
             "/apis/apps/v1/namespaces/{ns}/daemonsets/{name}",
-            get(get_daemonset),
+            get(get_daemonset).patch(objects::patch_daemonset),
+        )
+        .route(
+            "/apis/node.k8s.io/v1/runtimeclasses",
+            get(list_runtimeclasses),
+        )
+        .route(
+            "/apis/node.k8s.io/v1/runtimeclasses/{name}",
+            get(get_runtimeclass).patch(objects::patch_runtimeclass),
         )
         .fallback(|| async { Failure::no_route() })
         .method_not_allowed_fallback(|| async { Failure::method_not_allowed() })
@@ -131,6 +146,16 @@ async fn api_group_version(Path((group, version)): Path<(String, String)>) -> Re
         .ok_or_else(Failure::no_route)
 }
 
+async fn openapi_v3() -> Response {
+    json_response(StatusCode::OK, &discovery::openapi_v3_index())
+}
+
+async fn openapi_v3_group(Path((group, version)): Path<(String, String)>) -> Reply {
+    discovery::openapi_v3_group(&group, &version)
+        .map(|d| json_response(StatusCode::OK, &d))
+        .ok_or_else(Failure::no_route)
+}
+
 // ---------------------------------------------------------------------------------------
 // Generic list / watch / get
 // ---------------------------------------------------------------------------------------
@@ -141,6 +166,8 @@ fn list_kind(kind: Kind) -> (&'static str, &'static str) {
         Kind::Pod => ("v1", "PodList"),
         Kind::Lease => ("coordination.k8s.io/v1", "LeaseList"),
         Kind::Pdb => ("policy/v1", "PodDisruptionBudgetList"),
+        Kind::RuntimeClass => ("node.k8s.io/v1", "RuntimeClassList"),
+        Kind::DaemonSet => ("apps/v1", "DaemonSetList"),
     }
 }
 
@@ -234,7 +261,7 @@ fn one(
     let entry = s
         .store
         .get(kind, namespace, name)?
-        .ok_or_else(|| Failure::not_found(kind.resource(), name))?;
+        .ok_or_else(|| Failure::not_found(kind.qualified(), name))?;
     if let Some(version) = table::requested(headers) {
         let include = Include::parse(q.get("includeObject").map(String::as_str));
         let t = table::table(
@@ -474,29 +501,49 @@ async fn evict_pod(
     }
 }
 
-/// `GET /apis/apps/v1/namespaces/{ns}/daemonsets/{name}`: `kubectl drain
-/// --ignore-daemonsets` looks up each DaemonSet-owned pod's owner and refuses to drain if it
-/// is missing. A DaemonSet exists while some pod in the namespace is owned by it.
+/// `GET /apis/apps/v1/namespaces/{ns}/daemonsets/{name}`: client DaemonSets and the ones the
+/// model's system pods imply (`kubectl drain --ignore-daemonsets` looks each owner up).
 async fn get_daemonset(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
 ) -> Reply {
-    let (_, pods) = s.store.list(Kind::Pod, Some(&ns))?;
-    let pods: Vec<Entry> = pods
-        .into_iter()
-        .filter(|e| matches!(&e.content, Content::Pod(p) if p.owner == PodOwner::DaemonSet(name.clone())))
-        .collect();
-    if pods.is_empty() {
-        return Err(Failure::not_found("daemonsets.apps", &name));
-    }
-    let ready = pods
-        .iter()
-        .filter(|e| matches!(&e.content, Content::Pod(p) if p.ready))
-        .count();
-    Ok(json_response(
-        StatusCode::OK,
-        &render::daemonset(&ns, &name, &pods, ready, s.store.clock()),
-    ))
+    one(&s, Kind::DaemonSet, &ns, &name, &q, &headers)
+}
+
+async fn list_all_daemonsets(
+    State(s): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Reply {
+    list(&s, Kind::DaemonSet, None, &q, &headers)
+}
+
+async fn list_daemonsets(
+    State(s): State<AppState>,
+    Path(ns): Path<String>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Reply {
+    list(&s, Kind::DaemonSet, Some(ns), &q, &headers)
+}
+
+async fn list_runtimeclasses(
+    State(s): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Reply {
+    list(&s, Kind::RuntimeClass, None, &q, &headers)
+}
+
+async fn get_runtimeclass(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Reply {
+    one(&s, Kind::RuntimeClass, "", &name, &q, &headers)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ impl Selector {
                 "spec.restartPolicy",
                 "spec.schedulerName",
             ],
-            Kind::Lease | Kind::Pdb => &[],
+            Kind::Lease | Kind::Pdb | Kind::RuntimeClass | Kind::DaemonSet => &[],
         };
         match self.fields.iter().map(|(p, _)| p.as_str()).find(|p| {
             !["metadata.name", "metadata.namespace"].contains(p) && !supported.contains(p)

@@ -20,7 +20,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use super::status::Failure;
-use crate::sim::cluster::{Cluster, KubeNode, Pod, PodDisruptionBudget};
+use crate::sim::cluster::{
+    Cluster, DaemonSetStatus, KubeNode, ObjectKind, Pod, PodDisruptionBudget, PodOwner,
+    StoredObject,
+};
 use crate::sim::error::KubeError;
 use crate::sim::node::{HardwareModel, splitmix};
 use crate::sim::{SharedCluster, SimTime};
@@ -39,6 +42,10 @@ pub enum Kind {
     Lease,
     /// `policy/v1` PodDisruptionBudget.
     Pdb,
+    /// `node.k8s.io/v1` RuntimeClass (cluster-scoped, client-created).
+    RuntimeClass,
+    /// `apps/v1` DaemonSet (client-created, or implied by the model's system pods).
+    DaemonSet,
 }
 
 impl Kind {
@@ -49,6 +56,26 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Lease => "leases",
             Kind::Pdb => "poddisruptionbudgets",
+            Kind::RuntimeClass => "runtimeclasses",
+            Kind::DaemonSet => "daemonsets",
+        }
+    }
+
+    /// The resource name as kube-apiserver's errors qualify it (`daemonsets.apps`).
+    pub fn qualified(self) -> &'static str {
+        match self {
+            Kind::RuntimeClass => "runtimeclasses.node.k8s.io",
+            Kind::DaemonSet => "daemonsets.apps",
+            other => other.resource(),
+        }
+    }
+
+    /// The model's kind for client-created objects (None for the model's own kinds).
+    pub fn object_kind(self) -> Option<ObjectKind> {
+        match self {
+            Kind::RuntimeClass => Some(ObjectKind::RuntimeClass),
+            Kind::DaemonSet => Some(ObjectKind::DaemonSet),
+            _ => None,
         }
     }
 }
@@ -75,6 +102,17 @@ pub struct NodeFacts {
     pub cpus: u32,
     /// Memory in GiB (`status.capacity.memory`).
     pub memory_gib: u32,
+    /// Extended resources (`nvidia.com/gpu`) in capacity and allocatable.
+    pub extended: BTreeMap<String, u32>,
+}
+
+/// A client-created object (RuntimeClass, DaemonSet) with what its controller reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectFacts {
+    /// The object as stored, with its field managers and generation.
+    pub stored: StoredObject,
+    /// A DaemonSet's status.
+    pub status: Option<DaemonSetStatus>,
 }
 
 /// A node lease, its renew time cut to whole seconds so a running kubelet changes it (and
@@ -123,6 +161,8 @@ pub enum Content {
     Pdb(PdbFacts),
     /// A Lease written by a client.
     ClientLease(ClientLease),
+    /// A RuntimeClass or DaemonSet.
+    Object(ObjectFacts),
 }
 
 /// Server-assigned metadata of one object.
@@ -251,7 +291,14 @@ fn snapshot(c: &mut Cluster, now: SimTime) -> Result<Snapshot, KubeError> {
     let leases = c.k8s_leases(now)?;
     let pdbs = c.k8s_list_pdbs(now)?;
     let mut objects = Vec::new();
+    objects.extend(client_objects(c, &pods, now)?);
     for node in nodes {
+        let extended = c
+            .nodes()
+            .iter()
+            .position(|n| n.hostname() == node.name)
+            .map(|i| c.k8s_extended_resources(i))
+            .unwrap_or_default();
         let machine = c.node(&node.internal_ip);
         let boot_id = machine.map(|n| n.boot_id().to_string()).unwrap_or_default();
         let (cpus, memory_gib) = match machine.map(|n| n.hardware().model) {
@@ -271,6 +318,7 @@ fn snapshot(c: &mut Cluster, now: SimTime) -> Result<Snapshot, KubeError> {
                 boot_id,
                 cpus,
                 memory_gib,
+                extended,
             }),
         ));
     }
@@ -318,6 +366,87 @@ fn snapshot(c: &mut Cluster, now: SimTime) -> Result<Snapshot, KubeError> {
         ));
     }
     Ok(Snapshot { now, objects })
+}
+
+/// RuntimeClasses and DaemonSets: the client's, with the controller's status, and one
+/// DaemonSet for each set of the model's system pods (`kube-flannel`, `kube-proxy`) no client
+/// object stands for, so `kubectl get ds -A` and `kubectl drain` see them.
+fn client_objects(
+    c: &mut Cluster,
+    pods: &[Pod],
+    now: SimTime,
+) -> Result<Vec<(Key, Content)>, KubeError> {
+    let mut out = Vec::new();
+    for kind in [ObjectKind::RuntimeClass, ObjectKind::DaemonSet] {
+        for (k, stored) in c.k8s_objects(kind, now)? {
+            let status = (kind == ObjectKind::DaemonSet)
+                .then(|| c.k8s_daemonset_status(&k.namespace, &k.name));
+            let key = Key {
+                kind: match kind {
+                    ObjectKind::RuntimeClass => Kind::RuntimeClass,
+                    ObjectKind::DaemonSet => Kind::DaemonSet,
+                },
+                namespace: k.namespace,
+                name: k.name,
+            };
+            out.push((key, Content::Object(ObjectFacts { stored, status })));
+        }
+    }
+    let mut implied: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for p in pods {
+        if let PodOwner::DaemonSet(ds) = &p.owner {
+            let e = implied
+                .entry((p.namespace.clone(), ds.clone()))
+                .or_default();
+            e.0 += 1;
+            e.1 += usize::from(p.ready);
+        }
+    }
+    for ((ns, name), (count, ready)) in implied {
+        if out
+            .iter()
+            .any(|(k, _)| k.kind == Kind::DaemonSet && k.namespace == ns && k.name == name)
+        {
+            continue;
+        }
+        let labels = serde_json::json!({ "app": name });
+        let object = serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": { "name": name, "namespace": ns, "labels": labels },
+            "spec": {
+                "selector": { "matchLabels": labels },
+                "template": {
+                    "metadata": { "labels": labels },
+                    "spec": { "containers": [ { "name": name, "image": format!("ghcr.io/siderolabs/{name}:latest") } ] }
+                }
+            }
+        });
+        let status = DaemonSetStatus {
+            desired: count,
+            current: count,
+            updated: count,
+            ready,
+            available: ready,
+            observed_generation: 1,
+        };
+        out.push((
+            Key {
+                kind: Kind::DaemonSet,
+                namespace: ns,
+                name,
+            },
+            Content::Object(ObjectFacts {
+                stored: StoredObject {
+                    object,
+                    generation: 1,
+                    managers: Vec::new(),
+                },
+                status: Some(status),
+            }),
+        ));
+    }
+    Ok(out)
 }
 
 fn uid(n: u64) -> String {
@@ -430,8 +559,17 @@ impl Store {
                 },
                 _ => {
                     st.uids += 1;
+                    // Pods name their DaemonSet's uid without the store: use the same one.
+                    let uid = if key.kind == Kind::DaemonSet {
+                        super::render::stable_uid(&format!(
+                            "DaemonSet/{}/{}",
+                            key.namespace, key.name
+                        ))
+                    } else {
+                        uid(st.uids)
+                    };
                     Meta {
-                        uid: uid(st.uids),
+                        uid,
                         created: snap.now,
                         modified: snap.now,
                         rv,

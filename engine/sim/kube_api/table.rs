@@ -221,6 +221,21 @@ fn columns(kind: Kind) -> Vec<Value> {
             ),
             age,
         ],
+        Kind::RuntimeClass | Kind::DaemonSet => {
+            let mut cols = vec![name];
+            cols.extend(
+                super::objects::columns(kind)
+                    .into_iter()
+                    .map(|(n, d, p)| column(n, "", d, p)),
+            );
+            cols.push(age);
+            cols.extend(
+                super::objects::wide_columns(kind)
+                    .into_iter()
+                    .map(|(n, d)| column(n, "", d, 1)),
+            );
+            cols
+        }
         Kind::Pdb => vec![
             name,
             column(
@@ -303,6 +318,14 @@ fn cells(entry: &Entry, age: String) -> Vec<Value> {
             render::client_lease_holder(l).into(),
             age.into(),
         ],
+        Content::Object(o) => {
+            let (main, wide) = super::objects::cells(o);
+            let mut row = vec![entry.key.name.clone().into()];
+            row.extend(main);
+            row.push(age.into());
+            row.extend(wide);
+            row
+        }
         Content::Pdb(p) => vec![
             entry.key.name.clone().into(),
             p.pdb.min_available.to_string().into(),

@@ -111,6 +111,8 @@ impl State {
             Kind::Pod => ("v1", "Pod"),
             Kind::Lease => ("coordination.k8s.io/v1", "Lease"),
             Kind::Pdb => ("policy/v1", "PodDisruptionBudget"),
+            Kind::RuntimeClass => ("node.k8s.io/v1", "RuntimeClass"),
+            Kind::DaemonSet => ("apps/v1", "DaemonSet"),
         };
         let mut metadata = json!({ "resourceVersion": rv.to_string() });
         if initial_end {
