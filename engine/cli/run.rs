@@ -145,7 +145,9 @@ fn prepare(
             step: "params".to_owned(),
             text: format!(
                 "defaulted from the cluster: {} = {} ({})",
-                r.param, r.text, r.why
+                r.param,
+                if r.text.is_empty() { "(none)" } else { &r.text },
+                r.why
             ),
         });
     }

@@ -112,9 +112,6 @@ pub fn load_plan(run: &RunDir, given: &[(String, String)]) -> Result<Plan, Error
                     run.id()
                 )));
             }
-            // An empty node list can only be a runbook's `default: []` (a given list has at
-            // least one node): the default gives it again.
-            (serde_json::Value::Array(items), None) if items.is_empty() => {}
             (v, None) => params.push((key.clone(), param_text(v))),
         }
     }
@@ -184,6 +181,17 @@ impl Target {
                 preset: args.preset.clone(),
                 workers: args.workers,
             }));
+        }
+        // `--endpoints FILE` meant the per-node map before it took talosctl's meaning: say so
+        // rather than "invalid host name".
+        if let Some(file) = args
+            .endpoints
+            .iter()
+            .find(|e| e.ends_with(".json") || std::path::Path::new(e.as_str()).is_file())
+        {
+            return Err(Error::Usage(format!(
+                "-e/--endpoints takes Talos API addresses (host[:port]), as in talosctl; `{file}` is a file: the map of node label to direct endpoint is `--node-endpoints FILE`"
+            )));
         }
         // As talosctl: the flag, then `$TALOSCONFIG` (never with `--sim`, handled above).
         let from_env = std::env::var_os("TALOSCONFIG")

@@ -56,6 +56,7 @@ pub fn resolve(
                 ClusterDefault::ControlPlanes => control_planes(view).map_err(refuse)?,
                 ClusterDefault::BackupMember => backup_member(view).map_err(refuse)?,
                 ClusterDefault::GpuNode => gpu_node(view).map_err(refuse)?,
+                ClusterDefault::Workers => workers(view).map_err(refuse)?,
             };
             Ok(Resolved {
                 param: param.clone(),
@@ -263,6 +264,39 @@ fn backup_member(view: &ClusterView) -> Result<(String, String), String> {
         "no healthy non-leader etcd member ({})",
         why_not.join("; ")
     ))
+}
+
+/// Every node of the context whose machine type is `worker`, in the talosconfig's order;
+/// none is an empty list. A node that does not answer, or whose type was not read, could be a
+/// worker: refused.
+fn workers(view: &ClusterView) -> Result<(String, String), String> {
+    if view.nodes.is_empty() {
+        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
+    }
+    let mut found = Vec::new();
+    for n in &view.nodes {
+        if let Some(gap) = contact_gap(n) {
+            return Err(format!(
+                "{gap}, so it cannot be told whether it is a worker"
+            ));
+        }
+        if !is_secure(n) {
+            continue; // maintenance mode: not configured as anything yet
+        }
+        match &n.machine_type {
+            Observed::Answered(t) if t == "worker" => found.push(n.label.as_str()),
+            Observed::Answered(_) => {}
+            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
+            Observed::NotAsked => {
+                return Err(format!("the machine type of {} was not read", n.label));
+            }
+        }
+    }
+    let why = match found.len() {
+        0 => "no node of the context is a worker".to_owned(),
+        n => format!("the {n} nodes whose machine type is worker"),
+    };
+    Ok((found.join(","), why))
 }
 
 /// NVIDIA's PCI vendor id.

@@ -56,6 +56,7 @@ pub fn bind(
             );
         }
     }
+    let lists_given = node_list_given(&rb.params, given);
     for p in &rb.params {
         let secret = p.ty.value == ParamType::Secret;
         let value = if let Some((_, text)) = given.iter().rev().find(|(k, _)| *k == p.name.value) {
@@ -96,6 +97,9 @@ pub fn bind(
             }
         } else if matches!(mode, Mode::Check) {
             Some(example(p))
+        } else if lists_given && defaults_a_node_list(p) {
+            // The operator chose the nodes: other node lists are not widened from the cluster.
+            Some(serde_json::Value::Array(Vec::new()))
         } else if let Some(from) = &p.default_from {
             diags.push(
                 Diagnostic::new(
@@ -150,15 +154,34 @@ pub fn cluster_defaults(
     let Ok((Some(rb), _)) = crate::dsl::parse_lenient(source) else {
         return Vec::new();
     };
+    let lists_given = node_list_given(&rb.params, given);
     rb.params
         .iter()
         .filter(|p| !given.iter().any(|(k, _)| *k == p.name.value))
+        .filter(|p| !(lists_given && defaults_a_node_list(p)))
         .filter_map(|p| {
             p.default_from
                 .as_ref()
                 .map(|d| (p.name.value.clone(), d.value))
         })
         .collect()
+}
+
+/// Whether `p` is a node list that defaults from the cluster (`cluster.control-planes`,
+/// `cluster.workers`).
+fn defaults_a_node_list(p: &crate::dsl::ast::Param) -> bool {
+    p.default_from.is_some() && p.ty.value == ParamType::Nodes
+}
+
+/// Node lists that default from the cluster default together: once the operator gives one
+/// (`--param nodes=a,b`), the others are empty rather than read from the cluster, so an
+/// explicit choice of nodes is never widened (reboot-verify given three control planes does
+/// not also reboot every worker).
+fn node_list_given(params: &[crate::dsl::ast::Param], given: &[(String, String)]) -> bool {
+    params
+        .iter()
+        .filter(|p| defaults_a_node_list(p))
+        .any(|p| given.iter().any(|(k, _)| *k == p.name.value))
 }
 
 /// Parses a command-line string as a value of the given type.
@@ -181,6 +204,9 @@ pub fn from_text(ty: &ParamType, text: &str) -> Result<serde_json::Value, String
             J::String(text.trim().into())
         }
         ParamType::Node => J::String(parse_node(text)?),
+        // No node at all: an empty list (`--param workers=`, or `cluster.workers` on a
+        // cluster without workers); a list with an empty element is still refused.
+        ParamType::Nodes if text.trim().is_empty() => J::Array(Vec::new()),
         ParamType::Nodes => {
             let nodes = text
                 .split(',')

@@ -91,14 +91,18 @@ pub enum ClusterDefault {
     BackupMember,
     /// `cluster.gpu-node` (type `node`): the one node with an NVIDIA PCI device.
     GpuNode,
+    /// `cluster.workers` (type `nodes`): every node whose machine type is `worker` (none is an
+    /// empty list).
+    Workers,
 }
 
 impl ClusterDefault {
     /// Every source, as written.
-    pub const ALL: [ClusterDefault; 3] = [
+    pub const ALL: [ClusterDefault; 4] = [
         ClusterDefault::ControlPlanes,
         ClusterDefault::BackupMember,
         ClusterDefault::GpuNode,
+        ClusterDefault::Workers,
     ];
 
     /// As written in a runbook.
@@ -107,6 +111,7 @@ impl ClusterDefault {
             ClusterDefault::ControlPlanes => "cluster.control-planes",
             ClusterDefault::BackupMember => "cluster.backup-member",
             ClusterDefault::GpuNode => "cluster.gpu-node",
+            ClusterDefault::Workers => "cluster.workers",
         }
     }
 
@@ -118,7 +123,7 @@ impl ClusterDefault {
     /// The parameter type it yields.
     pub fn ty(self) -> ParamType {
         match self {
-            ClusterDefault::ControlPlanes => ParamType::Nodes,
+            ClusterDefault::ControlPlanes | ClusterDefault::Workers => ParamType::Nodes,
             ClusterDefault::BackupMember | ClusterDefault::GpuNode => ParamType::Node,
         }
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub type Fields = serde_json::Map<String, serde_json::Value>;
 
 /// The journal format version this build writes: see the [module docs](self#versioning).
-pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 1 };
+pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 2 };
 
 /// A `MAJOR.MINOR` journal format version, serialized as the string `"1.0"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -676,7 +676,7 @@ pub(crate) mod tests {
             r#"{"type":"step-skipped","step":"a","reason":"b"}"#
         );
         let v = serde_json::to_value(Record::RunStarted(header("r"))).unwrap();
-        assert_eq!(v["format_version"], "1.1");
+        assert_eq!(v["format_version"], "1.2");
         assert_eq!(v["type"], "run-started");
     }
 

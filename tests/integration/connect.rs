@@ -223,6 +223,21 @@ fn endpoints_and_nodes_override_the_context_as_in_talosctl() {
         &good,
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The old meaning of `--endpoints FILE` (the per-node map) is named, not parsed as a host.
+    let map = sim.join("endpoints.json");
+    let out = env.run(&[
+        "doctor",
+        "--talosconfig",
+        tc,
+        "--endpoints",
+        map.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        out_text(&out).contains("is `--node-endpoints FILE`"),
+        "{}",
+        text(&out)
+    );
     // -n: only these nodes are observed.
     let out = env.run(&[
         "doctor",

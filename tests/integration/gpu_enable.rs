@@ -19,8 +19,6 @@ fn run_gpu_enable(dir: &Path, state: &str, kubeconfig: bool) -> Output {
     let mut args = vec![
         "run".to_string(),
         "gpu-enable".into(),
-        "--param".into(),
-        format!("node={NUC_20}"),
         "--talosconfig".into(),
         sim.join("talosconfig").display().to_string(),
         "--output".into(),
@@ -88,6 +86,11 @@ fn gpu_enable_on_gpu_modules_missing_ends_with_the_gpu_schedulable_after_a_cold_
     let out = run_gpu_enable(dir.path(), "state", true);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
+    // No params: the node is the one with the NVIDIA PCI device, read from the cluster.
+    assert!(
+        t.contains(&format!("defaulted from the cluster: node = {NUC_20}")),
+        "{t}"
+    );
     assert!(t.contains("RuntimeClass/nvidia created"), "{t}");
     assert!(
         t.contains("DaemonSet/kube-system/nvidia-device-plugin created"),
@@ -173,9 +176,27 @@ fn without_a_kubernetes_api_kube_apply_fails_and_sends_nothing() {
     )
     .unwrap();
     let sim = dir.path().join("sim");
+    // A kubeconfig whose API server does not answer (without any, one would be fetched from
+    // the cluster with the Talos Kubeconfig call).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead_api = dir.path().join("kubeconfig-dead-api");
+    let rewritten: String = std::fs::read_to_string(sim.join("kubeconfig"))
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once("server: ") {
+            Some((indent, _)) => format!("{indent}server: https://{closed}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&dead_api, rewritten).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(["run", book.to_str().unwrap(), "--talosconfig"])
         .arg(sim.join("talosconfig"))
+        .arg("--kubeconfig")
+        .arg(&dead_api)
         .args([
             "--no-cluster-lock",
             "test: no Kubernetes API",
@@ -192,7 +213,7 @@ fn without_a_kubernetes_api_kube_apply_fails_and_sends_nothing() {
         .unwrap();
     let t = text(&out);
     assert_ne!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("`kube.apply` needs the Kubernetes API"), "{t}");
+    assert!(t.contains("cannot reach the Kubernetes API"), "{t}");
     assert!(calls(handle.cluster(), "ApplyObject").is_empty());
     rt.block_on(handle.shutdown());
 }

@@ -355,20 +355,36 @@ impl ClusterEffects {
         let mut names = Vec::new();
         let mut versions = Map::new();
         let mut messages = Vec::new();
+        // Every kind is resolved before the first object is sent: a kind the server does not
+        // serve (or an API that does not answer) fails the step with nothing applied.
+        let mut resolved = Vec::with_capacity(manifests.len());
         for m in &manifests {
             let api_version = m.field("apiVersion").unwrap_or_default();
             let kind = m.field("kind").unwrap_or_default();
-            let name = m.name().unwrap_or_default();
-            let (ar, scope) = self
+            let found = self
                 .resolve(&client, api_version, kind)
                 .await
                 .map_err(|e| {
                     let retryable = api_error_retryable(&e);
-                    m.error(
-                        format!("the API server does not serve {api_version} {kind}: {e}"),
-                        retryable,
-                    )
+                    let what = match &e {
+                        kube::Error::Api(s) if s.code == 404 => {
+                            format!("the API server does not serve {api_version} {kind}: {e}")
+                        }
+                        kube::Error::Api(_) => {
+                            format!("the API server refused discovery of {api_version} {kind}: {e}")
+                        }
+                        _ => format!(
+                            "cannot reach the Kubernetes API (discovery of {api_version} {kind}): {e}; nothing was applied"
+                        ),
+                    };
+                    m.error(what, retryable)
                 })?;
+            resolved.push(found);
+        }
+        for (m, (ar, scope)) in manifests.iter().zip(resolved) {
+            let api_version = m.field("apiVersion").unwrap_or_default();
+            let kind = m.field("kind").unwrap_or_default();
+            let name = m.name().unwrap_or_default();
             let mut object = m.object.clone();
             let ns = match scope {
                 Scope::Namespaced => {

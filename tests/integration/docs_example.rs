@@ -1,0 +1,117 @@
+//! The custom runbook docs/runbooks.md walks through (`docs/examples/gpu-node.yaml`) does what
+//! the page says, against the simulator: `exec`'s stdout reaches a later step, `talos.patch`
+//! sends one ApplyConfiguration and nothing when run again, `kube.apply` writes the
+//! RuntimeClass once, and kubectl sees it with the ticket the `exec` step produced.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use runbook::sim::scenario::NUC_20;
+use runbook::sim::{Scenario, SharedCluster};
+
+use crate::run_harness::{simulator, text};
+
+fn example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/gpu-node.yaml")
+}
+
+fn run(dir: &Path, state: &str) -> Output {
+    let sim = dir.join("sim");
+    Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("run")
+        .arg(example())
+        .args(["--param", "ticket=CHG 1/2"])
+        .arg("--talosconfig")
+        .arg(sim.join("talosconfig"))
+        .arg("--kubeconfig")
+        .arg(sim.join("kubeconfig"))
+        .args(["--output", "plain", "--state-dir"])
+        .arg(dir.join(state))
+        .env("HOME", dir)
+        .env_remove("TALOSCONFIG")
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the runbook binary")
+}
+
+fn calls(shared: &SharedCluster, method: &str) -> Vec<String> {
+    shared.with(|c, _| {
+        c.call_log()
+            .iter()
+            .filter(|r| r.method == method && r.result.is_ok())
+            .map(|r| r.node.clone())
+            .collect()
+    })
+}
+
+#[test]
+fn the_documented_custom_runbook_uses_exec_output_patches_once_and_applies_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("check")
+        .arg(example())
+        .output()
+        .expect("run the runbook binary");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = simulator(Scenario::GpuModulesMissing, 200.0, dir.path());
+    let shared = handle.cluster().clone();
+    let out = run(dir.path(), "state");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(&format!("defaulted from the cluster: node = {NUC_20}")),
+        "{t}"
+    );
+    assert_eq!(calls(&shared, "ApplyConfiguration"), vec![NUC_20], "{t}");
+    assert_eq!(
+        calls(&shared, "ApplyObject"),
+        vec!["RuntimeClass//nvidia"],
+        "{t}"
+    );
+    shared.with(|c, now| {
+        c.advance_to(now);
+        let n = c.node(NUC_20).unwrap();
+        assert!(n.loaded_modules().iter().any(|m| m.name == "nvidia"));
+    });
+
+    // kubectl sees the RuntimeClass, annotated with what the exec step printed (sanitized).
+    let path = std::env::var_os("PATH").expect("PATH is set");
+    let kubectl = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl must be installed for this test (it fails rather than skips)");
+    let out = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(dir.path().join("sim/kubeconfig"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("kcache"))
+        .args([
+            "get",
+            "runtimeclass",
+            "nvidia",
+            "-o",
+            "jsonpath={.handler} {.metadata.annotations.runbook\\.example/ticket}",
+        ])
+        .env("HOME", dir.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run kubectl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nvidia CHG_1_2",
+        "{}",
+        text(&out)
+    );
+
+    // Again from scratch: the patch is already in the running config and the object is
+    // unchanged, so nothing is sent or written.
+    let out = run(dir.path(), "state2");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(calls(&shared, "ApplyConfiguration").len(), 1, "{t}");
+    assert_eq!(calls(&shared, "ApplyObject").len(), 1, "{t}");
+    assert!(t.contains("RuntimeClass/nvidia unchanged"), "{t}");
+    rt.block_on(handle.shutdown());
+}
