@@ -94,28 +94,20 @@ pub fn up(opts: UpOptions) -> Result<(), Error> {
         } else {
             text.push_str("  (no Kubernetes API in this build: kubectl has nothing to talk to)\n");
         }
-        // Control planes in model order (the seed's own order), then the workers.
-        let (cps, workers): (Vec<String>, Vec<String>) = handle.cluster().with(|c, _| {
-            let (cp, w): (Vec<_>, Vec<_>) = c.nodes().iter().partition(|n| n.is_control_plane());
-            (
-                cp.iter().map(|n| n.label().to_string()).collect(),
-                w.iter().map(|n| n.label().to_string()).collect(),
-            )
-        });
-        let worker_params = if workers.is_empty() {
+        // Node lists default from the cluster (the etcd voters, leader last, then every
+        // worker): only the batch size is worth saying.
+        let workers = handle
+            .cluster()
+            .with(|c, _| c.nodes().iter().filter(|n| !n.is_control_plane()).count());
+        let batch = if workers == 0 {
             String::new()
         } else {
-            format!(
-                " --param workers={} --param batch={}",
-                workers.join(","),
-                workers.len().min(5)
-            )
+            format!(" --param batch={}", workers.min(5))
         };
         text.push_str(&format!(
-            "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --node-endpoints {} --param nodes={}{worker_params}\n",
+            "  runbook run reboot-verify --talosconfig {tc} --kubeconfig {} --node-endpoints {}{batch}\n",
             kubeconfig.display(),
             handle.dir().join("endpoints.json").display(),
-            cps.join(",")
         ));
         text.push_str("\nCtrl-C stops the simulator.\n");
         print_out(&text)?;

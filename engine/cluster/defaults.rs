@@ -534,4 +534,29 @@ mod tests {
             Observed::Missing(Gap::new("PCIDevices", GapKind::PermissionDenied, "no"));
         assert!(one(&unread, ClusterDefault::GpuNode).is_err());
     }
+
+    #[test]
+    fn workers_are_the_worker_nodes_none_is_empty_and_doubt_refuses() {
+        let mut v = cluster(1);
+        // The seed cluster: no worker, an empty list (not a refusal).
+        assert_eq!(one(&v, ClusterDefault::Workers).unwrap(), "");
+        v.nodes.push(node("w1", 9, 1));
+        v.nodes.push(node("w2", 10, 1));
+        v.nodes[3].machine_type = Observed::Answered("worker".into());
+        v.nodes[4].machine_type = Observed::Answered("worker".into());
+        assert_eq!(one(&v, ClusterDefault::Workers).unwrap(), "w1,w2");
+        // A silent node could be a worker; an unread machine type too.
+        let mut doubt = v.clone();
+        silent(&mut doubt.nodes[4]);
+        assert!(
+            one(&doubt, ClusterDefault::Workers)
+                .unwrap_err()
+                .why
+                .contains("node w2")
+        );
+        let mut unread = v;
+        unread.nodes[3].machine_type =
+            Observed::Missing(Gap::new("MachineType", GapKind::PermissionDenied, "no"));
+        assert!(one(&unread, ClusterDefault::Workers).is_err());
+    }
 }

@@ -159,7 +159,12 @@ async fn against_simulator(name: &str, dir: &Path) {
     // (a) 20 `etcd.quorum`-guarded noop steps against 20 unguarded, alternated 3 times.
     let guarded = plan_of(
         &(0..GUARDED)
-            .map(|i| format!("  - {{ id: g{i}, action: noop, guard: [{}] }}\n", bench.guard))
+            .map(|i| {
+                format!(
+                    "  - {{ id: g{i}, action: noop, guard: [{}] }}\n",
+                    bench.guard
+                )
+            })
             .collect::<String>(),
     );
     let plain = plan_of(
