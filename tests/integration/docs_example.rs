@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use runbook::sim::Scenario;
 use runbook::sim::scenario::NUC_20;
-use runbook::sim::{Scenario, SharedCluster};
 
-use crate::run_harness::{simulator, text};
+use crate::run_harness::{kubectl, simulator, successful_calls as calls, text};
 
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/gpu-node.yaml")
@@ -33,16 +33,6 @@ fn run(dir: &Path, state: &str) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("run the runbook binary")
-}
-
-fn calls(shared: &SharedCluster, method: &str) -> Vec<String> {
-    shared.with(|c, _| {
-        c.call_log()
-            .iter()
-            .filter(|r| r.method == method && r.result.is_ok())
-            .map(|r| r.node.clone())
-            .collect()
-    })
 }
 
 #[test]
@@ -77,27 +67,16 @@ fn the_documented_custom_runbook_uses_exec_output_patches_once_and_applies_once(
     });
 
     // kubectl sees the RuntimeClass, annotated with what the exec step printed (sanitized).
-    let path = std::env::var_os("PATH").expect("PATH is set");
-    let kubectl = std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .expect("kubectl must be installed for this test (it fails rather than skips)");
-    let out = Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(dir.path().join("sim/kubeconfig"))
-        .arg("--cache-dir")
-        .arg(dir.path().join("kcache"))
-        .args([
+    let out = kubectl(
+        dir.path(),
+        &[
             "get",
             "runtimeclass",
             "nvidia",
             "-o",
             "jsonpath={.handler} {.metadata.annotations.runbook\\.example/ticket}",
-        ])
-        .env("HOME", dir.path())
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run kubectl");
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "nvidia CHG_1_2",

@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use runbook::sim::Scenario;
 use runbook::sim::node::ServiceState;
 use runbook::sim::scenario::NUC_20;
-use runbook::sim::{Scenario, SharedCluster};
 
-use crate::run_harness::{simulator, text};
+use crate::run_harness::{kubectl, simulator, successful_calls as calls, text};
 
 fn run_gpu_enable(dir: &Path, state: &str, kubeconfig: bool) -> Output {
     let sim = dir.join("sim");
@@ -42,34 +42,6 @@ fn run_gpu_enable(dir: &Path, state: &str, kubeconfig: bool) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("run the runbook binary")
-}
-
-fn kubectl(dir: &Path, args: &[&str]) -> Output {
-    let path = std::env::var_os("PATH").expect("PATH is set");
-    let bin = std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .expect("kubectl must be installed for this test (it fails rather than skips)");
-    Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(dir.join("sim/kubeconfig"))
-        .arg("--cache-dir")
-        .arg(dir.join("kcache"))
-        .args(args)
-        .env("HOME", dir)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run kubectl")
-}
-
-fn calls(shared: &SharedCluster, method: &str) -> Vec<String> {
-    shared.with(|c, _| {
-        c.call_log()
-            .iter()
-            .filter(|r| r.method == method && r.result.is_ok())
-            .map(|r| r.node.clone())
-            .collect()
-    })
 }
 
 #[test]

@@ -123,3 +123,35 @@ pub(crate) fn simulator(
         .unwrap();
     (rt, handle)
 }
+
+/// The nodes (or object keys) of every successful `method` call in the simulator's call log,
+/// in order.
+pub(crate) fn successful_calls(shared: &runbook::sim::SharedCluster, method: &str) -> Vec<String> {
+    shared.with(|c, _| {
+        c.call_log()
+            .iter()
+            .filter(|r| r.method == method && r.result.is_ok())
+            .map(|r| r.node.clone())
+            .collect()
+    })
+}
+
+/// The real kubectl against the simulator under `dir` (`dir/sim/kubeconfig`), with its cache
+/// and HOME inside `dir`; a missing kubectl fails the test rather than skipping it.
+pub(crate) fn kubectl(dir: &Path, args: &[&str]) -> Output {
+    let path = std::env::var_os("PATH").expect("PATH is set");
+    let bin = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl must be installed for this test (it fails rather than skips)");
+    std::process::Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(dir.join("sim/kubeconfig"))
+        .arg("--cache-dir")
+        .arg(dir.join("kcache"))
+        .args(args)
+        .env("HOME", dir)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run kubectl")
+}
