@@ -5,7 +5,7 @@
 //! Nodes and every node's pods. Most checks look at two or three of them: a `kube.ready` wait
 //! needs no disk or PCI device. [`for_check`] is the table from a catalog name to the facts it
 //! needs; the observer (`cluster::observe`) reads exactly those and leaves every other fact
-//! [`Observed::NotAsked`](crate::condition::view::Observed::NotAsked), which a check that looks
+//! [`Observed::NotAsked`], which a check that looks
 //! at it must treat as a refusal (`Observed::need`). A name missing from the table reads
 //! everything: other checks are added in parallel, and reading too much is only slower.
 //! The MachineStatus (contact, stage, readiness) and the hostname are always read: they say

@@ -923,9 +923,15 @@ impl Node {
     }
 
     pub(crate) fn service_mut(&mut self, id: &str, now: SimTime) -> &mut Service {
-        self.services
-            .entry(id.to_string())
-            .or_insert_with(|| Service::new(id, now))
+        // The model settles on every API call: look up without allocating the key, and
+        // allocate it only the first time.
+        if !self.services.contains_key(id) {
+            self.services.insert(id.to_string(), Service::new(id, now));
+        }
+        match self.services.get_mut(id) {
+            Some(s) => s,
+            None => unreachable!("service `{id}` was inserted above"),
+        }
     }
 
     /// Extensions of the installed image.

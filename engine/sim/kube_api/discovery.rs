@@ -187,7 +187,7 @@ const APPLIABLE: [(&str, &str, &str, &str, bool); 2] = [
 /// `/openapi/v3`: the index of group-version documents. kubectl 1.27+ reads it before
 /// `apply` to learn whether the server validates fields itself (`fieldValidation`); with that
 /// answered yes it sends `fieldValidation=Strict` and skips client-side schema validation,
-/// which would need the full schemas. Only the groups of [`APPLIABLE`] are listed.
+/// which would need the full schemas. Only the groups of `APPLIABLE` are listed.
 pub fn openapi_v3_index() -> serde_json::Value {
     let mut paths = serde_json::Map::new();
     for (group, version, ..) in APPLIABLE {
