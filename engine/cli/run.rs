@@ -58,7 +58,7 @@ pub fn run(
         // Against a cluster, `talos.patch` steps read the running config and show the
         // redacted diff of what they would send (read-only).
         if let Some(Target::Cluster(conn)) = Target::from_args(cluster)? {
-            session::preview_patches(&conn, &plan, &events);
+            session::preview_changes(&conn, &plan, &events);
         }
         let report = session::dry_run(&plan, &events);
         return session::stop(report.stop);
@@ -153,7 +153,7 @@ fn prepare(
     }
     if dry_run {
         if let Target::Cluster(conn) = reached.target() {
-            session::preview_patches(&conn, &plan, &events);
+            session::preview_changes(&conn, &plan, &events);
         }
         let report = session::dry_run(&plan, &events);
         session::stop(report.stop)?;

@@ -749,13 +749,15 @@ pub async fn go_cluster<E: Effects + Sync>(
     go_locked(effects, kube, s, run_dir).await
 }
 
-/// `--dry-run` against a cluster: each `talos.patch` step's redacted diff, read-only (a
-/// cluster that cannot be reached says so and the dry run goes on).
-pub fn preview_patches(conn: &Connection, plan: &Plan, events: &dyn crate::exec::EventSink) {
-    if !plan
-        .steps()
-        .any(|s| s.action.as_ref().is_some_and(|c| c.name == "talos.patch"))
-    {
+/// `--dry-run` against a cluster: each `talos.patch` step's redacted diff and each
+/// `kube.apply` step's server-side dry run, read-only (a cluster that cannot be reached says
+/// so and the dry run goes on).
+pub fn preview_changes(conn: &Connection, plan: &Plan, events: &dyn crate::exec::EventSink) {
+    if !plan.steps().any(|s| {
+        s.action
+            .as_ref()
+            .is_some_and(|c| c.name == "talos.patch" || c.name == "kube.apply")
+    }) {
         return;
     }
     let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
@@ -767,7 +769,7 @@ pub fn preview_patches(conn: &Connection, plan: &Plan, events: &dyn crate::exec:
     };
     let lines = runtime.block_on(async {
         match conn.open().await {
-            Ok(effects) => effects.preview_patches(plan).await,
+            Ok(effects) => effects.preview_changes(plan).await,
             Err(e) => vec![("-".to_string(), format!("cannot reach the cluster: {e}"))],
         }
     });

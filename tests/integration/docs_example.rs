@@ -94,3 +94,75 @@ fn the_documented_custom_runbook_uses_exec_output_patches_once_and_applies_once(
     assert!(t.contains("RuntimeClass/nvidia unchanged"), "{t}");
     rt.block_on(handle.shutdown());
 }
+
+/// `runbook run --dry-run` against a cluster shows what a `kube.apply` step would write (the
+/// API server's own dry run) and writes nothing; arguments known only at run time say so.
+#[test]
+fn a_dry_run_against_the_cluster_previews_kube_apply_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = simulator(Scenario::Healthy, 200.0, dir.path());
+    let shared = handle.cluster().clone();
+    let book = dir.path().join("rc.yaml");
+    std::fs::write(
+        &book,
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata:\n  name: rc\nsteps:\n  - id: rc\n    action: kube.apply\n    with:\n      manifests: { apiVersion: node.k8s.io/v1, kind: RuntimeClass, metadata: { name: nvidia }, handler: nvidia }\n",
+    )
+    .unwrap();
+    let sim = dir.path().join("sim");
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("run")
+        .arg(&book)
+        .arg("--dry-run")
+        .arg("--talosconfig")
+        .arg(sim.join("talosconfig"))
+        .arg("--kubeconfig")
+        .arg(sim.join("kubeconfig"))
+        .args(["--output", "plain", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env("HOME", dir.path())
+        .env_remove("TALOSCONFIG")
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the runbook binary");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("would create"), "{t}");
+    assert!(calls(&shared, "ApplyObject").is_empty(), "{t}");
+    let out = kubectl(dir.path(), &["get", "runtimeclass", "nvidia"]);
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // The documented example's RuntimeClass carries an exec step's output: known only when
+    // the run gets there.
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("run")
+        .arg(example())
+        .arg("--dry-run")
+        .arg("--talosconfig")
+        .arg(sim.join("talosconfig"))
+        .arg("--kubeconfig")
+        .arg(sim.join("kubeconfig"))
+        .args([
+            "--param",
+            "node=192.168.2.20",
+            "--output",
+            "plain",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"))
+        .env("HOME", dir.path())
+        .env_remove("TALOSCONFIG")
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the runbook binary");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("`kube.apply`: its arguments are known only at run time"),
+        "{t}"
+    );
+    assert!(calls(&shared, "ApplyObject").is_empty(), "{t}");
+    assert!(calls(&shared, "ApplyConfiguration").is_empty(), "{t}");
+    rt.block_on(handle.shutdown());
+}

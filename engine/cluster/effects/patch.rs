@@ -254,12 +254,17 @@ impl ClusterEffects {
 
 impl ClusterEffects {
     /// For `runbook run --dry-run` against a cluster: what each `talos.patch` step of the
-    /// plan would change, as `(step, text)` (the redacted diff, or why it cannot be known
-    /// before the run). Reads only; sends nothing.
-    pub async fn preview_patches(&self, plan: &crate::plan::Plan) -> Vec<(String, String)> {
+    /// plan would change (the redacted diff) and what each `kube.apply` step would write (the
+    /// API server's dry run, Secrets redacted), as `(step, text)`, or why it cannot be known
+    /// before the run. Writes nothing.
+    pub async fn preview_changes(&self, plan: &crate::plan::Plan) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for step in plan.steps() {
-            let Some(call) = step.action.as_ref().filter(|c| c.name == "talos.patch") else {
+            let Some(call) = step
+                .action
+                .as_ref()
+                .filter(|c| c.name == "talos.patch" || c.name == "kube.apply")
+            else {
                 continue;
             };
             let literal: Option<crate::journal::Fields> = call
@@ -267,14 +272,35 @@ impl ClusterEffects {
                 .iter()
                 .map(|(k, v)| v.literal().map(|l| (k.clone(), l.clone())))
                 .collect();
-            let Some(args) = literal else {
+            let Some(mut args) = literal else {
                 out.push((
                     step.id.clone(),
-                    "the patch or its node is known only at run time: no diff before the run"
-                        .into(),
+                    format!(
+                        "`{}`: its arguments are known only at run time: no diff before the run",
+                        call.name
+                    ),
                 ));
                 continue;
             };
+            if call.name == "kube.apply" {
+                // The server's own dry run (`dryRun=All`) against the live objects: nothing
+                // is written.
+                args.insert("dry_run".into(), true.into());
+                let pre = crate::journal::Fields::new();
+                let c = ActionCall {
+                    step: &step.id,
+                    name: &call.name,
+                    args: &args,
+                    attempt: 0,
+                    pre_state: &pre,
+                };
+                let text = match self.kube_apply(&c).await {
+                    Ok(o) => o.messages.join("\n"),
+                    Err(e) => format!("cannot preview: {e}"),
+                };
+                out.push((step.id.clone(), text));
+                continue;
+            }
             let pre = crate::journal::Fields::new();
             let c = ActionCall {
                 step: &step.id,
