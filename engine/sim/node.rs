@@ -501,6 +501,11 @@ impl MachineConfig {
         &self.raw
     }
 
+    /// The parsed v1alpha1 document (parsed once, when the config was applied).
+    pub(crate) fn document(&self) -> &YamlOwned {
+        &self.doc
+    }
+
     /// True if going from `self` to `new` touches a section that needs a reboot.
     pub fn needs_reboot_to_apply(&self, new: &MachineConfig) -> bool {
         let mut changed = Vec::new();
