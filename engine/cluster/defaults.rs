@@ -57,6 +57,9 @@ pub fn resolve(
                 ClusterDefault::BackupMember => backup_member(view).map_err(refuse)?,
                 ClusterDefault::GpuNode => gpu_node(view).map_err(refuse)?,
                 ClusterDefault::Workers => workers(view).map_err(refuse)?,
+                ClusterDefault::EtcdSurvivor => etcd_survivor(view).map_err(refuse)?,
+                ClusterDefault::EtcdReachable => etcd_reachable(view).map_err(refuse)?,
+                ClusterDefault::EtcdDown => etcd_down(view).map_err(refuse)?,
             };
             Ok(Resolved {
                 param: param.clone(),
@@ -339,6 +342,92 @@ fn gpu_node(view: &ClusterView) -> Result<(String, String), String> {
     }
 }
 
+/// The control planes that answer the authenticated API, in the talosconfig's order. A node
+/// that answers but whose machine type was not read could be a control plane: refused.
+fn answering_control_planes(view: &ClusterView) -> Result<Vec<&NodeView>, String> {
+    if view.nodes.is_empty() {
+        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
+    }
+    let mut cps = Vec::new();
+    for n in view.nodes.iter().filter(|n| is_secure(n)) {
+        match &n.machine_type {
+            Observed::Answered(t) if t == "controlplane" || t == "init" => cps.push(n),
+            Observed::Answered(_) => {}
+            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
+            Observed::NotAsked => {
+                return Err(format!("the machine type of {} was not read", n.label));
+            }
+        }
+    }
+    if cps.is_empty() {
+        return Err("no node of the context answers as a control plane".into());
+    }
+    Ok(cps)
+}
+
+/// Quorum recovery: every control plane that answers (all are wiped and rejoin).
+fn etcd_reachable(view: &ClusterView) -> Result<(String, String), String> {
+    let cps = answering_control_planes(view)?;
+    let labels: Vec<&str> = cps.iter().map(|n| n.label.as_str()).collect();
+    Ok((
+        labels.join(","),
+        format!("the {} control planes that answer", labels.len()),
+    ))
+}
+
+/// Quorum recovery: every node of the context that is silent. Only silence counts: a node
+/// that answered with an error (a refused role, a broken certificate) is not known to be off.
+fn etcd_down(view: &ClusterView) -> Result<(String, String), String> {
+    if view.nodes.is_empty() {
+        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
+    }
+    let mut down = Vec::new();
+    for n in &view.nodes {
+        match &n.contact {
+            Observed::Answered(_) => {}
+            Observed::Missing(g) if g.kind.is_silence() => down.push(n.label.as_str()),
+            Observed::Missing(g) => {
+                return Err(format!(
+                    "node {} {g}: it answers, so it is not known to be powered off",
+                    n.label
+                ));
+            }
+            Observed::NotAsked => return Err(format!("node {} was not observed", n.label)),
+        }
+    }
+    let why = match down.len() {
+        0 => "every node of the context answers".to_owned(),
+        k => format!(
+            "the {k} nodes of the context that do not answer (you attest them powered off at the approval)"
+        ),
+    };
+    Ok((down.join(","), why))
+}
+
+/// Quorum recovery: the answering control plane whose etcd member reports the highest raft
+/// index (the first in the talosconfig's order on a tie). `etcd.diagnose` checks the choice
+/// again with the raft applied index, and warns when it is not the newest.
+fn etcd_survivor(view: &ClusterView) -> Result<(String, String), String> {
+    let cps = answering_control_planes(view)?;
+    let best = cps
+        .iter()
+        .filter_map(|n| n.etcd.get().map(|st| (n, st.raft_index)))
+        .reduce(|best, c| if c.1 > best.1 { c } else { best });
+    match best {
+        Some((n, index)) => Ok((
+            n.label.clone(),
+            format!("the answering etcd member with the highest raft index ({index})"),
+        )),
+        None => Err(format!(
+            "no answering control plane reports its etcd status ({})",
+            cps.iter()
+                .map(|n| n.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,5 +647,38 @@ mod tests {
         unread.nodes[3].machine_type =
             Observed::Missing(Gap::new("MachineType", GapKind::PermissionDenied, "no"));
         assert!(one(&unread, ClusterDefault::Workers).is_err());
+    }
+
+    #[test]
+    fn etcd_recovery_defaults_name_the_newest_the_answering_and_the_silent() {
+        let mut v = cluster(0);
+        if let Observed::Answered(s) = &mut v.nodes[1].etcd {
+            s.raft_index = 9;
+        }
+        silent(&mut v.nodes[2]);
+        assert_eq!(one(&v, ClusterDefault::EtcdSurvivor).unwrap(), "b");
+        assert_eq!(one(&v, ClusterDefault::EtcdReachable).unwrap(), "a,b");
+        assert_eq!(one(&v, ClusterDefault::EtcdDown).unwrap(), "c");
+        // A node whose etcd does not answer is reachable but never the survivor.
+        v.nodes[1].etcd = Observed::Missing(Gap::new("EtcdStatus", GapKind::Failed, "x"));
+        assert_eq!(one(&v, ClusterDefault::EtcdSurvivor).unwrap(), "a");
+        v.nodes[0].etcd = Observed::Missing(Gap::new("EtcdStatus", GapKind::Failed, "x"));
+        assert!(
+            one(&v, ClusterDefault::EtcdSurvivor)
+                .unwrap_err()
+                .why
+                .contains("no answering control plane")
+        );
+        // A node that answers with a refusal is not known to be off.
+        let mut v = cluster(0);
+        v.nodes[2].contact =
+            Observed::Missing(Gap::new("MachineStatus", GapKind::PermissionDenied, "no"));
+        assert!(one(&v, ClusterDefault::EtcdDown).is_err());
+        assert_eq!(one(&cluster(1), ClusterDefault::EtcdDown).unwrap(), "");
+        // An unread machine type could be a control plane.
+        let mut v = cluster(0);
+        v.nodes[0].machine_type =
+            Observed::Missing(Gap::new("MachineType", GapKind::PermissionDenied, "no"));
+        assert!(one(&v, ClusterDefault::EtcdReachable).is_err());
     }
 }

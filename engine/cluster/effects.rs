@@ -36,6 +36,8 @@ use crate::exec::effects::{
 use crate::journal::Fields;
 
 mod batch;
+mod collect;
+mod diagnose;
 pub mod kube_apply;
 mod patch;
 mod preflight;
@@ -718,6 +720,8 @@ impl ClusterEffects {
             "preflight" => self.preflight(&call).await,
             "talos.patch" => self.talos_patch(&call).await,
             "kube.apply" => self.kube_apply(&call).await,
+            "etcd.diagnose" => self.diagnose(&call).await,
+            "etcd.collect" => self.collect(&call).await,
             _ => self.local.perform(call).await,
         }
     }

@@ -15,5 +15,6 @@ pub mod lease;
 pub mod observe;
 pub mod payload;
 pub mod pinning;
+pub mod quorum;
 pub mod talos;
 pub mod talosconfig;

@@ -495,6 +495,161 @@ pub fn with_nodes<T, S: AsRef<str>>(message: T, nodes: &[S]) -> Request<T> {
     req
 }
 
+/// The etcd database file inside a control-plane node (what `Copy` fetches for a raw rescue
+/// copy when the member cannot serve a snapshot).
+pub const ETCD_DB_PATH: &str = "/var/lib/etcd/member/snap/db";
+
+/// How a `MachineService/Copy` of one file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The node answered an error (in the status, or in a reply's `metadata.error` as Talos
+    /// sends archiver failures); `missing` when the file does not exist.
+    #[error("{message}")]
+    Node {
+        /// The message.
+        message: String,
+        /// The file does not exist (`no such file or directory`, NotFound).
+        missing: bool,
+        /// The gRPC code, when it came as a status.
+        code: Option<tonic::Code>,
+    },
+    /// The archive is not the one regular file asked for, or is cut short.
+    #[error("the copy of {path} is not a complete archive of one file: {why}")]
+    Archive {
+        /// The path asked for.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The local file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// `MachineService/Copy` of `path` on `node`: Talos answers a gzipped tar stream
+/// (`archiver.TarGz`); the stream is spooled to `spool`, then the archive's one regular file
+/// is written to `out` (its size checked against the tar header), and the spool removed.
+/// Returns the file's size. Neither file is world-readable.
+pub async fn copy_file(
+    mut machine: MachineServiceClient<Channel>,
+    node: &str,
+    path: &str,
+    spool: &std::path::Path,
+    out: &mut impl std::io::Write,
+) -> Result<u64, CopyError> {
+    use std::io::Write as _;
+    let node_err = |s: tonic::Status| CopyError::Node {
+        missing: s.code() == tonic::Code::NotFound || s.message().contains("no such file"),
+        message: s.message().to_owned(),
+        code: Some(s.code()),
+    };
+    let io = |p: &std::path::Path, e| CopyError::Io {
+        path: p.display().to_string(),
+        source: e,
+    };
+    let req = runbook_proto::machine::CopyRequest {
+        root_path: path.to_owned(),
+    };
+    let mut stream = machine
+        .copy(with_node(req, node))
+        .await
+        .map_err(node_err)?
+        .into_inner();
+    let result = async {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        let mut file = crate::journal::durable::private(&mut opts)
+            .open(spool)
+            .map_err(|e| io(spool, e))?;
+        while let Some(msg) = stream.message().await.map_err(node_err)? {
+            if let Some(e) = msg
+                .metadata
+                .as_ref()
+                .map(|m| m.error.as_str())
+                .filter(|e| !e.is_empty())
+            {
+                return Err(CopyError::Node {
+                    missing: e.contains("no such file"),
+                    message: e.to_owned(),
+                    code: None,
+                });
+            }
+            file.write_all(&msg.bytes).map_err(|e| io(spool, e))?;
+        }
+        file.flush().map_err(|e| io(spool, e))?;
+        drop(file);
+        let gz = std::fs::File::open(spool).map_err(|e| io(spool, e))?;
+        untar_one(
+            flate2::read::GzDecoder::new(std::io::BufReader::new(gz)),
+            path,
+            out,
+        )
+    }
+    .await;
+    let _ = std::fs::remove_file(spool);
+    result
+}
+
+/// Writes the first entry of a tar archive to `out`; it must be a regular file, complete, and
+/// the header checksum must match.
+pub fn untar_one(
+    mut tar: impl std::io::Read,
+    path: &str,
+    out: &mut impl std::io::Write,
+) -> Result<u64, CopyError> {
+    let bad = |why: String| CopyError::Archive {
+        path: path.to_owned(),
+        why,
+    };
+    let mut header = [0u8; 512];
+    tar.read_exact(&mut header)
+        .map_err(|e| bad(format!("no tar header ({e})")))?;
+    let field = |r: std::ops::Range<usize>| {
+        String::from_utf8_lossy(&header[r])
+            .trim_matches(|c: char| c == '\0' || c == ' ')
+            .to_owned()
+    };
+    let stored = u32::from_str_radix(&field(148..156), 8)
+        .map_err(|_| bad("unreadable header checksum".into()))?;
+    let sum: u32 = header
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    if stored != sum {
+        return Err(bad(format!("header checksum {stored} != {sum}")));
+    }
+    if !matches!(header[156], b'0' | 0) {
+        return Err(bad(format!(
+            "first entry `{}` is not a regular file",
+            field(0..100)
+        )));
+    }
+    let size =
+        u64::from_str_radix(&field(124..136), 8).map_err(|_| bad("unreadable size".into()))?;
+    let copied = std::io::copy(&mut std::io::Read::take(&mut tar, size), out).map_err(|e| {
+        CopyError::Io {
+            path: path.to_owned(),
+            source: e,
+        }
+    })?;
+    if copied != size {
+        return Err(bad(format!("cut short: {copied} of {size} bytes")));
+    }
+    Ok(size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +679,20 @@ mod tests {
             "-----BEGIN ED25519 PRIVATE KEY-----\nAAEC\n-----END ED25519 PRIVATE KEY-----\n",
         );
         assert_eq!(der.unwrap(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn untar_one_takes_one_complete_regular_file_and_refuses_damage() {
+        let gz = crate::sim::cluster::copy::tar_gz("db", b"hello", 7).unwrap();
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(untar_one(&tar[..], "/x", &mut out).unwrap(), 5);
+        assert_eq!(out, b"hello");
+        let mut broken = tar.clone();
+        broken[0] = b'x';
+        assert!(untar_one(&broken[..], "/x", &mut Vec::new()).is_err());
+        assert!(untar_one(&tar[..515], "/x", &mut Vec::new()).is_err());
+        assert!(untar_one(&tar[..100], "/x", &mut Vec::new()).is_err());
     }
 }

@@ -94,15 +94,27 @@ pub enum ClusterDefault {
     /// `cluster.workers` (type `nodes`): every node whose machine type is `worker` (none is an
     /// empty list).
     Workers,
+    /// `cluster.etcd-survivor` (type `node`): the reachable control plane whose etcd member
+    /// reports the highest raft index (quorum recovery).
+    EtcdSurvivor,
+    /// `cluster.etcd-reachable` (type `nodes`): every control plane that answers (quorum
+    /// recovery wipes them all).
+    EtcdReachable,
+    /// `cluster.etcd-down` (type `nodes`): every node of the context that does not answer
+    /// (the operator attests them powered off).
+    EtcdDown,
 }
 
 impl ClusterDefault {
     /// Every source, as written.
-    pub const ALL: [ClusterDefault; 4] = [
+    pub const ALL: [ClusterDefault; 7] = [
         ClusterDefault::ControlPlanes,
         ClusterDefault::BackupMember,
         ClusterDefault::GpuNode,
         ClusterDefault::Workers,
+        ClusterDefault::EtcdSurvivor,
+        ClusterDefault::EtcdReachable,
+        ClusterDefault::EtcdDown,
     ];
 
     /// As written in a runbook.
@@ -112,6 +124,9 @@ impl ClusterDefault {
             ClusterDefault::BackupMember => "cluster.backup-member",
             ClusterDefault::GpuNode => "cluster.gpu-node",
             ClusterDefault::Workers => "cluster.workers",
+            ClusterDefault::EtcdSurvivor => "cluster.etcd-survivor",
+            ClusterDefault::EtcdReachable => "cluster.etcd-reachable",
+            ClusterDefault::EtcdDown => "cluster.etcd-down",
         }
     }
 
@@ -125,6 +140,8 @@ impl ClusterDefault {
         match self {
             ClusterDefault::ControlPlanes | ClusterDefault::Workers => ParamType::Nodes,
             ClusterDefault::BackupMember | ClusterDefault::GpuNode => ParamType::Node,
+            ClusterDefault::EtcdReachable | ClusterDefault::EtcdDown => ParamType::Nodes,
+            ClusterDefault::EtcdSurvivor => ParamType::Node,
         }
     }
 }

@@ -172,7 +172,17 @@ fn next_steps(r: &Report, state: &RunState) -> Vec<String> {
         ));
     }
     match r.stop {
-        Stop::Succeeded | Stop::DryRun => {}
+        Stop::Succeeded => {
+            // A step may leave work for afterwards (etcd.diagnose: replace each dead machine).
+            for id in &state.step_order {
+                if let Some(StepState::Succeeded { outputs }) = state.step(id).map(|s| &s.state)
+                    && let Some(serde_json::Value::Array(lines)) = outputs.get("next_steps")
+                {
+                    next.extend(lines.iter().filter_map(|l| l.as_str()).map(str::to_owned));
+                }
+            }
+        }
+        Stop::DryRun => {}
         Stop::AwaitingApproval => {
             for (id, rec) in &state.steps {
                 if let StepState::AwaitingApproval { prompt } = &rec.state {

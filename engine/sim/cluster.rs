@@ -24,6 +24,7 @@ use super::node::{
     VANILLA_IMAGE, splitmix,
 };
 
+pub mod copy;
 mod faults;
 mod kube_calls;
 mod kube_objects;

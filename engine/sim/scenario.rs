@@ -59,11 +59,14 @@ pub enum Scenario {
     /// Plex on `.20` is guarded by a PodDisruptionBudget it cannot satisfy: draining `.20`
     /// is refused (429), as it would be on a real cluster.
     PdbBlocksDrain,
+    /// `.223` and `.49` run but lost `/var/lib/etcd` (an EPHEMERAL wipe without leaving etcd):
+    /// one of three voters keeps its data, quorum is lost, and the two wait in Preparing.
+    EtcdDataLost,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Healthy,
         Scenario::GpuModulesMissing,
         Scenario::NvidiaImageOnNonGpuNode,
@@ -74,6 +77,7 @@ impl Scenario {
         Scenario::NodeDead,
         Scenario::NodeDeadWithSpare,
         Scenario::PdbBlocksDrain,
+        Scenario::EtcdDataLost,
     ];
 
     /// Stable name.
@@ -89,6 +93,7 @@ impl Scenario {
             Scenario::NodeDead => "node-dead",
             Scenario::NodeDeadWithSpare => "node-dead-with-spare",
             Scenario::PdbBlocksDrain => "pdb-blocks-drain",
+            Scenario::EtcdDataLost => "etcd-data-lost",
         }
     }
 
@@ -118,6 +123,9 @@ impl Scenario {
             }
             Scenario::PdbBlocksDrain => {
                 "plex on .20 has a PodDisruptionBudget (minAvailable 1, one replica): draining .20 is refused"
+            }
+            Scenario::EtcdDataLost => {
+                ".223 and .49 are up but lost their etcd data: 1 of 3 etcd voters left, no leader"
             }
         }
     }
@@ -151,7 +159,7 @@ impl fmt::Display for Scenario {
 /// Error for an unknown scenario name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}; known: healthy, gpu-modules-missing, nvidia-image-on-non-gpu-node, usb-disk-shift, quorum-lost, two-voter-window, stale-member, node-dead, node-dead-with-spare, pdb-blocks-drain"
+    "unknown scenario {0:?}; known: healthy, gpu-modules-missing, nvidia-image-on-non-gpu-node, usb-disk-shift, quorum-lost, two-voter-window, stale-member, node-dead, node-dead-with-spare, pdb-blocks-drain, etcd-data-lost"
 )]
 pub struct UnknownScenario(pub String);
 
@@ -355,6 +363,30 @@ fn build(sc: Scenario, timings: Timings) -> Result<Cluster, ApiError> {
             c.add_node(mac_spec(MAC_49, "mac-49", "C07YM1BBJ1GQ-R", VANILLA_IMAGE))?;
             c.power_on(MAC_49, now)?;
             let t = now + timings.reboot + timings.etcd_health_interval * 2;
+            c.advance_to(t);
+        }
+        Scenario::EtcdDataLost => {
+            // Both Macs are reset at once without leaving etcd (EPHEMERAL wiped, reboot): their
+            // members stay in the list, stopped, and come back empty, unable to join a
+            // cluster that has no leader.
+            let req = super::node::ResetRequest {
+                graceful: false,
+                reboot: true,
+                system_labels_to_wipe: vec!["EPHEMERAL".into()],
+            };
+            c.reset(MAC_223, &req, now)?;
+            c.reset(MAC_49, &req, now)?;
+            converge(&mut c, |c| {
+                [MAC_223, MAC_49].iter().all(|l| {
+                    c.node(l).is_some_and(|n| {
+                        n.api_up()
+                            && n.etcd_data() == super::node::EtcdData::Empty
+                            && n.service("etcd")
+                                .is_some_and(|s| s.state == super::node::ServiceState::Preparing)
+                    })
+                })
+            })?;
+            let t = c.now() + timings.election_timeout * 3;
             c.advance_to(t);
         }
         _ => {}

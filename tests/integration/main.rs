@@ -33,6 +33,7 @@ mod pinning;
 mod preflight;
 mod progress;
 mod properties;
+mod quorum_recovery;
 mod rendering;
 mod rollback;
 mod rollback_crash;

@@ -4,7 +4,7 @@
 //! ([`NodeApi::unary`], [`NodeApi::data`]) and calls the model method of the same name;
 //! mutating calls land in the model's call log and `calls.jsonl`. Replies answer at once, as
 //! Talos does: a rebooting node goes down afterwards, on the model's clock. Kept out:
-//! `Copy` (answers `Unimplemented`), `actor_id` (always empty: the simulator has no actor
+//! `Copy` of anything but etcd's database (answers `Unimplemented`), `actor_id` (always empty: the simulator has no actor
 //! tracking, so `talosctl --wait` falls back to polling).
 
 use runbook_proto::common::Data;
@@ -144,10 +144,10 @@ impl MachineService for NodeApi {
     type CopyStream = DataStream;
 
     async fn copy(&self, req: Request<pb::CopyRequest>) -> Result<Response<DataStream>, Status> {
-        self.begin(&req, Access::Admin)?;
-        Err(Status::unimplemented(
-            "Copy is not supported by the simulated node",
-        ))
+        let conn = self.begin(&req, Access::Admin)?;
+        let path = req.get_ref().root_path.clone();
+        let stream = self.data(req.metadata(), &conn, |c, l, now| c.copy(l, &path, now))?;
+        Ok(Response::new(stream))
     }
 
     type EventsStream = EventStream;

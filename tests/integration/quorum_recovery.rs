@@ -1,0 +1,332 @@
+//! etcd-quorum-recovery rehearsed end to end, as the operator would run it on their worst
+//! night: against a simulator started apart (`runbook sim up`), with no params (the cluster
+//! names the survivor, the nodes to wipe and the silent machines), each approval given with
+//! `runbook approve` and the run continued with `runbook resume`. Each test checks the
+//! simulator's call log and end state, not only the exit code: exactly one Bootstrap, no
+//! Reset on a refusal, the voters at the end, which data source was used.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use runbook::sim::Scenario;
+use runbook::sim::scenario::{MAC_49, MAC_223, NUC_20};
+
+use crate::run_harness::{Env, successful_calls, text};
+
+/// Quorum is lost, so the Kubernetes API cannot hold the cluster lock: each session says so.
+const NO_LOCK: [&str; 2] = [
+    "--no-cluster-lock",
+    "quorum lost: the Kubernetes API cannot answer",
+];
+
+struct Rehearsal {
+    env: Env,
+    rt: tokio::runtime::Runtime,
+    handle: runbook::sim::SimHandle,
+}
+
+impl Rehearsal {
+    fn start(scenario: Scenario) -> Rehearsal {
+        let env = Env::new();
+        let (rt, handle) = crate::run_harness::simulator(scenario, 200.0, env.path());
+        Rehearsal { env, rt, handle }
+    }
+
+    fn sim(&self) -> PathBuf {
+        self.env.path().join("sim")
+    }
+
+    /// The default `backup_dir` (`./etcd-backups`), relative to where the operator runs it.
+    fn backups(&self) -> PathBuf {
+        self.env.path().join("etcd-backups")
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.env
+            .cmd(args)
+            .current_dir(self.env.path())
+            .env_remove("RUNBOOK_TEST_KILL_IN_EFFECT")
+            .output()
+            .unwrap()
+    }
+
+    /// `runbook run etcd-quorum-recovery` with only the connection flags (and `extra`).
+    fn run(&self, extra: &[&str]) -> Output {
+        let (t, k, e) = (
+            self.sim().join("talosconfig"),
+            self.sim().join("kubeconfig"),
+            self.sim().join("endpoints.json"),
+        );
+        let mut args = vec![
+            "run",
+            "etcd-quorum-recovery",
+            "--output",
+            "plain",
+            "--talosconfig",
+            t.to_str().unwrap(),
+            "--kubeconfig",
+            k.to_str().unwrap(),
+            "--node-endpoints",
+            e.to_str().unwrap(),
+        ];
+        args.extend(NO_LOCK);
+        args.extend(extra);
+        self.cli(&args)
+    }
+
+    fn id(&self) -> String {
+        self.env.the_run().id().to_string()
+    }
+
+    /// Approves every step that waits, resumes, until the run stops otherwise; returns every
+    /// output and the approved steps in order.
+    fn drive(&self, first: Output) -> (Output, String, Vec<String>) {
+        let mut log = text(&first);
+        let mut last = first;
+        let mut approved = Vec::new();
+        for _ in 0..8 {
+            if last.status.code() != Some(5) {
+                break;
+            }
+            let t = text(&last);
+            let steps: Vec<String> = t
+                .match_indices("approval needed for `")
+                .filter_map(|(i, m)| {
+                    let rest = &t[i + m.len()..];
+                    rest.find('`').map(|end| rest[..end].to_string())
+                })
+                .collect();
+            assert!(!steps.is_empty(), "exit 5 without an approval named: {t}");
+            let id = self.id();
+            for s in &steps {
+                if approved.contains(s) {
+                    continue;
+                }
+                let out = self.cli(&["approve", &id, s]);
+                assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+                approved.push(s.clone());
+            }
+            let mut args = vec!["resume", id.as_str(), "--output", "plain"];
+            args.extend(NO_LOCK);
+            last = self.cli(&args);
+            log.push_str(&text(&last));
+        }
+        (last, log, approved)
+    }
+
+    fn calls(&self, method: &str) -> Vec<String> {
+        successful_calls(self.handle.cluster(), method)
+    }
+
+    /// (voters, learners) of the etcd cluster `.20` serves, and whether it has a leader.
+    fn etcd(&self) -> (usize, usize, bool) {
+        self.handle.cluster().with(|c, now| {
+            let members = c.etcd_member_list(NUC_20, true, now).unwrap_or_default();
+            let leader = c.etcd_status(NUC_20, now).is_ok_and(|s| s.leader != 0);
+            (
+                members.iter().filter(|m| !m.is_learner).count(),
+                members.iter().filter(|m| m.is_learner).count(),
+                leader,
+            )
+        })
+    }
+
+    /// The key the scenarios write before the disaster is still there.
+    fn data_survived(&self) -> bool {
+        self.handle.cluster().with(|c, now| {
+            c.etcd_clusters()
+                .iter()
+                .any(|e| e.kv().entries.contains_key("/registry/namespaces/default"))
+                && c.etcd_status(NUC_20, now).is_ok()
+        })
+    }
+
+    fn stop(self) {
+        self.rt.block_on(self.handle.shutdown());
+    }
+}
+
+#[test]
+fn etcd_data_lost_recovers_three_voters_with_one_bootstrap_and_no_params() {
+    let r = Rehearsal::start(Scenario::EtcdDataLost);
+    let (out, log, approved) = r.drive(r.run(&[]));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    // Every node answers: nothing to attest, one approval for the wipe.
+    assert_eq!(approved, ["lost"], "{log}");
+    assert!(log.contains("192.168.2.223: no etcd data"), "{log}");
+    assert!(log.contains("survivor: 192.168.2.20"), "{log}");
+    assert!(
+        log.contains("collected: a live snapshot of 192.168.2.20"),
+        "{log}"
+    );
+    assert_eq!(
+        r.calls("Bootstrap"),
+        [NUC_20],
+        "exactly one bootstrap\n{log}"
+    );
+    assert_eq!(r.calls("EtcdRecover"), [NUC_20], "{log}");
+    let mut reset = r.calls("Reset");
+    reset.sort();
+    assert_eq!(reset, [NUC_20, MAC_49, MAC_223], "{log}");
+    assert_eq!(r.etcd(), (3, 0, true), "three healthy voters\n{log}");
+    assert!(r.data_survived(), "{log}");
+    assert!(
+        !log.contains("node-replace --param"),
+        "nothing to replace\n{log}"
+    );
+    r.stop();
+}
+
+#[test]
+fn healthy_cluster_is_refused_before_any_reset() {
+    let r = Rehearsal::start(Scenario::Healthy);
+    let out = r.run(&[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("quorum is not lost") && t.contains("node-replace"),
+        "says to use node-replace or bring the voter back: {t}"
+    );
+    assert!(r.calls("Reset").is_empty(), "{t}");
+    assert!(r.calls("Bootstrap").is_empty(), "{t}");
+    r.stop();
+}
+
+#[test]
+fn quorum_lost_ends_with_one_voter_and_next_steps_name_node_replace_for_each_dead_node() {
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    let (out, log, approved) = r.drive(r.run(&[]));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    // The silent machines are attested one by one, by name, before the wipe.
+    assert_eq!(
+        approved,
+        ["attest[192.168.2.223]", "attest[192.168.2.49]", "lost"],
+        "{log}"
+    );
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(
+        r.calls("Reset"),
+        [NUC_20],
+        "only the reachable node is wiped\n{log}"
+    );
+    assert_eq!(r.etcd(), (1, 0, true), "{log}");
+    let t = text(&out);
+    for dead in [MAC_223, MAC_49] {
+        let line = format!("next: replace {dead} with node-replace");
+        assert!(t.contains(&line), "the run's report names it: {t}");
+        let status = r.cli(&["status", &r.id()]);
+        assert!(
+            text(&status).contains(&format!("replace {dead} with node-replace")),
+            "{}",
+            text(&status)
+        );
+    }
+    // The rescue snapshot and the first of the recovered cluster, both verified.
+    let files: Vec<_> = std::fs::read_dir(r.backups())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        runbook::cluster::backup::verify(f).unwrap();
+    }
+    r.stop();
+}
+
+#[test]
+fn a_survivor_that_cannot_serve_a_snapshot_is_copied_raw_and_restored_with_the_hash_check_skipped()
+{
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    r.handle
+        .cluster()
+        .with(|c, _| c.fail_next("EtcdSnapshot", Some(NUC_20), 1));
+    let (out, log, _) = r.drive(r.run(&[]));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("not used: live snapshot of 192.168.2.20"),
+        "{log}"
+    );
+    assert!(
+        log.contains("collected: a raw copy of 192.168.2.20:/var/lib/etcd/member/snap/db"),
+        "{log}"
+    );
+    // The simulator's etcd refuses a raw copy unless the hash check is skipped: it restored.
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (1, 0, true), "{log}");
+    assert!(r.data_survived(), "{log}");
+    let raw: Vec<_> = std::fs::read_dir(r.backups().join("raw"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    runbook::cluster::backup::verify(&raw[0]).unwrap();
+    r.stop();
+}
+
+#[test]
+fn with_neither_snapshot_nor_copy_the_newest_verified_backup_is_restored_and_its_age_said() {
+    use runbook::cluster::backup::{Sidecar, store};
+    use sha2::Digest;
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    // A verified snapshot of two hours ago in the backup directory, and an older one.
+    let snap = r
+        .handle
+        .cluster()
+        .with(|c, now| c.etcd_snapshot(NUC_20, now))
+        .unwrap();
+    std::fs::create_dir_all(r.backups()).unwrap();
+    let now = runbook::journal::time::now_ms();
+    for (name, ago_h) in [("older.db", 30u64), ("newest.db", 2)] {
+        let at = runbook::journal::time::rfc3339(now - ago_h * 3_600_000);
+        store(
+            &r.backups().join(name),
+            &snap,
+            &Sidecar {
+                node: NUC_20.into(),
+                revision: None,
+                sha256: hex::encode(sha2::Sha256::digest(&snap)),
+                size: snap.len() as u64,
+                talos_version: None,
+                cluster_id: None,
+                taken_at: at,
+                encrypted: false,
+                drill: None,
+            },
+        )
+        .unwrap();
+    }
+    r.handle.cluster().with(|c, _| {
+        c.fail_next("EtcdSnapshot", Some(NUC_20), 1);
+        c.fail_next("Copy", Some(NUC_20), 1);
+    });
+    let (out, log, _) = r.drive(r.run(&[]));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("not used: raw copy of 192.168.2.20"), "{log}");
+    assert!(
+        log.contains("collected: the newest verified snapshot of")
+            && log.contains("newest.db")
+            && log.contains("2h00m old"),
+        "{log}"
+    );
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (1, 0, true), "{log}");
+    assert!(r.data_survived(), "{log}");
+    r.stop();
+}
+
+#[test]
+fn a_survivor_without_data_is_refused_before_any_reset() {
+    // The operator names a node that lost its data: the diagnosis refuses, nothing is wiped.
+    let r = Rehearsal::start(Scenario::EtcdDataLost);
+    let out = r.run(&["--param", "survivor=192.168.2.223"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("192.168.2.223 is not a reachable member holding etcd data"),
+        "{t}"
+    );
+    assert!(r.calls("Reset").is_empty(), "{t}");
+    r.stop();
+}
