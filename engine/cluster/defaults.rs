@@ -367,11 +367,18 @@ fn answering_control_planes(view: &ClusterView) -> Result<Vec<&NodeView>, String
 
 /// Quorum recovery: every control plane that answers (all are wiped and rejoin).
 fn etcd_reachable(view: &ClusterView) -> Result<(String, String), String> {
-    let cps = answering_control_planes(view)?;
+    let mut cps = answering_control_planes(view)?;
+    // Oldest data first, the survivor (newest) last: each wipe re-checks that quorum is lost,
+    // and the survivor's etcd is the witness until its own wipe. A stable sort: the
+    // talosconfig's order among equals, as `cluster.etcd-survivor` picks the last of them.
+    cps.sort_by_key(|n| n.etcd.get().map(|st| st.raft_index));
     let labels: Vec<&str> = cps.iter().map(|n| n.label.as_str()).collect();
     Ok((
         labels.join(","),
-        format!("the {} control planes that answer", labels.len()),
+        format!(
+            "the {} control planes that answer, the newest etcd data last",
+            labels.len()
+        ),
     ))
 }
 
@@ -405,14 +412,15 @@ fn etcd_down(view: &ClusterView) -> Result<(String, String), String> {
 }
 
 /// Quorum recovery: the answering control plane whose etcd member reports the highest raft
-/// index (the first in the talosconfig's order on a tie). `etcd.diagnose` checks the choice
+/// index (the last in the talosconfig's order on a tie: the one `cluster.etcd-reachable`
+/// puts last). `etcd.diagnose` checks the choice
 /// again with the raft applied index, and warns when it is not the newest.
 fn etcd_survivor(view: &ClusterView) -> Result<(String, String), String> {
     let cps = answering_control_planes(view)?;
     let best = cps
         .iter()
         .filter_map(|n| n.etcd.get().map(|st| (n, st.raft_index)))
-        .reduce(|best, c| if c.1 > best.1 { c } else { best });
+        .reduce(|best, c| if c.1 >= best.1 { c } else { best });
     match best {
         Some((n, index)) => Ok((
             n.label.clone(),
@@ -658,6 +666,13 @@ mod tests {
         silent(&mut v.nodes[2]);
         assert_eq!(one(&v, ClusterDefault::EtcdSurvivor).unwrap(), "b");
         assert_eq!(one(&v, ClusterDefault::EtcdReachable).unwrap(), "a,b");
+        let mut w = cluster(0);
+        if let Observed::Answered(s) = &mut w.nodes[0].etcd {
+            s.raft_index = 9;
+        }
+        w.nodes[1].etcd = Observed::Missing(Gap::new("EtcdStatus", GapKind::Failed, "x"));
+        assert_eq!(one(&w, ClusterDefault::EtcdReachable).unwrap(), "b,c,a");
+        assert_eq!(one(&w, ClusterDefault::EtcdSurvivor).unwrap(), "a");
         assert_eq!(one(&v, ClusterDefault::EtcdDown).unwrap(), "c");
         // A node whose etcd does not answer is reachable but never the survivor.
         v.nodes[1].etcd = Observed::Missing(Gap::new("EtcdStatus", GapKind::Failed, "x"));

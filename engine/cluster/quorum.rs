@@ -134,9 +134,10 @@ pub fn decide(facts: &[Facts], chosen: Option<&str>, down: &[String]) -> Result<
             with_leader.join(", ")
         ));
     }
+    // On a tie the later one: the survivor is wiped last (see below).
     let Some(&(newest, newest_index)) = holders
         .iter()
-        .reduce(|best, h| if h.1 > best.1 { h } else { best })
+        .reduce(|best, h| if h.1 >= best.1 { h } else { best })
     else {
         return Err(
             "no reachable control plane holds etcd data: nothing to restore from a survivor (restore a verified snapshot with a full rebuild)"
@@ -160,6 +161,13 @@ pub fn decide(facts: &[Facts], chosen: Option<&str>, down: &[String]) -> Result<
             (s, idx)
         }
     };
+    // Every wipe re-checks that quorum is lost, and after the survivor's wipe no member is
+    // left to say so: the survivor goes last.
+    if wipe.last().map(String::as_str) != Some(survivor) {
+        return Err(format!(
+            "the survivor {survivor} must be the last of `nodes` (it is wiped last: until then its etcd testifies that quorum is lost); give `--param nodes=…` ending with it"
+        ));
+    }
     let next_steps = silent
         .iter()
         .map(|d| {
@@ -232,17 +240,21 @@ mod tests {
 
     #[test]
     fn lost_data_nodes_are_wiped_and_rejoin_and_nothing_is_left_to_replace() {
-        let d = decide(&[serving("a", 7), absent("b"), absent("c")], None, &[]).unwrap();
+        let d = decide(&[absent("b"), absent("c"), serving("a", 7)], None, &[]).unwrap();
         assert_eq!(d.survivor, "a");
-        assert_eq!(d.wipe, ["a", "b", "c"]);
+        assert_eq!(d.wipe, ["b", "c", "a"]);
+        // The survivor first would leave the later wipes without a witness of the loss.
+        let e = decide(&[serving("a", 7), absent("b")], None, &[]).unwrap_err();
+        assert!(e.contains("must be the last"), "{e}");
         assert!(d.down.is_empty() && d.next_steps.is_empty());
     }
 
     #[test]
     fn the_newest_member_is_chosen_and_an_older_choice_is_warned_about() {
-        let f = [serving("a", 5), serving("b", 9), silent("c")];
+        let f = [serving("b", 9), silent("c")];
         let d = decide(&f, None, &down(&["c"])).unwrap();
         assert_eq!((d.survivor.as_str(), d.applied), ("b", 9));
+        let f = [serving("b", 9), serving("a", 5), silent("c")];
         let d = decide(&f, Some("a"), &down(&["c"])).unwrap();
         assert_eq!(d.survivor, "a");
         assert_eq!(d.newest, "b");
@@ -250,14 +262,14 @@ mod tests {
             d.warnings[0].contains("NOT the member with the newest data"),
             "{d:?}"
         );
-        // Ties keep the first (the talosconfig's order).
+        // Ties keep the last (the one wiped last).
         let d = decide(
             &[serving("a", 9), serving("b", 9), silent("c")],
             None,
             &down(&["c"]),
         )
         .unwrap();
-        assert_eq!(d.survivor, "a");
+        assert_eq!(d.survivor, "b");
         // A chosen node without data is refused.
         let e = decide(&[serving("a", 9), absent("b")], Some("b"), &[]).unwrap_err();
         assert!(
