@@ -329,3 +329,75 @@ fn a_survivor_without_data_is_refused_before_any_reset() {
     assert!(r.calls("Reset").is_empty(), "{t}");
     r.stop();
 }
+
+/// Runs to the wipe approval, approves it, then resumes with `hook` so the process dies inside
+/// that effect; resumes until the run ends. No in-doubt question may reach a person: the
+/// probes settle every interrupted call from the cluster.
+fn killed_inside(hook: &str) -> (Rehearsal, String) {
+    let r = Rehearsal::start(Scenario::EtcdDataLost);
+    let first = r.run(&[]);
+    assert_eq!(first.status.code(), Some(5), "{}", text(&first));
+    let id = r.id();
+    let out = r.cli(&["approve", &id, "lost"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut args = vec!["resume", id.as_str(), "--output", "plain"];
+    args.extend(NO_LOCK);
+    let killed = r
+        .env
+        .cmd(&args)
+        .current_dir(r.env.path())
+        .env("RUNBOOK_TEST_KILL_IN_EFFECT", hook)
+        .output()
+        .unwrap();
+    assert_eq!(
+        killed.status.code(),
+        None,
+        "must die inside {hook}: {}",
+        text(&killed)
+    );
+    let mut log = text(&killed);
+    let mut last = None;
+    for _ in 0..4 {
+        let out = r.cli(&args);
+        log.push_str(&text(&out));
+        assert!(
+            !text(&out).contains("interrupted with an unknown outcome"),
+            "the probe must settle it: {log}"
+        );
+        let code = out.status.code();
+        last = code;
+        if code != Some(1) && code != Some(5) {
+            break;
+        }
+    }
+    assert_eq!(last, Some(0), "{hook}: {log}");
+    (r, log)
+}
+
+#[test]
+fn killed_right_after_the_bootstrap_is_sent_resumes_without_a_second_bootstrap() {
+    let (r, log) = killed_inside("talos.bootstrap:1:after");
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (3, 0, true), "{log}");
+    r.stop();
+}
+
+#[test]
+fn killed_right_after_the_survivors_reset_resumes_with_one_reset_each_and_one_bootstrap() {
+    // The third Reset is the survivor's: after it no etcd holds data but the rescue copy.
+    let (r, log) = killed_inside("talos.reset:3:after");
+    assert_eq!(r.calls("Reset"), [MAC_223, MAC_49, NUC_20], "{log}");
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (3, 0, true), "{log}");
+    assert!(r.data_survived(), "{log}");
+    r.stop();
+}
+
+#[test]
+fn killed_right_after_the_first_reset_resumes_without_resetting_it_again() {
+    let (r, log) = killed_inside("talos.reset:1:after");
+    assert_eq!(r.calls("Reset"), [MAC_223, MAC_49, NUC_20], "{log}");
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (3, 0, true), "{log}");
+    r.stop();
+}

@@ -157,7 +157,7 @@ fn quorum_recovery_written_in_rhai_plans_like_yaml() {
             .any(|g| matches!(g, Guard::Named { name, .. } if name == "etcd.quorum-lost"))
     );
     let boot = p.step("bootstrap").unwrap();
-    assert_eq!(boot.idempotency, runbook::action::Idempotency::Confirm);
+    assert_eq!(boot.idempotency, runbook::action::Idempotency::Verify);
     // The snapshot path is only known at run time.
     assert!(matches!(
         boot.action.as_ref().unwrap().args["recover_from"],
