@@ -401,3 +401,23 @@ fn killed_right_after_the_first_reset_resumes_without_resetting_it_again() {
     assert_eq!(r.etcd(), (3, 0, true), "{log}");
     r.stop();
 }
+
+#[test]
+fn a_silent_machine_nobody_attested_refuses_before_any_reset() {
+    // The operator names only one dead machine: the other's silence could be a network split.
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    let out = r.run(&["--param", "down=192.168.2.223"]);
+    let (out, log, approved) = r.drive(out);
+    assert_eq!(out.status.code(), Some(4), "{log}");
+    assert!(
+        log.contains("guard `talos.no-init` REFUSED: cannot decide: 192.168.2.49 did not answer"),
+        "{log}"
+    );
+    assert!(
+        approved.is_empty(),
+        "nothing to approve: {approved:?}\n{log}"
+    );
+    assert!(r.calls("Reset").is_empty(), "{log}");
+    assert!(r.calls("Bootstrap").is_empty(), "{log}");
+    r.stop();
+}
