@@ -210,7 +210,14 @@ fn quorum_lost_ends_with_one_voter_and_next_steps_name_node_replace_for_each_dea
     );
     assert_eq!(r.etcd(), (1, 0, true), "{log}");
     let t = text(&out);
+    let json = r.cli(&["status", &r.id(), "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let next = doc.to_string();
     for dead in [MAC_223, MAC_49] {
+        assert!(
+            next.contains(&format!("replace {dead} with node-replace")),
+            "status JSON names it: {next}"
+        );
         let line = format!("next: replace {dead} with node-replace");
         assert!(t.contains(&line), "the run's report names it: {t}");
         let status = r.cli(&["status", &r.id()]);
