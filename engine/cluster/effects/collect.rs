@@ -23,13 +23,22 @@ use crate::exec::effects::{ActionCall, ActionOutcome, EffectError};
 
 /// Whether a snapshot file carries etcd's sha256 trailer: etcd's own test
 /// (`size % 512 == sha256.Size`) and the digest of the body matching it.
+/// Streamed: snapshots can be gigabytes.
 fn has_valid_trailer(path: &Path) -> std::io::Result<bool> {
-    let bytes = std::fs::read(path)?;
-    if bytes.len() % 512 != 32 {
+    use std::io::Read;
+    let len = std::fs::metadata(path)?.len();
+    if len % 512 != 32 {
         return Ok(false);
     }
-    let (body, sum) = bytes.split_at(bytes.len() - 32);
-    Ok(Sha256::digest(body).as_slice() == sum)
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut body = Hashing {
+        inner: std::io::sink(),
+        hash: Sha256::new(),
+    };
+    std::io::copy(&mut (&mut file).take(len - 32), &mut body)?;
+    let mut sum = [0u8; 32];
+    file.read_exact(&mut sum)?;
+    Ok(body.hash.finalize().as_slice() == sum)
 }
 
 /// A writer that hashes what it writes.
