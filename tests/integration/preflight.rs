@@ -515,6 +515,8 @@ fn recovery_runbooks_are_not_refused_by_the_degradation_they_repair() {
         "survivor=192.168.2.20",
         "--param",
         "down=192.168.2.223,192.168.2.49",
+        "--param",
+        &format!("backup_dir={}", env.path().join("snaps").display()),
         "--no-cluster-lock",
         "the Kubernetes API is down with etcd",
         "--output",
