@@ -367,7 +367,16 @@ impl<E: Effects> Runner<'_, E> {
                 Err(EffectError::Refused { reason, figures }) => {
                     let figures = self.redact.fields(figures);
                     let reason = self.redact.text(&reason);
-                    let Some(o) = self.journal.state().preflight_override.clone() else {
+                    // Only the preflight's findings may be overridden: any other action's
+                    // refusal (etcd.diagnose) is a safety refusal, like a guard's.
+                    let overridable = c.name == "preflight";
+                    let Some(o) = self
+                        .journal
+                        .state()
+                        .preflight_override
+                        .clone()
+                        .filter(|_| overridable)
+                    else {
                         batch.push(Record::GuardRefused {
                             step: id.clone(),
                             guard: c.name.clone(),

@@ -428,3 +428,24 @@ fn a_silent_machine_nobody_attested_refuses_before_any_reset() {
     assert!(r.calls("Bootstrap").is_empty(), "{log}");
     r.stop();
 }
+
+#[test]
+fn override_preflight_does_not_lift_the_diagnosis() {
+    // `--override-preflight` lifts the preflight's findings only, never the diagnosis.
+    let r = Rehearsal::start(Scenario::EtcdDataLost);
+    let out = r.run(&[
+        "--param",
+        "survivor=192.168.2.223",
+        "--override-preflight",
+        "I know better",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("not a reachable member holding etcd data"),
+        "{t}"
+    );
+    assert!(!t.contains("OVERRIDDEN"), "{t}");
+    assert!(r.calls("Reset").is_empty(), "{t}");
+    r.stop();
+}
