@@ -415,6 +415,10 @@ fn crash_test(name: &str) {
             case_start.elapsed().as_secs_f64(),
             case.timings.join("; ")
         );
+        if case_start.elapsed() > Duration::from_secs(25) {
+            // Where the time went, for whoever tunes the budget.
+            println!("{name}: {label}: slow case, its sessions:\n{}", case.logs());
+        }
         done += 1;
         case.stop();
     }
