@@ -14,6 +14,7 @@ mod connect;
 mod conventions;
 mod crash;
 mod crash_effects;
+mod crash_runbooks;
 mod docs_example;
 mod doctor;
 mod exec_action;
