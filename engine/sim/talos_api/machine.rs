@@ -21,10 +21,11 @@ use crate::sim::node::{ApplyMode, RebootMode, ResetRequest, Service, UpgradeRequ
 use crate::sim::{ApiError, Code};
 
 /// Paths `Read` can serve.
-pub const READABLE: [&str; 3] = [
+pub const READABLE: [&str; 4] = [
     "/proc/sys/kernel/random/boot_id",
     "/proc/sys/kernel/hostname",
     "/proc/modules",
+    "/proc/uptime",
 ];
 
 fn reboot_mode(v: i32) -> RebootMode {
@@ -92,6 +93,12 @@ fn read_path(
             .map(|m| format!("{} 16384 0 - {} 0x0000000000000000\n", m.name, m.state))
             .collect::<String>()
             .into_bytes()),
+        // Seconds since this boot began, on the model's clock (so a rehearsal at speed 100
+        // ages its nodes a hundred times faster than the wall), then idle seconds.
+        "/proc/uptime" => {
+            let up = now.saturating_since(node.boot_started_at).as_secs_f64();
+            Ok(format!("{up:.2} {:.2}\n", up * 2.0).into_bytes())
+        }
         other => Err(ApiError::new(
             Code::Unknown,
             format!("stat {other}: no such file or directory"),
