@@ -162,7 +162,7 @@ pub fn running(view: &ClusterView, x: &str, waited: Duration, fast_fail: Duratio
         let mut why = format!(
             "`{x}` is stuck in booting: {} waiting for {}",
             waiting.join(", "),
-            crate::dsl::duration::format(waited)
+            crate::dsl::duration::format(Duration::from_secs(waited.as_secs()))
         );
         let mut give_up = Verdict::fail(String::new())
             .with("stage", "booting")

@@ -33,6 +33,7 @@ mod pinning;
 mod preflight;
 mod progress;
 mod properties;
+mod reboot_verify;
 mod rendering;
 mod rollback;
 mod rollback_crash;

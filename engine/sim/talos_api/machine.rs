@@ -93,10 +93,13 @@ fn read_path(
             .map(|m| format!("{} 16384 0 - {} 0x0000000000000000\n", m.name, m.state))
             .collect::<String>()
             .into_bytes()),
-        // Seconds since this boot began, on the model's clock (so a rehearsal at speed 100
-        // ages its nodes a hundred times faster than the wall), then idle seconds.
+        // Seconds since this boot began on the node's own clock, then idle seconds. The model
+        // divides every realistic duration by the speed factor, so the node's clock is the
+        // model's time multiplied by it: at speed 100 a node stuck for one wall second has
+        // been up 100 s, as its 60 s reboots and 70 min boot timeout say.
         "/proc/uptime" => {
-            let up = now.saturating_since(node.boot_started_at).as_secs_f64();
+            let speed = c.timings().speed.factor();
+            let up = now.saturating_since(node.boot_started_at).as_secs_f64() * speed;
             Ok(format!("{up:.2} {:.2}\n", up * 2.0).into_bytes())
         }
         other => Err(ApiError::new(
