@@ -365,6 +365,20 @@ fn a_wait_timeout_that_is_not_a_duration_is_a_spanned_error() {
         msg.starts_with("invalid `timeout`: `params.label` gives"),
         "{msg}"
     );
+    // Zero is no timeout.
+    let (code, at, msg) = only(plan_yaml(TIMEOUT_RUNBOOK, &[("boot_timeout", "0s")]));
+    assert_eq!((code, at.as_str()), (Code::InvalidValue, "19:21"), "{msg}");
+    assert!(msg.contains("gives zero"), "{msg}");
+    // An int param is whole seconds.
+    let secs = TIMEOUT_RUNBOOK.replace(
+        "type: duration\n    default: 20m",
+        "type: int\n    default: 45",
+    );
+    let plan = plan_yaml(&secs, &[]).unwrap();
+    assert_eq!(
+        plan.step("a").unwrap().wait.as_ref().unwrap().timeout,
+        Duration::from_secs(45)
+    );
     // A timeout that reads a step's output cannot be known when the plan is made.
     let runtime = TIMEOUT_RUNBOOK.replace("params.boot_timeout", "steps.a.x");
     let (_, at, msg) = only(check_yaml(&runtime));
