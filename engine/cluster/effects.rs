@@ -43,6 +43,7 @@ mod patch;
 mod preflight;
 mod probe;
 mod snapshot;
+mod wait_clock;
 
 pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
 
@@ -52,6 +53,7 @@ pub struct ClusterEffects {
     changes: crate::cluster::observe::watch::Changes,
     local: LocalEffects,
     started: std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>,
+    node_clocks: std::sync::Mutex<wait_clock::NodeClocks>,
 }
 
 impl ClusterEffects {
@@ -62,6 +64,7 @@ impl ClusterEffects {
             changes: crate::cluster::observe::watch::Changes::new(),
             local: LocalEffects,
             started: std::sync::Mutex::new(BTreeMap::new()),
+            node_clocks: std::sync::Mutex::new(wait_clock::NodeClocks::default()),
         }
     }
 
@@ -79,6 +82,24 @@ impl ClusterEffects {
         let mut map = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let start = *map.entry(key).or_insert_with(tokio::time::Instant::now);
         start.elapsed()
+    }
+
+    /// How long the wait has run: the wall clock, or the node's own clock when its uptime
+    /// was read and says more (a simulator at high speed; see `wait_clock`).
+    fn waited_on(
+        &self,
+        step: &str,
+        condition: &str,
+        node: Option<&str>,
+        view: &crate::condition::view::ClusterView,
+    ) -> Duration {
+        let wall = self.waited(step, condition);
+        let Some((x, uptime)) = node.and_then(|x| Some((x, *view.node(x)?.uptime.get()?))) else {
+            return wall;
+        };
+        let key = format!("{step}\u{0}{condition}\u{0}{x}");
+        let mut clocks = self.node_clocks.lock().unwrap_or_else(|p| p.into_inner());
+        wall.max(clocks.elapsed(&key, uptime))
     }
 }
 
@@ -810,8 +831,9 @@ impl Effects for ClusterEffects {
             .observer
             .view_of(crate::condition::reads::for_check(call.name))
             .await;
-        let args = call.args.clone().into_iter().collect();
-        let waited = self.waited(call.step, call.name);
+        let args: check::Args = call.args.clone().into_iter().collect();
+        let node = args.get("node").and_then(|n| n.as_str());
+        let waited = self.waited_on(call.step, call.name, node, &view);
         let before = call.pre_state.get("boot_id").and_then(|b| b.as_str());
         match check::wait(call.name, &args, &view, waited, before)
             .map_err(|e| check_error(call.name, e))?

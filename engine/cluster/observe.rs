@@ -551,7 +551,7 @@ impl Observer {
                     self.list(label, "hardware", "PCIDevices.hardware.talos.dev"),
                 )
                 .await
-                .map(|items| decode_vendors(&items)),
+                .and_then(|items| decode_vendors(&items)),
             )
         };
         let kernel_modules = async {
@@ -564,13 +564,33 @@ impl Observer {
                     self.list(label, "runtime", "KernelModuleSpecs.runtime.talos.dev"),
                 )
                 .await
-                .map(|items| {
+                .and_then(|items| {
+                    // An undecodable spec is a gap, not a module that is not there (the
+                    // stuck-booting diagnosis names missing modules from this list).
                     items
                         .iter()
-                        .filter_map(|b| runtime::KernelModuleSpecSpec::decode(b.as_slice()).ok())
-                        .map(|m| m.name)
+                        .map(|b| {
+                            runtime::KernelModuleSpecSpec::decode(b.as_slice())
+                                .map(|m| m.name)
+                                .map_err(|e| {
+                                    failed("KernelModuleSpecs", format!("undecodable: {e}"))
+                                })
+                        })
                         .collect()
                 }),
+            )
+        };
+        let uptime = async {
+            if !reads.has(Fact::Uptime) {
+                return Observed::NotAsked;
+            }
+            Observed::from_result(
+                call("Read /proc/uptime", self.read(label, "/proc/uptime"))
+                    .await
+                    .and_then(|text| {
+                        crate::condition::talos::parse_uptime(&text)
+                            .ok_or_else(|| failed("Read /proc/uptime", "not an uptime"))
+                    }),
             )
         };
         // One channel, every call of this node in flight at once.
@@ -585,6 +605,7 @@ impl Observer {
             disks,
             pci_vendors,
             kernel_modules,
+            uptime,
         ) = tokio::join!(
             hostname,
             boot_id,
@@ -595,7 +616,8 @@ impl Observer {
             machine_type,
             disks,
             pci_vendors,
-            kernel_modules
+            kernel_modules,
+            uptime
         );
         v.hostname = hostname;
         v.boot_id = boot_id;
@@ -607,6 +629,7 @@ impl Observer {
         v.disks = disks;
         v.pci_vendors = pci_vendors;
         v.kernel_modules = kernel_modules;
+        v.uptime = uptime;
         v
     }
 
@@ -689,7 +712,7 @@ impl Observer {
                     list("hardware", "PCIDevices.hardware.talos.dev"),
                 )
                 .await
-                .map(|items| decode_vendors(&items)),
+                .and_then(|items| decode_vendors(&items)),
             )
         };
         (v.disks, v.pci_vendors) = tokio::join!(disks, pci_vendors);
@@ -710,11 +733,16 @@ impl Observer {
     }
 }
 
-fn decode_vendors(items: &[Vec<u8>]) -> Vec<String> {
+/// PCI vendor ids; an undecodable device is a gap, never a device that is not there (an
+/// NVIDIA GPU dropped here would read as "no GPU").
+fn decode_vendors(items: &[Vec<u8>]) -> Result<Vec<String>, Gap> {
     items
         .iter()
-        .filter_map(|b| hardware::PciDeviceSpec::decode(b.as_slice()).ok())
-        .map(|d| d.vendor_id)
+        .map(|b| {
+            hardware::PciDeviceSpec::decode(b.as_slice())
+                .map(|d| d.vendor_id)
+                .map_err(|e| failed("PCIDevices", format!("undecodable: {e}")))
+        })
         .collect()
 }
 

@@ -381,12 +381,92 @@ fn wait_call(
         w.condition.span,
         diags,
     );
+    let timeout = match &w.timeout_expr {
+        Some(e) => plan_duration(cx, e, "timeout", diags).unwrap_or(spec.timeout),
+        None => w.timeout.as_ref().map_or(spec.timeout, |t| t.value),
+    };
     Some(plan::Wait {
         condition: spec.name.to_string(),
         args,
-        timeout: w.timeout.as_ref().map_or(spec.timeout, |t| t.value),
+        timeout,
         interval: w.interval.as_ref().map_or(spec.interval, |t| t.value),
     })
+}
+
+/// A duration given as a plan-time expression (`timeout: "${{ params.boot_timeout }}"`): it
+/// must read only params that are not secret and give a duration string (`90s`, `20m`) or
+/// whole seconds; anything else is an error at the expression.
+fn plan_duration(
+    cx: &StepCx<'_>,
+    e: &ExprSrc,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<std::time::Duration> {
+    let no_steps = BTreeMap::new();
+    let names = Names {
+        steps: &no_steps,
+        result: None,
+        plan_time: true,
+        ..cx.names
+    };
+    let checked = match cx.checker.check(cx.source, e, &names) {
+        Ok(c) => c,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    if checked.runtime || checked.secret {
+        diags.push(Diagnostic::new(
+            Code::ExprEval,
+            cx.source,
+            e.span,
+            format!("`{what}` must be known at plan time from params that are not secret"),
+            "not a plan-time value",
+        ));
+        return None;
+    }
+    let value = match cx.checker.eval(cx.source, e, &names) {
+        Ok(v) => v,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let parsed = match &value {
+        serde_json::Value::String(s) => crate::dsl::duration::parse(s),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| "not a whole number of seconds".to_string()),
+        _ => Err("not a duration".to_string()),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            diags.push(Diagnostic::new(
+                Code::InvalidValue,
+                cx.source,
+                e.span,
+                format!("invalid `{what}`: `{}` gives zero", e.text),
+                "a zero timeout",
+            ));
+            None
+        }
+        Err(msg) => {
+            diags.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    cx.source,
+                    e.span,
+                    format!("invalid `{what}`: `{}` gives {value}: {msg}", e.text),
+                    "not a duration",
+                )
+                .with_help("give a duration such as `30s`, `5m` or `1h30m` (a `duration` param)"),
+            );
+            None
+        }
+    }
 }
 
 /// Matches `given` against `specs`; `inherit_node` fills a missing `node`.

@@ -219,6 +219,7 @@ fn denied_after_contact() -> ClusterView {
             disks: Observed::Missing(denied()),
             pci_vendors: Observed::Missing(denied()),
             kernel_modules: Observed::Missing(denied()),
+            uptime: Observed::Missing(denied()),
             image: Observed::Missing(denied()),
         };
     }

@@ -43,11 +43,13 @@ pub enum Fact {
     Pci = 1 << 9,
     /// `KernelModuleSpecs.runtime.talos.dev`.
     KernelModules = 1 << 10,
+    /// `/proc/uptime` (the node's own clock, for a wait's fast-fail window).
+    Uptime = 1 << 11,
 }
 
 impl Fact {
     /// Every fact.
-    pub const ALL: [Fact; 11] = [
+    pub const ALL: [Fact; 12] = [
         Fact::BootId,
         Fact::Services,
         Fact::Members,
@@ -59,6 +61,7 @@ impl Fact {
         Fact::Disks,
         Fact::Pci,
         Fact::KernelModules,
+        Fact::Uptime,
     ];
 }
 
@@ -68,7 +71,7 @@ pub struct Reads(u16);
 
 impl Reads {
     /// Everything (the conservative default).
-    pub const ALL: Reads = Reads(0x07ff);
+    pub const ALL: Reads = Reads(0x0fff);
     /// Nothing beyond MachineStatus and hostname.
     pub const NONE: Reads = Reads(0);
 
@@ -101,7 +104,7 @@ impl Reads {
 
 use Fact::{
     Alarms, BootId, Disks, EtcdStatus, KernelModules, KubeNodes, MachineType, Members, Pci, Pods,
-    Services,
+    Services, Uptime,
 };
 
 /// What every etcd check reads: member lists and statuses, the etcd service (a member whose
@@ -130,7 +133,12 @@ const TABLE: &[(&str, Reads)] = &[
     ("backup.fresh", Reads::NONE),
     // Wait conditions.
     ("talos.rebooted", Reads::of(&[BootId])),
-    ("talos.running", Reads::of(&[Services])),
+    // The stuck-booting diagnosis reads the PCI devices and the configured modules, and the
+    // fast-fail window is measured on the node's uptime (condition/talos.rs `running`).
+    (
+        "talos.running",
+        Reads::of(&[Services, Pci, KernelModules, Uptime]),
+    ),
     ("talos.stage", Reads::NONE),
     ("talos.maintenance", Reads::NONE),
     ("talos.service", Reads::of(&[Services])),
@@ -191,6 +199,7 @@ fn restrict_node(n: &NodeView, r: Reads) -> NodeView {
     keep(&mut n.disks, r.has(Disks));
     keep(&mut n.pci_vendors, r.has(Pci));
     keep(&mut n.kernel_modules, r.has(KernelModules));
+    keep(&mut n.uptime, r.has(Uptime));
     // Never read by the observer today; kept only when everything is read.
     keep(&mut n.image, r == Reads::ALL);
     n

@@ -133,7 +133,11 @@ impl Poll {
 }
 
 /// W-running(x) with fast-fail: stuck in `booting` with a Waiting service for `fast_fail`
-/// (measured from when the wait began) gives up with a diagnostic naming the service.
+/// gives up with a diagnostic naming the service and, for an NVIDIA service, the cause the
+/// evidence shows ([`nvidia_wait_cause`]). `waited` is how long the wait has run on the best
+/// clock the caller has: the node's own uptime since the wait began when it was read (a
+/// simulator at speed 100 fails within its own minutes), else the wall clock
+/// (docs/design/diagnosis.md).
 pub fn running(view: &ClusterView, x: &str, waited: Duration, fast_fail: Duration) -> Poll {
     let n = match observed(view, x) {
         Ok(n) => n,
@@ -155,16 +159,149 @@ pub fn running(view: &ClusterView, x: &str, waited: Duration, fast_fail: Duratio
         && !waiting.is_empty()
         && waited >= fast_fail
     {
-        let mut hint = String::new();
+        let mut why = format!(
+            "`{x}` is stuck in booting: {} waiting for {}",
+            waiting.join(", "),
+            crate::dsl::duration::format(Duration::from_secs(waited.as_secs()))
+        );
+        let mut give_up = Verdict::fail(String::new())
+            .with("stage", "booting")
+            .with("waiting", waiting.clone())
+            .with("waited_s", waited.as_secs());
         if waiting.iter().any(|s| s.contains("nvidia")) {
-            hint = " (an NVIDIA service waiting usually means the nvidia kernel modules are not configured, or a non-GPU node runs the NVIDIA image: see gpu-enable)".into();
+            let cause = nvidia_wait_cause(n);
+            why.push_str(&format!("; {}", cause.describe()));
+            if let Some(next) = cause.next(x) {
+                why.push_str(&format!(": {next}"));
+            }
+            give_up = give_up.with("cause", cause.key());
+            if let NvidiaCause::ModulesMissing(m) = &cause {
+                give_up = give_up.with("missing_modules", m.clone());
+            }
         }
-        return Poll::GiveUp(Verdict::fail(format!(
-            "`{x}` is stuck in booting: {} waiting{hint}",
-            waiting.join(", ")
-        )));
+        give_up.reason = why;
+        return Poll::GiveUp(give_up);
     }
     Poll::NotYet(v)
+}
+
+/// What the evidence says keeps an NVIDIA extension service (`ext-nvidia-persistenced`)
+/// Waiting. The service exists only when the image carries the NVIDIA extensions, so its
+/// presence is the evidence for the image; the PCI devices say whether the GPU is there, the
+/// configured kernel modules (`KernelModuleSpecs`, what the machine config's
+/// `machine.kernel.modules` asks for) whether the driver is loaded. A fact that was not read
+/// never stands in for an answer: the cause is then [`NvidiaCause::Unknown`], never a guess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NvidiaCause {
+    /// The NVIDIA image on a node with no NVIDIA PCI device (vendor 0x10de): nvidia.ko has
+    /// nothing to bind, so the driver path never appears (lint L1).
+    ImageWithoutGpu,
+    /// The GPU is there but these NVIDIA modules are not configured (lint L2).
+    ModulesMissing(Vec<&'static str>),
+    /// The GPU is there and every NVIDIA module is configured: neither known cause.
+    NeitherKnown,
+    /// The evidence could not be read: what was missing.
+    Unknown(String),
+}
+
+impl NvidiaCause {
+    /// One clause for a message.
+    pub fn describe(&self) -> String {
+        match self {
+            NvidiaCause::ImageWithoutGpu => format!(
+                "the NVIDIA image runs on a node without an NVIDIA GPU (no PCI vendor {NVIDIA_VENDOR})"
+            ),
+            NvidiaCause::ModulesMissing(m) => format!(
+                "the nvidia kernel modules are not configured (missing: {})",
+                m.join(", ")
+            ),
+            NvidiaCause::NeitherKnown => format!(
+                "the NVIDIA GPU is present and {} are configured, so neither known cause applies",
+                NVIDIA_MODULES.join(", ")
+            ),
+            NvidiaCause::Unknown(what) => format!("the cause could not be told: {what}"),
+        }
+    }
+
+    /// A short key for the journal's figures.
+    pub fn key(&self) -> &'static str {
+        match self {
+            NvidiaCause::ImageWithoutGpu => "nvidia-image-without-gpu",
+            NvidiaCause::ModulesMissing(_) => "nvidia-modules-missing",
+            NvidiaCause::NeitherKnown => "neither-known-cause",
+            NvidiaCause::Unknown(_) => "unknown",
+        }
+    }
+
+    /// What to do next on node `x`, when the cause says.
+    pub fn next(&self, x: &str) -> Option<String> {
+        match self {
+            NvidiaCause::ImageWithoutGpu => Some(format!(
+                "install the vanilla installer image on `{x}` (lint L1)"
+            )),
+            NvidiaCause::ModulesMissing(_) => {
+                Some(format!("runbook run gpu-enable --param node={x}"))
+            }
+            NvidiaCause::NeitherKnown => Some(format!(
+                "read `talosctl -n {x} dmesg` for the nvidia driver"
+            )),
+            NvidiaCause::Unknown(_) => None,
+        }
+    }
+}
+
+fn unread<T>(n: &NodeView, o: &Observed<T>, what: &str) -> String {
+    match o {
+        Observed::Missing(g) => format!("{} {g}", n.label),
+        _ => format!("{what} of {} was not read", n.label),
+    }
+}
+
+/// The stuck-booting diagnosis for an NVIDIA service waiting on `n` (one place: the
+/// `talos.running` fast-fail and `runbook doctor` both call it).
+pub fn nvidia_wait_cause(n: &NodeView) -> NvidiaCause {
+    let Some(vendors) = n.pci_vendors.get() else {
+        return NvidiaCause::Unknown(format!(
+            "{}, so whether it has an NVIDIA GPU is not known",
+            unread(n, &n.pci_vendors, "PCIDevices")
+        ));
+    };
+    if vendors.is_empty() {
+        // Every machine has a host bridge: an empty list is a list not (yet) filled, not
+        // evidence that there is no GPU.
+        return NvidiaCause::Unknown(format!(
+            "{} answered an empty PCIDevices list, so whether it has an NVIDIA GPU is not known",
+            n.label
+        ));
+    }
+    if !vendors.iter().any(|v| v == NVIDIA_VENDOR) {
+        return NvidiaCause::ImageWithoutGpu;
+    }
+    let Some(configured) = n.kernel_modules.get() else {
+        return NvidiaCause::Unknown(format!(
+            "it has an NVIDIA GPU, but {}",
+            unread(n, &n.kernel_modules, "KernelModuleSpecs")
+        ));
+    };
+    let missing: Vec<&'static str> = NVIDIA_MODULES
+        .iter()
+        .copied()
+        .filter(|m| !configured.iter().any(|c| c == m))
+        .collect();
+    if missing.is_empty() {
+        NvidiaCause::NeitherKnown
+    } else {
+        NvidiaCause::ModulesMissing(missing)
+    }
+}
+
+/// The node's uptime from `/proc/uptime` (`12345.67 54321.00`: seconds since boot, then idle
+/// seconds); `None` for anything else (negative, not finite, absurdly large, garbage).
+pub fn parse_uptime(text: &str) -> Option<Duration> {
+    let first = text.split_whitespace().next()?;
+    let secs: f64 = first.parse().ok()?;
+    // A century of uptime is no real machine's.
+    (secs.is_finite() && (0.0..3.2e9).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// W-rebooted(x): the boot id differs from the one recorded before the action.
@@ -575,11 +712,169 @@ mod tests {
             panic!("expected a fast-fail");
         };
         assert!(
-            g.reason.contains("ext-nvidia-persistenced waiting"),
+            g.reason.contains("ext-nvidia-persistenced waiting for 10m"),
             "{}",
             g.reason
         );
-        assert!(g.reason.contains("kernel modules"), "{}", g.reason);
+        // `a` answered an empty PCI list: no cause is named.
+        assert!(
+            g.reason.contains("the cause could not be told"),
+            "{}",
+            g.reason
+        );
+        assert_eq!(g.figures["cause"], "unknown");
+    }
+
+    /// `a` stuck in booting on ext-nvidia-persistenced, with these PCI vendors and modules.
+    fn stuck(pci: Observed<Vec<String>>, modules: Observed<Vec<String>>) -> ClusterView {
+        let mut v = three();
+        let a = &mut v.nodes[0];
+        a.stage = Observed::Answered("booting".into());
+        a.ready = Observed::Answered(false);
+        a.services = Observed::Answered(vec![
+            Service {
+                id: "etcd".into(),
+                state: "Running".into(),
+                healthy: true,
+            },
+            Service {
+                id: "ext-nvidia-persistenced".into(),
+                state: "Waiting".into(),
+                healthy: false,
+            },
+        ]);
+        a.pci_vendors = pci;
+        a.kernel_modules = modules;
+        v
+    }
+
+    fn strings(v: &[&str]) -> Observed<Vec<String>> {
+        Observed::Answered(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn give_up(v: &ClusterView) -> Verdict {
+        match running(v, "a", Duration::from_secs(180), Duration::from_secs(180)) {
+            Poll::GiveUp(g) => g,
+            other => panic!("expected a fast-fail, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_stuck_booting_diagnosis_names_the_missing_modules() {
+        let v = stuck(strings(&["0x8086", NVIDIA_VENDOR]), strings(&["nvidia"]));
+        let g = give_up(&v);
+        assert_eq!(
+            g.reason,
+            "`a` is stuck in booting: ext-nvidia-persistenced waiting for 3m; the nvidia kernel modules are not configured (missing: nvidia_uvm, nvidia_drm, nvidia_modeset): runbook run gpu-enable --param node=a"
+        );
+        assert_eq!(g.figures["cause"], "nvidia-modules-missing");
+        assert_eq!(
+            g.figures["missing_modules"],
+            serde_json::json!(["nvidia_uvm", "nvidia_drm", "nvidia_modeset"])
+        );
+    }
+
+    #[test]
+    fn the_stuck_booting_diagnosis_names_the_nvidia_image_without_a_gpu() {
+        // No NVIDIA device, and no module configured either: the image is the cause, not the
+        // modules (configuring them would not help a node without the GPU).
+        let v = stuck(strings(&["0x8086", "0x1002"]), strings(&[]));
+        let g = give_up(&v);
+        assert!(
+            g.reason.contains(
+                "the NVIDIA image runs on a node without an NVIDIA GPU (no PCI vendor 0x10de): install the vanilla installer image on `a`"
+            ),
+            "{}",
+            g.reason
+        );
+        assert!(!g.reason.contains("modules"), "{}", g.reason);
+        assert_eq!(g.figures["cause"], "nvidia-image-without-gpu");
+    }
+
+    #[test]
+    fn the_stuck_booting_diagnosis_never_guesses_on_missing_evidence() {
+        let denied = |call: &str| {
+            Observed::Missing(Gap::new(call, GapKind::PermissionDenied, "not authorized"))
+        };
+        // PCI list unreadable (refused, not asked, empty, failed): cause not told, whatever the
+        // modules say.
+        for pci in [
+            denied("PCIDevices"),
+            Observed::NotAsked,
+            strings(&[]),
+            Observed::Missing(Gap::new("PCIDevices", GapKind::Failed, "undecodable")),
+        ] {
+            for modules in [
+                strings(&[]),
+                strings(NVIDIA_MODULES),
+                denied("KernelModuleSpecs"),
+            ] {
+                let g = give_up(&stuck(pci.clone(), modules));
+                assert!(
+                    g.reason.contains("the cause could not be told"),
+                    "{}",
+                    g.reason
+                );
+                assert!(
+                    !g.reason.contains("not configured")
+                        && !g.reason.contains("without an NVIDIA GPU"),
+                    "{}",
+                    g.reason
+                );
+                assert_eq!(g.figures["cause"], "unknown");
+            }
+        }
+        let g = give_up(&stuck(denied("PCIDevices"), strings(&[])));
+        assert!(
+            g.reason.contains("a refused PCIDevices (PermissionDenied), so whether it has an NVIDIA GPU is not known"),
+            "{}",
+            g.reason
+        );
+        // GPU there, modules unreadable: not told either.
+        let g = give_up(&stuck(
+            strings(&[NVIDIA_VENDOR]),
+            denied("KernelModuleSpecs"),
+        ));
+        assert!(
+            g.reason.contains(
+                "the cause could not be told: it has an NVIDIA GPU, but a refused KernelModuleSpecs"
+            ),
+            "{}",
+            g.reason
+        );
+        // GPU and every module: neither known cause, said so.
+        let g = give_up(&stuck(strings(&[NVIDIA_VENDOR]), strings(NVIDIA_MODULES)));
+        assert!(
+            g.reason.contains("neither known cause applies"),
+            "{}",
+            g.reason
+        );
+        assert_eq!(g.figures["cause"], "neither-known-cause");
+        // Before the window: keep waiting, no diagnosis yet.
+        let v = stuck(strings(&["0x8086"]), strings(&[]));
+        assert!(matches!(
+            running(&v, "a", Duration::from_secs(179), Duration::from_secs(180)),
+            Poll::NotYet(_)
+        ));
+        // A node that is not booting (Ready but a service Failed) is not fast-failed here.
+        let mut v = stuck(strings(&["0x8086"]), strings(&[]));
+        v.nodes[0].stage = Observed::Answered("running".into());
+        assert!(matches!(
+            running(&v, "a", Duration::from_secs(3600), Duration::from_secs(180)),
+            Poll::NotYet(_)
+        ));
+    }
+
+    #[test]
+    fn uptime_is_parsed_or_refused() {
+        assert_eq!(
+            parse_uptime("350735.47 234388.90\n"),
+            Some(Duration::from_secs_f64(350_735.47))
+        );
+        assert_eq!(parse_uptime("12 3"), Some(Duration::from_secs(12)));
+        for bad in ["", "-5 1", "NaN 1", "inf 0", "1e300 0", "abc", "  "] {
+            assert_eq!(parse_uptime(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

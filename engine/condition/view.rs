@@ -256,6 +256,9 @@ pub struct NodeView {
     pub kernel_modules: Observed<Vec<String>>,
     /// The installer image it runs.
     pub image: Observed<String>,
+    /// Time since the node booted, on its own clock (`/proc/uptime`): the clock a wait's
+    /// fast-fail is measured on, so a simulator at high speed fails within its own minutes.
+    pub uptime: Observed<std::time::Duration>,
 }
 
 impl NodeView {

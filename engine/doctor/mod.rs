@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::condition::etcd;
-use crate::condition::talos::{NVIDIA_MODULES, NVIDIA_VENDOR};
+use crate::condition::talos::{self, NVIDIA_VENDOR};
 use crate::condition::view::{ClusterView, NodeView, Observed};
 
 /// How serious a finding is.
@@ -160,38 +160,23 @@ fn has_nvidia_extension(x: &NodeExtras) -> Option<bool> {
         .map(|e| e.iter().any(|n| n.contains("nvidia")))
 }
 
-/// Why an NVIDIA service waits, from the evidence; `None` when the evidence does not say.
+/// Why an NVIDIA service waits, from the evidence (the one diagnosis the `talos.running`
+/// fast-fail gives too: [`talos::nvidia_wait_cause`]), with what to do next; `None` when the
+/// evidence does not say.
 fn nvidia_cause(n: &NodeView, x: &NodeExtras) -> Option<(String, String)> {
-    let gpu = n
-        .pci_vendors
-        .get()
-        .map(|v| v.iter().any(|v| v == NVIDIA_VENDOR));
-    if gpu == Some(false) {
-        return Some((
-            "the NVIDIA image runs on a node without an NVIDIA GPU (no PCI vendor 0x10de)".into(),
-            format!(
-                "reinstall `{}` with the vanilla installer (talosctl upgrade --image ghcr.io/siderolabs/installer:{}); lint L1 catches this in the config",
-                n.label,
-                x.talos_version.get().map_or("<version>", String::as_str)
-            ),
-        ));
-    }
-    let configured = n.kernel_modules.get()?;
-    let missing: Vec<&str> = NVIDIA_MODULES
-        .iter()
-        .copied()
-        .filter(|m| !configured.iter().any(|c| c == m))
-        .collect();
-    if gpu == Some(true) && !missing.is_empty() {
-        return Some((
-            format!(
-                "the nvidia kernel modules are not configured (missing: {})",
-                missing.join(", ")
-            ),
-            format!("runbook run gpu-enable --param node={}", n.label),
-        ));
-    }
-    None
+    let cause = talos::nvidia_wait_cause(n);
+    let next = match &cause {
+        talos::NvidiaCause::ImageWithoutGpu => format!(
+            "reinstall `{}` with the vanilla installer (talosctl upgrade --image ghcr.io/siderolabs/installer:{}); lint L1 catches this in the config",
+            n.label,
+            x.talos_version.get().map_or("<version>", String::as_str)
+        ),
+        talos::NvidiaCause::ModulesMissing(_) => {
+            format!("runbook run gpu-enable --param node={}", n.label)
+        }
+        talos::NvidiaCause::NeitherKnown | talos::NvidiaCause::Unknown(_) => return None,
+    };
+    Some((cause.describe(), next))
 }
 
 fn node_findings(n: &NodeView, x: &NodeExtras, out: &mut Vec<Finding>) {

@@ -292,6 +292,9 @@ pub struct Wait {
     pub interval: Option<Spanned<Duration>>,
     /// Span of the `wait:` value.
     pub span: Span,
+    /// `timeout: "${{ params.X }}"`: a plan-time expression giving the overall limit (a
+    /// duration string or whole seconds), folded by the compiler; `timeout` is then `None`.
+    pub timeout_expr: Option<ExprSrc>,
 }
 
 /// Backoff between attempts.

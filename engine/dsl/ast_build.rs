@@ -786,6 +786,7 @@ impl<'a> Builder<'a> {
                 timeout: None,
                 interval: None,
                 span: node.span,
+                timeout_expr: None,
             });
         }
         let f = self.fields(
@@ -796,12 +797,22 @@ impl<'a> Builder<'a> {
         let condition = self
             .required(&f, "condition", &format!("`{what}`"))
             .and_then(|n| self.string(n, "condition"))?;
+        // `timeout: "${{ params.boot_timeout }}"`: an expression the compiler folds at plan
+        // time (and checks to be a duration); any other value is a duration now.
+        let (timeout, timeout_expr) = match f.get("timeout") {
+            Some(t) if matches!(&t.value, Value::Str(s) if s.contains("${{")) => {
+                (None, self.expr(t, "timeout"))
+            }
+            Some(t) => (self.duration(t, "timeout"), None),
+            None => (None, None),
+        };
         Some(Wait {
             condition,
             args: f.get("with").map(|w| self.args(w)).unwrap_or_default(),
-            timeout: f.get("timeout").and_then(|t| self.duration(t, "timeout")),
+            timeout,
             interval: f.get("interval").and_then(|t| self.duration(t, "interval")),
             span: node.span,
+            timeout_expr,
         })
     }
 

@@ -35,6 +35,7 @@ mod preflight;
 mod progress;
 mod properties;
 mod quorum_recovery;
+mod reboot_verify;
 mod rendering;
 mod rollback;
 mod rollback_crash;

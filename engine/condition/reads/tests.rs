@@ -98,6 +98,7 @@ fn set(n: &mut NodeView, f: Fact, missing: bool) {
         Fact::Disks => to(&mut n.disks, missing, "Disks"),
         Fact::Pci => to(&mut n.pci_vendors, missing, "PCIDevices"),
         Fact::KernelModules => to(&mut n.kernel_modules, missing, "KernelModuleSpecs"),
+        Fact::Uptime => to(&mut n.uptime, missing, "Read /proc/uptime"),
     }
 }
 
@@ -158,7 +159,35 @@ fn bases() -> Vec<ClusterView> {
             healthy: false,
         }]);
     }
-    vec![healthy, gpu, one_down, booting, worker, preparing]
+    // Stuck booting on an NVIDIA service: `a` has the GPU but two modules are missing, `c`
+    // has no GPU (the stuck-booting diagnosis reads PCI devices and modules).
+    let mut nvidia_stuck = three();
+    for (i, gpu) in [(0, true), (2, false)] {
+        if let Some(n) = nvidia_stuck.nodes.get_mut(i) {
+            n.stage = Observed::Answered("booting".into());
+            n.services = Observed::Answered(vec![Service {
+                id: "ext-nvidia-persistenced".into(),
+                state: "Waiting".into(),
+                healthy: false,
+            }]);
+            n.pci_vendors = Observed::Answered(if gpu {
+                vec!["0x8086".into(), "0x10de".into()]
+            } else {
+                vec!["0x8086".into()]
+            });
+            n.kernel_modules = Observed::Answered(vec!["nvidia".into(), "nvidia_uvm".into()]);
+            n.uptime = Observed::Answered(Duration::from_secs(3600));
+        }
+    }
+    vec![
+        healthy,
+        gpu,
+        one_down,
+        booting,
+        worker,
+        preparing,
+        nvidia_stuck,
+    ]
 }
 
 #[test]

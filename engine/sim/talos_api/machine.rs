@@ -21,10 +21,11 @@ use crate::sim::node::{ApplyMode, RebootMode, ResetRequest, Service, UpgradeRequ
 use crate::sim::{ApiError, Code};
 
 /// Paths `Read` can serve.
-pub const READABLE: [&str; 3] = [
+pub const READABLE: [&str; 4] = [
     "/proc/sys/kernel/random/boot_id",
     "/proc/sys/kernel/hostname",
     "/proc/modules",
+    "/proc/uptime",
 ];
 
 fn reboot_mode(v: i32) -> RebootMode {
@@ -92,6 +93,15 @@ fn read_path(
             .map(|m| format!("{} 16384 0 - {} 0x0000000000000000\n", m.name, m.state))
             .collect::<String>()
             .into_bytes()),
+        // Seconds since this boot began on the node's own clock, then idle seconds. The model
+        // divides every realistic duration by the speed factor, so the node's clock is the
+        // model's time multiplied by it: at speed 100 a node stuck for one wall second has
+        // been up 100 s, as its 60 s reboots and 70 min boot timeout say.
+        "/proc/uptime" => {
+            let speed = c.timings().speed.factor();
+            let up = now.saturating_since(node.boot_started_at).as_secs_f64() * speed;
+            Ok(format!("{up:.2} {:.2}\n", up * 2.0).into_bytes())
+        }
         other => Err(ApiError::new(
             Code::Unknown,
             format!("stat {other}: no such file or directory"),
