@@ -57,6 +57,17 @@ pub fn resolve(
                 ClusterDefault::BackupMember => backup_member(view).map_err(refuse)?,
                 ClusterDefault::GpuNode => gpu_node(view).map_err(refuse)?,
                 ClusterDefault::Workers => workers(view).map_err(refuse)?,
+                ClusterDefault::DepartedNode => departed(view)
+                    .map(|(n, m, why)| (n.label.clone(), format!("{why} ({})", member_name(m))))
+                    .map_err(refuse)?,
+                ClusterDefault::DepartedMember => departed(view)
+                    .map(|(n, m, why)| {
+                        (
+                            format!("{:016x}", m.id),
+                            format!("the etcd member `{}` of {}: {why}", member_name(m), n.label),
+                        )
+                    })
+                    .map_err(refuse)?,
             };
             Ok(Resolved {
                 param: param.clone(),
@@ -335,6 +346,136 @@ fn gpu_node(view: &ClusterView) -> Result<(String, String), String> {
             "{} nodes have an NVIDIA PCI device ({})",
             many.len(),
             many.join(", ")
+        )),
+    }
+}
+
+fn member_name(m: &crate::condition::view::Member) -> &str {
+    if m.name.is_empty() {
+        "(unstarted)"
+    } else {
+        &m.name
+    }
+}
+
+fn peer_host_is(m: &crate::condition::view::Member, label: &str) -> bool {
+    m.peer_urls.iter().any(|u| {
+        let rest = u.split("://").nth(1).unwrap_or(u);
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+        host.trim_matches(['[', ']']) == label
+    })
+}
+
+/// The node that is gone while its etcd member stays listed (node-replace's dead node, or the
+/// old address of a machine that moved: the `stale-member` trap, talos#7903), with that
+/// member. Fail-closed: every answering control plane's member list must have been read and
+/// agree; exactly one listed member may be claimed by no answering node; it must name, by a
+/// peer URL, exactly one node of the context; and that node must be silent (unreachable or
+/// timed out: a role refusal or a broken answer proves nothing). A member of no node of the
+/// context, several departed members, or none refuses.
+fn departed(
+    view: &ClusterView,
+) -> Result<(&NodeView, &crate::condition::view::Member, &'static str), String> {
+    use crate::condition::etcd::member_of_node;
+    if view.nodes.is_empty() {
+        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
+    }
+    let mut answering = Vec::new();
+    for n in &view.nodes {
+        match &n.contact {
+            Observed::Answered(Contact::Secure) => answering.push(n),
+            Observed::Answered(Contact::Maintenance) => {}
+            Observed::Missing(g) if g.kind.is_silence() => {}
+            Observed::Missing(g) => {
+                return Err(format!("node {} {g}: that is no proof it is down", n.label));
+            }
+            Observed::NotAsked => return Err(format!("node {} was not observed", n.label)),
+        }
+    }
+    let mut lists = Vec::new();
+    for n in &answering {
+        match &n.machine_type {
+            Observed::Answered(t) if t == "controlplane" || t == "init" => {}
+            Observed::Answered(_) => continue,
+            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
+            Observed::NotAsked => {
+                return Err(format!("the machine type of {} was not read", n.label));
+            }
+        }
+        match &n.members {
+            Observed::Answered(m) => lists.push((n.label.as_str(), m)),
+            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
+            Observed::NotAsked => {
+                return Err(format!("the etcd member list of {} was not read", n.label));
+            }
+        }
+    }
+    let Some((first, members)) = lists.first().copied() else {
+        return Err("no answering control-plane node listed the etcd members".into());
+    };
+    let ids = |m: &Vec<crate::condition::view::Member>| {
+        let mut ids: Vec<u64> = m.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    if let Some((other, _)) = lists.iter().find(|(_, m)| ids(m) != ids(members)) {
+        return Err(format!(
+            "the etcd member lists of {first} and {other} differ"
+        ));
+    }
+    let unclaimed: Vec<&crate::condition::view::Member> = members
+        .iter()
+        .filter(|m| {
+            !answering
+                .iter()
+                .any(|n| member_of_node(std::slice::from_ref(*m), n).is_some())
+        })
+        .collect();
+    let member = match unclaimed.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(
+                "every etcd member runs on a node that answers: no node has departed (to rebuild a healthy node, name it and its member)"
+                    .into(),
+            );
+        }
+        many => {
+            return Err(format!(
+                "{} etcd members run on no answering node ({})",
+                many.len(),
+                many.iter()
+                    .map(|m| member_name(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    };
+    let owners: Vec<&NodeView> = view
+        .nodes
+        .iter()
+        .filter(|n| peer_host_is(member, &n.label) || n.is_named(&member.name))
+        .collect();
+    match owners.as_slice() {
+        [n] if answering.iter().any(|a| a.label == n.label) => Err(format!(
+            "etcd member `{}` names {} by its peer URL, but {} answers",
+            member_name(member),
+            n.label,
+            n.label
+        )),
+        [n] => Ok((
+            n,
+            member,
+            "the only node that does not answer while its etcd member is still listed",
+        )),
+        [] => Err(format!(
+            "etcd member `{}` ({:016x}) names no node of the talosconfig context by its peer URLs ({})",
+            member_name(member),
+            member.id,
+            member.peer_urls.join(", ")
+        )),
+        _ => Err(format!(
+            "etcd member `{}` names several nodes of the context",
+            member_name(member)
         )),
     }
 }

@@ -166,6 +166,19 @@ pub static GUARDS: &[GuardSpec] = &[
         ],
         protects: &[QuorumOutage, WorkloadEviction],
     },
+    GuardSpec {
+        name: "talos.install-disk-ok",
+        summary: "the install disk named by the config being applied (machine.install.disk or diskSelector model/serial) resolves to exactly one non-USB, writable disk of the node (lint L4 against the live disk list)",
+        args: &[
+            NODE,
+            A::req(
+                "config",
+                Path,
+                "the machine config about to be applied (SOPS files are decrypted in memory)",
+            ),
+        ],
+        protects: &[],
+    },
 ];
 
 /// Every wait condition a runbook can use.

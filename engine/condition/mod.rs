@@ -14,6 +14,7 @@ pub mod batch;
 mod catalog;
 pub mod check;
 pub mod etcd;
+pub mod install_disk;
 pub mod kube;
 pub mod reads;
 pub mod talos;

@@ -149,6 +149,7 @@ const TABLE: &[(&str, Reads)] = &[
     ("kube.present", Reads::NONE),
     ("kube.pod-running", Reads::NONE),
     ("kube.allocatable", Reads::NONE),
+    ("talos.install-disk-ok", Reads::of(&[Disks])),
 ];
 
 /// What the guard or condition `name` reads; everything for a name not in the table.

@@ -94,15 +94,23 @@ pub enum ClusterDefault {
     /// `cluster.workers` (type `nodes`): every node whose machine type is `worker` (none is an
     /// empty list).
     Workers,
+    /// `cluster.departed-node` (type `node`): the one node of the context that does not answer
+    /// while the etcd members still list its member (by a peer URL on its address).
+    DepartedNode,
+    /// `cluster.departed-member` (type `string`): that node's etcd member, as its 16-digit hex
+    /// id (removal by id: a replacement reusing the hostname is never the one removed).
+    DepartedMember,
 }
 
 impl ClusterDefault {
     /// Every source, as written.
-    pub const ALL: [ClusterDefault; 4] = [
+    pub const ALL: [ClusterDefault; 6] = [
         ClusterDefault::ControlPlanes,
         ClusterDefault::BackupMember,
         ClusterDefault::GpuNode,
         ClusterDefault::Workers,
+        ClusterDefault::DepartedNode,
+        ClusterDefault::DepartedMember,
     ];
 
     /// As written in a runbook.
@@ -112,6 +120,8 @@ impl ClusterDefault {
             ClusterDefault::BackupMember => "cluster.backup-member",
             ClusterDefault::GpuNode => "cluster.gpu-node",
             ClusterDefault::Workers => "cluster.workers",
+            ClusterDefault::DepartedNode => "cluster.departed-node",
+            ClusterDefault::DepartedMember => "cluster.departed-member",
         }
     }
 
@@ -125,6 +135,8 @@ impl ClusterDefault {
         match self {
             ClusterDefault::ControlPlanes | ClusterDefault::Workers => ParamType::Nodes,
             ClusterDefault::BackupMember | ClusterDefault::GpuNode => ParamType::Node,
+            ClusterDefault::DepartedNode => ParamType::Node,
+            ClusterDefault::DepartedMember => ParamType::String,
         }
     }
 }
