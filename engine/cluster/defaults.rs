@@ -700,4 +700,74 @@ mod tests {
             Observed::Missing(Gap::new("MachineType", GapKind::PermissionDenied, "no"));
         assert!(one(&unread, ClusterDefault::Workers).is_err());
     }
+
+    /// Peer URLs on the node's label, as Talos advertises its address.
+    fn with_peer_urls(mut v: ClusterView) -> ClusterView {
+        let labels: Vec<String> = v.nodes.iter().map(|n| n.label.clone()).collect();
+        for n in &mut v.nodes {
+            if let Observed::Answered(ms) = &mut n.members {
+                for m in ms.iter_mut() {
+                    m.peer_urls = vec![format!("https://{}:2380", labels[(m.id - 1) as usize])];
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn departed_is_the_one_silent_node_whose_member_is_still_listed() {
+        // Healthy: nothing departed, refused (a rebuild names its node).
+        let v = with_peer_urls(cluster(1));
+        let e = one(&v, ClusterDefault::DepartedNode).unwrap_err();
+        assert!(e.why.contains("no node has departed"), "{e}");
+        // `c` silent: it, and its member by id.
+        let mut v = with_peer_urls(cluster(1));
+        silent(&mut v.nodes[2]);
+        assert_eq!(one(&v, ClusterDefault::DepartedNode).unwrap(), "c");
+        assert_eq!(
+            one(&v, ClusterDefault::DepartedMember).unwrap(),
+            "0000000000000003"
+        );
+        // Two silent members: ambiguous.
+        let mut two = v.clone();
+        silent(&mut two.nodes[1]);
+        assert!(
+            one(&two, ClusterDefault::DepartedMember)
+                .unwrap_err()
+                .why
+                .contains("2 etcd members")
+        );
+        // A role refusal is no proof of being down.
+        let mut denied = with_peer_urls(cluster(1));
+        denied.nodes[2] = NodeView::silent(
+            "c",
+            Gap::new("MachineStatus", GapKind::PermissionDenied, "no"),
+        );
+        assert!(
+            one(&denied, ClusterDefault::DepartedNode)
+                .unwrap_err()
+                .why
+                .contains("no proof")
+        );
+        // Member lists that were not read, or that differ, refuse.
+        let mut unread = v.clone();
+        unread.nodes[0].members =
+            Observed::Missing(Gap::new("EtcdMemberList", GapKind::PermissionDenied, "no"));
+        assert!(one(&unread, ClusterDefault::DepartedNode).is_err());
+        let mut differ = v.clone();
+        if let Observed::Answered(m) = &mut differ.nodes[1].members {
+            m.pop();
+        }
+        assert!(
+            one(&differ, ClusterDefault::DepartedNode)
+                .unwrap_err()
+                .why
+                .contains("differ")
+        );
+        // A member whose peer URL names no node of the context: not guessed.
+        let mut elsewhere = v;
+        elsewhere.nodes.pop();
+        let e = one(&elsewhere, ClusterDefault::DepartedNode).unwrap_err();
+        assert!(e.why.contains("names no node"), "{e}");
+    }
 }

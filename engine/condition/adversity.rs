@@ -160,6 +160,12 @@ static RULES: &[Rule] = &[
         Refuse,
         "the config names /dev/sda; a's disks were read, c's were not",
     ),
+    rule(
+        "etcd.member-of-node",
+        Refuse,
+        Pass,
+        "the member is host-3: not a's; silent c is tied to it by the peer URL on its address",
+    ),
 ];
 
 /// The healthy three-node view, with disks and kernel modules to decide on.
@@ -247,6 +253,7 @@ fn args_for(specs: &[ArgSpec], target: &str, dir: &Path) -> Args {
             ("dir", _) => dir.display().to_string().into(),
             ("max_age", _) => "24h".into(),
             ("confirm", _) => "1s".into(),
+            ("member", _) => "host-3".into(),
             ("config", _) => dir.join("install-config.yaml").display().to_string().into(),
             _ if !s.required || s.default.is_some() => continue,
             (name, ArgType::Nodes) => panic!("no test value for list argument `{name}`"),

@@ -179,6 +179,19 @@ pub static GUARDS: &[GuardSpec] = &[
         ],
         protects: &[],
     },
+    GuardSpec {
+        name: "etcd.member-of-node",
+        summary: "the etcd member (hex id or hostname) is listed by every answering control plane and is the node's: by its etcd status, its hostname, or a peer URL on its address (a node that no longer answers)",
+        args: &[
+            NODE,
+            A::req(
+                "member",
+                Str,
+                "the member: its 16-digit hex id or its hostname",
+            ),
+        ],
+        protects: &[],
+    },
 ];
 
 /// Every wait condition a runbook can use.

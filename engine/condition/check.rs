@@ -195,6 +195,9 @@ pub fn guard_with(
             a.str("node")?,
             std::path::Path::new(a.str("config")?),
         ),
+        "etcd.member-of-node" => {
+            super::member_of::is_member_of(view, a.str("node")?, a.str("member")?)
+        }
         // Without the PodDisruptionBudgets (read by the effects layer: `guard_batch`), the
         // batch guard refuses.
         "kube.batch-safe" => super::batch::safe(

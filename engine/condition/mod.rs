@@ -16,6 +16,7 @@ pub mod check;
 pub mod etcd;
 pub mod install_disk;
 pub mod kube;
+pub mod member_of;
 pub mod reads;
 pub mod talos;
 pub mod view;

@@ -150,6 +150,7 @@ const TABLE: &[(&str, Reads)] = &[
     ("kube.pod-running", Reads::NONE),
     ("kube.allocatable", Reads::NONE),
     ("talos.install-disk-ok", Reads::of(&[Disks])),
+    ("etcd.member-of-node", ETCD),
 ];
 
 /// What the guard or condition `name` reads; everything for a name not in the table.

@@ -129,6 +129,13 @@ impl Rehearsal {
         })
     }
 
+    /// Whether Kubernetes has a Node object named `name`.
+    fn kube_node(&self, name: &str) -> bool {
+        self.handle
+            .cluster()
+            .with(|c, now| c.k8s_get_node(name, now).is_ok())
+    }
+
     fn no_bootstrap(&self) {
         assert_eq!(
             self.calls("Bootstrap"),
@@ -175,6 +182,11 @@ fn node_replace_swaps_a_dead_node_for_a_spare() {
     let (voters, learners) = r.members("192.168.2.20");
     assert_eq!(voters, vec!["mac-223", "mac-50", "nuc-20"], "{t}");
     assert!(learners.is_empty(), "{learners:?}");
+    assert!(t.contains("guard `etcd.member-of-node` passed"), "{t}");
+    assert!(
+        !r.kube_node("mac-49"),
+        "the dead node's Node object is deleted"
+    );
     r.stop();
 }
 
@@ -267,6 +279,41 @@ fn node_replace_removes_a_stale_member_and_the_new_node_joins() {
     let (voters, learners) = r.members("192.168.2.20");
     assert_eq!(voters, vec!["mac-223", "mac-49", "nuc-20"], "{t}");
     assert!(learners.is_empty(), "{learners:?}");
+    assert!(!r.kube_node("mac-48"), "the old Node object is deleted");
+    r.stop();
+}
+
+/// A member given by hand that is not the dead node's (the hostname of a healthy neighbour):
+/// refused before any removal, naming the machine it belongs to.
+#[test]
+fn node_replace_refuses_to_remove_a_member_that_is_not_the_nodes() {
+    let r = Rehearsal::start(Scenario::NodeDeadWithSpare);
+    let mut params = spare_params(&r);
+    params.push("member=mac-223".into());
+    let out = r.run(&params);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("etcd member `mac-223`") && t.contains("is not the member of `192.168.2.49`"),
+        "{t}"
+    );
+    assert_eq!(r.calls("EtcdRemoveMemberByID"), (0, 0), "{t}");
+    r.no_bootstrap();
+    r.stop();
+}
+
+/// On a healthy cluster nothing has departed: the dead variant's defaults refuse before any
+/// run starts, naming the param to give.
+#[test]
+fn node_replace_on_a_healthy_cluster_refuses_to_guess_the_node() {
+    let r = Rehearsal::start(Scenario::Healthy);
+    let out = r.run(&["replacement=192.168.2.50".into()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("no node has departed"), "{t}");
+    assert!(t.contains("--param node="), "{t}");
+    assert_eq!(r.calls("EtcdRemoveMemberByID"), (0, 0), "{t}");
+    assert_eq!(r.calls("Reset"), (0, 0), "{t}");
     r.stop();
 }
 
