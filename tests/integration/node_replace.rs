@@ -317,6 +317,21 @@ fn node_replace_on_a_healthy_cluster_refuses_to_guess_the_node() {
     r.stop();
 }
 
+/// The dead variant without a config: refused at the preflight (nothing to lint is no pass),
+/// before any snapshot or removal.
+#[test]
+fn node_replace_without_a_config_refuses_before_any_change() {
+    let r = Rehearsal::start(Scenario::NodeDeadWithSpare);
+    let out = r.run(&["replacement=192.168.2.50".into()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("L0"), "{t}");
+    assert_eq!(r.calls("EtcdRemoveMemberByID"), (0, 0), "{t}");
+    assert_eq!(r.calls("EtcdSnapshot"), (0, 0), "{t}");
+    r.no_bootstrap();
+    r.stop();
+}
+
 /// The config names an install disk the spare does not have: refused at the disk check,
 /// before any ApplyConfiguration, naming the disk.
 #[test]
