@@ -317,6 +317,33 @@ fn node_replace_on_a_healthy_cluster_refuses_to_guess_the_node() {
     r.stop();
 }
 
+/// The seed's fifth lesson in a rebuild: the USB stick in `.49` took `/dev/sda`, which the
+/// config names. The disk check against the running node refuses before the Reset, naming the
+/// disk, so the healthy node is never wiped for an install that would go to the stick.
+#[test]
+fn node_replace_rebuild_refuses_before_the_reset_when_the_usb_stick_took_the_disk() {
+    let r = Rehearsal::start(Scenario::UsbDiskShift);
+    let config = r.config("mac-49.yaml", "mac-49", "/dev/sda");
+    let out = r.run(&[
+        "variant=rebuild".into(),
+        "node=192.168.2.49".into(),
+        "member=mac-49".into(),
+        "replacement=192.168.2.49".into(),
+        format!("config={}", config.display()),
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("talos.install-disk-ok"), "{t}");
+    assert!(
+        t.contains("/dev/sda on `192.168.2.49` is the USB stick"),
+        "{t}"
+    );
+    assert_eq!(r.calls("Reset"), (0, 0), "{t}");
+    assert_eq!(r.calls("ApplyConfiguration"), (0, 0), "{t}");
+    r.no_bootstrap();
+    r.stop();
+}
+
 /// The dead variant without a config: refused at the preflight (nothing to lint is no pass),
 /// before any snapshot or removal.
 #[test]
