@@ -70,6 +70,9 @@ pub fn is_member_of(view: &ClusterView, node: &str, member: &str) -> Verdict {
         }) {
             return cannot_decide(&n.label, g);
         }
+        if let Some(g) = target.contact.gap() {
+            return cannot_decide(&target.label, g);
+        }
         return Verdict::fail("no answering control-plane node listed the etcd members");
     };
     match member_of_node(std::slice::from_ref(m), target) {
