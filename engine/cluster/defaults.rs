@@ -60,6 +60,17 @@ pub fn resolve(
                 ClusterDefault::EtcdSurvivor => etcd_survivor(view).map_err(refuse)?,
                 ClusterDefault::EtcdReachable => etcd_reachable(view).map_err(refuse)?,
                 ClusterDefault::EtcdDown => etcd_down(view).map_err(refuse)?,
+                ClusterDefault::DepartedNode => departed(view)
+                    .map(|(n, m, why)| (n.label.clone(), format!("{why} ({})", member_name(m))))
+                    .map_err(refuse)?,
+                ClusterDefault::DepartedMember => departed(view)
+                    .map(|(n, m, why)| {
+                        (
+                            format!("{:016x}", m.id),
+                            format!("the etcd member `{}` of {}: {why}", member_name(m), n.label),
+                        )
+                    })
+                    .map_err(refuse)?,
             };
             Ok(Resolved {
                 param: param.clone(),
@@ -436,6 +447,136 @@ fn etcd_survivor(view: &ClusterView) -> Result<(String, String), String> {
     }
 }
 
+fn member_name(m: &crate::condition::view::Member) -> &str {
+    if m.name.is_empty() {
+        "(unstarted)"
+    } else {
+        &m.name
+    }
+}
+
+fn peer_host_is(m: &crate::condition::view::Member, label: &str) -> bool {
+    m.peer_urls.iter().any(|u| {
+        let rest = u.split("://").nth(1).unwrap_or(u);
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+        host.trim_matches(['[', ']']) == label
+    })
+}
+
+/// The node that is gone while its etcd member stays listed (node-replace's dead node, or the
+/// old address of a machine that moved: the `stale-member` trap, talos#7903), with that
+/// member. Fail-closed: every answering control plane's member list must have been read and
+/// agree; exactly one listed member may be claimed by no answering node; it must name, by a
+/// peer URL, exactly one node of the context; and that node must be silent (unreachable or
+/// timed out: a role refusal or a broken answer proves nothing). A member of no node of the
+/// context, several departed members, or none refuses.
+fn departed(
+    view: &ClusterView,
+) -> Result<(&NodeView, &crate::condition::view::Member, &'static str), String> {
+    use crate::condition::etcd::member_of_node;
+    if view.nodes.is_empty() {
+        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
+    }
+    let mut answering = Vec::new();
+    for n in &view.nodes {
+        match &n.contact {
+            Observed::Answered(Contact::Secure) => answering.push(n),
+            Observed::Answered(Contact::Maintenance) => {}
+            Observed::Missing(g) if g.kind.is_silence() => {}
+            Observed::Missing(g) => {
+                return Err(format!("node {} {g}: that is no proof it is down", n.label));
+            }
+            Observed::NotAsked => return Err(format!("node {} was not observed", n.label)),
+        }
+    }
+    let mut lists = Vec::new();
+    for n in &answering {
+        match &n.machine_type {
+            Observed::Answered(t) if t == "controlplane" || t == "init" => {}
+            Observed::Answered(_) => continue,
+            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
+            Observed::NotAsked => {
+                return Err(format!("the machine type of {} was not read", n.label));
+            }
+        }
+        match &n.members {
+            Observed::Answered(m) => lists.push((n.label.as_str(), m)),
+            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
+            Observed::NotAsked => {
+                return Err(format!("the etcd member list of {} was not read", n.label));
+            }
+        }
+    }
+    let Some((first, members)) = lists.first().copied() else {
+        return Err("no answering control-plane node listed the etcd members".into());
+    };
+    let ids = |m: &Vec<crate::condition::view::Member>| {
+        let mut ids: Vec<u64> = m.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    if let Some((other, _)) = lists.iter().find(|(_, m)| ids(m) != ids(members)) {
+        return Err(format!(
+            "the etcd member lists of {first} and {other} differ"
+        ));
+    }
+    let unclaimed: Vec<&crate::condition::view::Member> = members
+        .iter()
+        .filter(|m| {
+            !answering
+                .iter()
+                .any(|n| member_of_node(std::slice::from_ref(*m), n).is_some())
+        })
+        .collect();
+    let member = match unclaimed.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(
+                "every etcd member runs on a node that answers: no node has departed (to rebuild a healthy node, name it and its member)"
+                    .into(),
+            );
+        }
+        many => {
+            return Err(format!(
+                "{} etcd members run on no answering node ({})",
+                many.len(),
+                many.iter()
+                    .map(|m| member_name(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    };
+    let owners: Vec<&NodeView> = view
+        .nodes
+        .iter()
+        .filter(|n| peer_host_is(member, &n.label) || n.is_named(&member.name))
+        .collect();
+    match owners.as_slice() {
+        [n] if answering.iter().any(|a| a.label == n.label) => Err(format!(
+            "etcd member `{}` names {} by its peer URL, but {} answers",
+            member_name(member),
+            n.label,
+            n.label
+        )),
+        [n] => Ok((
+            n,
+            member,
+            "the only node that does not answer while its etcd member is still listed",
+        )),
+        [] => Err(format!(
+            "etcd member `{}` ({:016x}) names no node of the talosconfig context by its peer URLs ({})",
+            member_name(member),
+            member.id,
+            member.peer_urls.join(", ")
+        )),
+        _ => Err(format!(
+            "etcd member `{}` names several nodes of the context",
+            member_name(member)
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,5 +836,75 @@ mod tests {
         v.nodes[0].machine_type =
             Observed::Missing(Gap::new("MachineType", GapKind::PermissionDenied, "no"));
         assert!(one(&v, ClusterDefault::EtcdReachable).is_err());
+    }
+
+    /// Peer URLs on the node's label, as Talos advertises its address.
+    fn with_peer_urls(mut v: ClusterView) -> ClusterView {
+        let labels: Vec<String> = v.nodes.iter().map(|n| n.label.clone()).collect();
+        for n in &mut v.nodes {
+            if let Observed::Answered(ms) = &mut n.members {
+                for m in ms.iter_mut() {
+                    m.peer_urls = vec![format!("https://{}:2380", labels[(m.id - 1) as usize])];
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn departed_is_the_one_silent_node_whose_member_is_still_listed() {
+        // Healthy: nothing departed, refused (a rebuild names its node).
+        let v = with_peer_urls(cluster(1));
+        let e = one(&v, ClusterDefault::DepartedNode).unwrap_err();
+        assert!(e.why.contains("no node has departed"), "{e}");
+        // `c` silent: it, and its member by id.
+        let mut v = with_peer_urls(cluster(1));
+        silent(&mut v.nodes[2]);
+        assert_eq!(one(&v, ClusterDefault::DepartedNode).unwrap(), "c");
+        assert_eq!(
+            one(&v, ClusterDefault::DepartedMember).unwrap(),
+            "0000000000000003"
+        );
+        // Two silent members: ambiguous.
+        let mut two = v.clone();
+        silent(&mut two.nodes[1]);
+        assert!(
+            one(&two, ClusterDefault::DepartedMember)
+                .unwrap_err()
+                .why
+                .contains("2 etcd members")
+        );
+        // A role refusal is no proof of being down.
+        let mut denied = with_peer_urls(cluster(1));
+        denied.nodes[2] = NodeView::silent(
+            "c",
+            Gap::new("MachineStatus", GapKind::PermissionDenied, "no"),
+        );
+        assert!(
+            one(&denied, ClusterDefault::DepartedNode)
+                .unwrap_err()
+                .why
+                .contains("no proof")
+        );
+        // Member lists that were not read, or that differ, refuse.
+        let mut unread = v.clone();
+        unread.nodes[0].members =
+            Observed::Missing(Gap::new("EtcdMemberList", GapKind::PermissionDenied, "no"));
+        assert!(one(&unread, ClusterDefault::DepartedNode).is_err());
+        let mut differ = v.clone();
+        if let Observed::Answered(m) = &mut differ.nodes[1].members {
+            m.pop();
+        }
+        assert!(
+            one(&differ, ClusterDefault::DepartedNode)
+                .unwrap_err()
+                .why
+                .contains("differ")
+        );
+        // A member whose peer URL names no node of the context: not guessed.
+        let mut elsewhere = v;
+        elsewhere.nodes.pop();
+        let e = one(&elsewhere, ClusterDefault::DepartedNode).unwrap_err();
+        assert!(e.why.contains("names no node"), "{e}");
     }
 }

@@ -154,6 +154,18 @@ static RULES: &[Rule] = &[
         Refuse,
         "no batch given, PodDisruptionBudgets not read, and a, b, c are control planes",
     ),
+    rule(
+        "talos.install-disk-ok",
+        Pass,
+        Refuse,
+        "the config names /dev/sda; a's disks were read, c's were not",
+    ),
+    rule(
+        "etcd.member-of-node",
+        Refuse,
+        Pass,
+        "the member is host-3: not a's; silent c is tied to it by the peer URL on its address",
+    ),
 ];
 
 /// The healthy three-node view, with disks and kernel modules to decide on.
@@ -242,6 +254,8 @@ fn args_for(specs: &[ArgSpec], target: &str, dir: &Path) -> Args {
             ("dir", _) => dir.display().to_string().into(),
             ("max_age", _) => "24h".into(),
             ("confirm", _) => "1s".into(),
+            ("member", _) => "host-3".into(),
+            ("config", _) => dir.join("install-config.yaml").display().to_string().into(),
             _ if !s.required || s.default.is_some() => continue,
             (name, ArgType::Nodes) => panic!("no test value for list argument `{name}`"),
             (name, _) => panic!("no test value for required argument `{name}`: add one"),
@@ -264,6 +278,12 @@ fn fresh_backup_dir() -> tempfile::TempDir {
         &p,
         b"etcd",
         &crate::cluster::backup::describe("a", b"etcd", Some(1), None, now),
+    )
+    .unwrap();
+    // The machine config `talos.install-disk-ok` reads its install disk from.
+    std::fs::write(
+        dir.path().join("install-config.yaml"),
+        "version: v1alpha1\nmachine:\n  install:\n    disk: /dev/sda\n",
     )
     .unwrap();
     dir

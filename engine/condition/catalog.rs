@@ -166,6 +166,32 @@ pub static GUARDS: &[GuardSpec] = &[
         ],
         protects: &[QuorumOutage, WorkloadEviction],
     },
+    GuardSpec {
+        name: "talos.install-disk-ok",
+        summary: "the install disk named by the config being applied (machine.install.disk or diskSelector model/serial) resolves to exactly one non-USB, writable disk of the node (lint L4 against the live disk list)",
+        args: &[
+            NODE,
+            A::req(
+                "config",
+                Path,
+                "the machine config about to be applied (SOPS files are decrypted in memory)",
+            ),
+        ],
+        protects: &[],
+    },
+    GuardSpec {
+        name: "etcd.member-of-node",
+        summary: "the etcd member (hex id or hostname) is listed by every answering control plane and is the node's: by its etcd status, its hostname, or a peer URL on its address (a node that no longer answers)",
+        args: &[
+            NODE,
+            A::req(
+                "member",
+                Str,
+                "the member: its 16-digit hex id or its hostname",
+            ),
+        ],
+        protects: &[],
+    },
 ];
 
 /// Every wait condition a runbook can use.

@@ -190,6 +190,14 @@ pub fn guard_with(
             },
             std::time::SystemTime::now(),
         ),
+        "talos.install-disk-ok" => super::install_disk::install_disk_ok(
+            view,
+            a.str("node")?,
+            std::path::Path::new(a.str("config")?),
+        ),
+        "etcd.member-of-node" => {
+            super::member_of::is_member_of(view, a.str("node")?, a.str("member")?)
+        }
         // Without the PodDisruptionBudgets (read by the effects layer: `guard_batch`), the
         // batch guard refuses.
         "kube.batch-safe" => super::batch::safe(

@@ -157,6 +157,8 @@ const TABLE: &[(&str, Reads)] = &[
     ("kube.present", Reads::NONE),
     ("kube.pod-running", Reads::NONE),
     ("kube.allocatable", Reads::NONE),
+    ("talos.install-disk-ok", Reads::of(&[Disks])),
+    ("etcd.member-of-node", ETCD),
 ];
 
 /// What the guard or condition `name` reads; everything for a name not in the table.

@@ -103,11 +103,17 @@ pub enum ClusterDefault {
     /// `cluster.etcd-down` (type `nodes`): every node of the context that does not answer
     /// (the operator attests them powered off).
     EtcdDown,
+    /// `cluster.departed-node` (type `node`): the one node of the context that does not answer
+    /// while the etcd members still list its member (by a peer URL on its address).
+    DepartedNode,
+    /// `cluster.departed-member` (type `string`): that node's etcd member, as its 16-digit hex
+    /// id (removal by id: a replacement reusing the hostname is never the one removed).
+    DepartedMember,
 }
 
 impl ClusterDefault {
     /// Every source, as written.
-    pub const ALL: [ClusterDefault; 7] = [
+    pub const ALL: [ClusterDefault; 9] = [
         ClusterDefault::ControlPlanes,
         ClusterDefault::BackupMember,
         ClusterDefault::GpuNode,
@@ -115,6 +121,8 @@ impl ClusterDefault {
         ClusterDefault::EtcdSurvivor,
         ClusterDefault::EtcdReachable,
         ClusterDefault::EtcdDown,
+        ClusterDefault::DepartedNode,
+        ClusterDefault::DepartedMember,
     ];
 
     /// As written in a runbook.
@@ -127,6 +135,8 @@ impl ClusterDefault {
             ClusterDefault::EtcdSurvivor => "cluster.etcd-survivor",
             ClusterDefault::EtcdReachable => "cluster.etcd-reachable",
             ClusterDefault::EtcdDown => "cluster.etcd-down",
+            ClusterDefault::DepartedNode => "cluster.departed-node",
+            ClusterDefault::DepartedMember => "cluster.departed-member",
         }
     }
 
@@ -142,6 +152,8 @@ impl ClusterDefault {
             ClusterDefault::BackupMember | ClusterDefault::GpuNode => ParamType::Node,
             ClusterDefault::EtcdReachable | ClusterDefault::EtcdDown => ParamType::Nodes,
             ClusterDefault::EtcdSurvivor => ParamType::Node,
+            ClusterDefault::DepartedNode => ParamType::Node,
+            ClusterDefault::DepartedMember => ParamType::String,
         }
     }
 }

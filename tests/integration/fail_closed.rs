@@ -70,6 +70,11 @@ fn args(spec: &runbook::condition::GuardSpec, node: &str) -> Args {
             "disk" => "/dev/sda".into(),
             "confirm" => "200ms".into(),
             "dir" => "/nonexistent".into(),
+            "member" => "mac-49".into(),
+            "config" => crate::run_harness::fixture("lint/fixed/controlplane2.yaml")
+                .display()
+                .to_string()
+                .into(),
             _ => continue,
         };
         a.insert(s.name.to_string(), v);

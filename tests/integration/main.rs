@@ -27,6 +27,7 @@ mod hostile;
 mod kube_apply;
 mod lint;
 mod lint_live;
+mod node_replace;
 mod observe;
 mod observe_reads;
 mod once_executor;

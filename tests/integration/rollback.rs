@@ -718,7 +718,7 @@ fn rollback_steps_need_guards_like_forward_steps() {
     );
     let params = [
         ("node", "192.168.2.49"),
-        ("hostname", "mac-49"),
+        ("member", "mac-49"),
         ("survivor", "192.168.2.20"),
         ("replacement", "192.168.2.50"),
         ("config", "/dev/null"),

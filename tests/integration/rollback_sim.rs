@@ -66,7 +66,7 @@ fn run_args(file: &Path, config: &Path, backups: &Path) -> Vec<String> {
         "--param",
         "node=192.168.2.49",
         "--param",
-        "hostname=mac-49",
+        "member=mac-49",
         "--param",
         "survivor=192.168.2.20",
         "--param",
