@@ -78,8 +78,17 @@ pub fn run(
         )));
     }
     let state = session::state_dir(state_dir)?;
-    let staging = sim_staging(&state);
-    let mut reached = Reached::reach(&target, &staging, Purpose::Run)?;
+    // An embedded simulator starts in a locked staging directory (stale ones of killed runs
+    // are swept first); the lock is held until this function returns.
+    let staging = match target {
+        Target::Sim { .. } => Some(super::sim_staging::Staging::create(&sim_staging(&state))?),
+        _ => None,
+    };
+    let sim_dir = staging.as_ref().map_or_else(
+        || sim_staging(&state).join("unused"),
+        |s| s.dir().to_path_buf(),
+    );
+    let mut reached = Reached::reach(&target, &sim_dir, Purpose::Run)?;
     let prepared = prepare(
         &mut reached,
         &entry,
@@ -193,16 +202,12 @@ fn prepare(
     Ok(Some((plan, journal, run, events)))
 }
 
-/// Where an embedded simulator starts, before its run directory exists: beside `runs/`, on
-/// the same file system (it is moved into the run directory).
+/// Where embedded simulators start, before their run directory exists: beside `runs/`, on
+/// the same file system (each is moved into its run directory); see `cli::sim_staging`.
 fn sim_staging(state: &crate::journal::StateDir) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
     let root = state.runs_dir().parent().map_or_else(
         || state.runs_dir().to_path_buf(),
         std::path::Path::to_path_buf,
     );
     root.join("sim-staging")
-        .join(format!("{}-{nanos:09}", std::process::id()))
 }

@@ -7,6 +7,7 @@
 
 mod authoring;
 mod backup;
+mod backup_role;
 mod cli;
 mod cli_output;
 mod cluster_lock;
@@ -26,6 +27,7 @@ mod hostile;
 mod kube_apply;
 mod lint;
 mod lint_live;
+mod lint_preset;
 mod observe;
 mod observe_reads;
 mod once_executor;
@@ -43,6 +45,7 @@ mod run_sim;
 mod runbooks;
 mod sim_kube;
 mod sim_kube_lease;
+mod sim_staging;
 mod sim_talos;
 mod talos_patch;
 mod wait_watch;
