@@ -20,6 +20,7 @@ mod doctor;
 mod exec_action;
 mod executor;
 mod fail_closed;
+mod file_args;
 mod fleet;
 mod gpu_enable;
 mod harness;
