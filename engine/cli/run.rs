@@ -186,7 +186,14 @@ fn prepare(
         format_version: FORMAT_VERSION,
         run_id: run.id().to_owned(),
         runbook: plan.runbook.clone(),
-        source_file: entry.source.name.clone(),
+        // Absolute when it is a file, so a resume from another directory resolves the
+        // runbook's relative file arguments as this run did (`compile::file_args`).
+        source_file: entry
+            .source
+            .path
+            .as_deref()
+            .and_then(|p| std::path::absolute(p).ok())
+            .map_or_else(|| entry.source.name.clone(), |p| p.display().to_string()),
         plan_hash: plan.hash.clone(),
         params: stored,
         host: identity::host_name(),

@@ -10,6 +10,10 @@
 //! param (`${{ params.manifest }}`) is what the operator typed on the command line, so it
 //! resolves against the working directory, like any command-line path; a path computed at run
 //! time is read as it is.
+//!
+//! `resume` and `abort` recompile the run's stored copy: the run header records the runbook's
+//! absolute path, and the copy resolves against that file's directory, so the plan (and its
+//! hash) is the same wherever the operator stands.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,9 +32,13 @@ fn file_args(action: &str) -> &'static [&'static str] {
     }
 }
 
-/// The directory literal relative paths of `source` resolve against: the runbook file's, or
-/// the working directory for a built-in (or if it cannot be read).
+/// The directory literal relative paths of `source` resolve against: the runbook file's (a
+/// stored copy's: the original's, [`Source::with_base_dir`]), or the working directory for a
+/// built-in (or if it cannot be read).
 pub fn base_dir(source: &Source) -> Option<PathBuf> {
+    if let Some(dir) = &source.base_dir {
+        return Some(dir.clone());
+    }
     match source.path.as_deref().and_then(Path::parent) {
         Some(dir) if dir.as_os_str().is_empty() => std::env::current_dir().ok(),
         Some(dir) if dir.is_absolute() => Some(dir.to_path_buf()),
@@ -65,7 +73,10 @@ pub fn resolve(
                 None => written.to_path_buf(),
             }
         };
-        if !resolved.is_file() {
+        // A stored copy (resume, abort) resolves the same path, so the plan hash matches, but
+        // does not refuse: a file gone since the run started fails its step when read, and
+        // never blocks an abort.
+        if source.path.is_some() && !resolved.is_file() {
             let against = match source.path {
                 Some(_) => "the runbook's directory",
                 None => "the working directory (a built-in runbook has none)",

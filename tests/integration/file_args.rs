@@ -147,3 +147,69 @@ fn a_kube_apply_whose_discovery_fails_is_not_sent_and_leaves_nothing_in_doubt() 
     assert!(!t.contains("undo-ran"), "{t}");
     rt.block_on(handle.shutdown());
 }
+
+/// The run header records the runbook's absolute path, and resume resolves the stored copy's
+/// relative `file:` against that directory: resuming from elsewhere gives the same plan hash.
+#[test]
+fn a_resume_from_another_directory_reads_the_same_relative_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, handle) = crate::run_harness::simulator(Scenario::Healthy, 200.0, dir.path());
+    let ops = dir.path().join("ops");
+    std::fs::create_dir_all(&ops).unwrap();
+    std::fs::write(
+        ops.join("rc.yaml"),
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: { name: nvidia }\nhandler: nvidia\n",
+    )
+    .unwrap();
+    let book = ops.join("gated.yaml");
+    std::fs::write(
+        &book,
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: gated }\nsteps:\n  - id: rc\n    approval: \"apply it?\"\n    action: kube.apply\n    with: { file: rc.yaml }\n",
+    )
+    .unwrap();
+    let sim = dir.path().join("sim");
+    let state = dir.path().join("state");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let cmd = |cwd: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .current_dir(cwd)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("HOME", dir.path())
+            .env_remove("TALOSCONFIG")
+            .env_remove("KUBECONFIG")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let talosconfig = sim.join("talosconfig").display().to_string();
+    let kubeconfig = sim.join("kubeconfig").display().to_string();
+    let out = cmd(
+        &ops,
+        &[
+            "run",
+            "gated.yaml",
+            "--talosconfig",
+            &talosconfig,
+            "--kubeconfig",
+            &kubeconfig,
+            "--output",
+            "plain",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let runs = runbook::journal::StateDir::new(&state).list_runs().unwrap();
+    let id = runs[0].run.id().to_string();
+    let out = cmd(&elsewhere, &["approve", &id, "rc"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cmd(&elsewhere, &["resume", &id, "--output", "plain"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("RuntimeClass/nvidia created"),
+        "{}",
+        text(&out)
+    );
+    rt.block_on(handle.shutdown());
+}
