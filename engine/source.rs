@@ -32,7 +32,7 @@ impl Format {
 pub struct Source(Arc<SourceInner>);
 
 /// The fields of a [`Source`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SourceInner {
     /// Name shown in diagnostics: the path as the user gave it, or `runbooks/NAME.yaml` for a
     /// built-in.
@@ -50,6 +50,9 @@ pub struct SourceInner {
     ascii: bool,
     /// The same text under its display name, for miette reports.
     named: miette::NamedSource<Arc<str>>,
+    /// The directory a stored copy's relative file arguments resolve against (the original
+    /// runbook's, for `resume`); see `compile::file_args`.
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Source {
@@ -73,7 +76,16 @@ impl Source {
             line_starts: starts.into(),
             ascii,
             named,
+            base_dir: None,
         }))
+    }
+
+    /// This source, its relative file arguments resolving against `dir` (a stored copy of a
+    /// runbook that lived there).
+    pub fn with_base_dir(self, dir: PathBuf) -> Source {
+        let mut inner = Arc::unwrap_or_clone(self.0);
+        inner.base_dir = Some(dir);
+        Source(Arc::new(inner))
     }
 
     /// Reads a file; the format comes from its extension.

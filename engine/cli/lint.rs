@@ -141,9 +141,10 @@ async fn live_findings(
 async fn on_sim(
     scenario: &str,
     speed: f64,
+    (preset, workers): (&str, Option<u32>),
     inventory: Option<&Path>,
     configs: &[PathBuf],
-) -> Result<Vec<Finding>, Error> {
+) -> Result<(Vec<Finding>, usize), Error> {
     let scenario: crate::sim::Scenario = scenario.parse().map_err(|e| {
         Error::Usage(format!(
             "unknown scenario `{scenario}`: {e} (see `runbook sim scenarios`)"
@@ -151,12 +152,18 @@ async fn on_sim(
     })?;
     let speed = crate::sim::Speed::new(speed)
         .ok_or_else(|| Error::Usage(format!("invalid speed `{speed}`")))?;
+    // `--preset`/`--workers` as `run --sim` and `sim up` read them (refused alike when unknown,
+    // out of range or meaningless for the scenario).
+    let preset = super::sim::preset(preset, workers, scenario)?;
     let dir = std::env::temp_dir().join(format!("runbook-lint-live-{}", std::process::id()));
-    let handle = crate::sim::Simulator::start(crate::sim::SimConfig {
-        scenario,
-        speed,
-        dir: dir.clone(),
-    })
+    let handle = crate::sim::Simulator::start_with(
+        crate::sim::SimConfig {
+            scenario,
+            speed,
+            dir: dir.clone(),
+        },
+        preset,
+    )
     .await
     .map_err(|e| Error::Usage(format!("cannot start the simulator: {e}")))?;
     let own = dir.join("cluster.yaml");
@@ -171,7 +178,7 @@ async fn on_sim(
         findings.extend(
             live_findings(&Connection::for_simulator(&handle), inv.as_ref(), &files).await?,
         );
-        Ok(findings)
+        Ok((findings, files.len()))
     }
     .await;
     handle.shutdown().await;
@@ -237,16 +244,14 @@ pub fn run(
             runtime.block_on(async {
                 match &target {
                     Target::Sim {
-                        scenario, speed, ..
+                        scenario,
+                        speed,
+                        preset,
+                        workers,
                     } => {
-                        let f = on_sim(scenario, *speed, inventory, configs).await?;
-                        let n = f
-                            .iter()
-                            .map(|f| f.file.as_str())
-                            .filter(|f| !f.starts_with("live:"))
-                            .collect::<std::collections::BTreeSet<_>>()
-                            .len();
-                        Ok::<_, Error>((f, n))
+                        // The count is of the configs linted (the simulator's own inventory
+                        // names one per node), as for a real cluster.
+                        on_sim(scenario, *speed, (preset, *workers), inventory, configs).await
                     }
                     Target::Cluster(conn) => {
                         let (inv, files) = inputs(inventory, configs, true)?;

@@ -22,6 +22,7 @@ pub mod run;
 pub mod runs;
 pub mod session;
 pub mod sim;
+pub mod sim_staging;
 pub mod status;
 pub mod unlock;
 

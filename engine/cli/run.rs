@@ -78,8 +78,17 @@ pub fn run(
         )));
     }
     let state = session::state_dir(state_dir)?;
-    let staging = sim_staging(&state);
-    let mut reached = Reached::reach(&target, &staging, Purpose::Run)?;
+    // An embedded simulator starts in a locked staging directory (stale ones of killed runs
+    // are swept first); the lock is held until this function returns.
+    let staging = match target {
+        Target::Sim { .. } => Some(super::sim_staging::Staging::create(&sim_staging(&state))?),
+        _ => None,
+    };
+    let sim_dir = staging.as_ref().map_or_else(
+        || sim_staging(&state).join("unused"),
+        |s| s.dir().to_path_buf(),
+    );
+    let mut reached = Reached::reach(&target, &sim_dir, Purpose::Run)?;
     let prepared = prepare(
         &mut reached,
         &entry,
@@ -177,7 +186,14 @@ fn prepare(
         format_version: FORMAT_VERSION,
         run_id: run.id().to_owned(),
         runbook: plan.runbook.clone(),
-        source_file: entry.source.name.clone(),
+        // Absolute when it is a file, so a resume from another directory resolves the
+        // runbook's relative file arguments as this run did (`compile::file_args`).
+        source_file: entry
+            .source
+            .path
+            .as_deref()
+            .and_then(|p| std::path::absolute(p).ok())
+            .map_or_else(|| entry.source.name.clone(), |p| p.display().to_string()),
         plan_hash: plan.hash.clone(),
         params: stored,
         host: identity::host_name(),
@@ -193,16 +209,12 @@ fn prepare(
     Ok(Some((plan, journal, run, events)))
 }
 
-/// Where an embedded simulator starts, before its run directory exists: beside `runs/`, on
-/// the same file system (it is moved into the run directory).
+/// Where embedded simulators start, before their run directory exists: beside `runs/`, on
+/// the same file system (each is moved into its run directory); see `cli::sim_staging`.
 fn sim_staging(state: &crate::journal::StateDir) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
     let root = state.runs_dir().parent().map_or_else(
         || state.runs_dir().to_path_buf(),
         std::path::Path::to_path_buf,
     );
     root.join("sim-staging")
-        .join(format!("{}-{nanos:09}", std::process::id()))
 }

@@ -93,7 +93,14 @@ pub fn load_plan(run: &RunDir, given: &[(String, String)]) -> Result<Plan, Error
         SourceKind::Yaml => Format::Yaml,
         SourceKind::Rhai => Format::Rhai,
     };
-    let source = Source::new(header.source_file.clone(), format, text);
+    let mut source = Source::new(header.source_file.clone(), format, text);
+    // The original's directory, for its relative file arguments (`compile::file_args`).
+    let original = std::path::Path::new(&header.source_file);
+    if original.is_absolute()
+        && let Some(dir) = original.parent()
+    {
+        source = source.with_base_dir(dir.to_path_buf());
+    }
     let mut params = Vec::new();
     for (key, value) in &header.params {
         let given_value = given.iter().rev().find(|(k, _)| k == key);

@@ -414,7 +414,7 @@ impl Connection {
                 {
                     Ok(Ok(_)) => return Ok(()),
                     // The cluster answered, authenticated us and refused this role the call
-                    // (Version needs os:reader; os:etcd:backup may only snapshot): it is
+                    // (Version needs os:reader; os:etcd:backup may only snapshot and read etcd): it is
                     // reachable, and every later call says what the role may not do.
                     Ok(Err(s)) if s.code() == tonic::Code::PermissionDenied => return Ok(()),
                     Ok(Err(s)) => crate::cluster::talos::Cause::of_status(&s),

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod expand;
 pub mod expr;
+pub mod file_args;
 pub mod graph;
 pub mod params;
 pub mod refs;

@@ -184,10 +184,21 @@ fn node_list_given(params: &[crate::dsl::ast::Param], given: &[(String, String)]
         .any(|p| given.iter().any(|(k, _)| *k == p.name.value))
 }
 
+/// The shortest non-empty secret param value accepted. The redactor replaces every occurrence
+/// of a secret in everything journaled or shown; a 1–3 character secret cannot be folded out
+/// of all output without destroying it (every `a` of a one-letter secret), and is no secret
+/// anyway. Empty stays allowed: it has nothing to leak.
+pub const MIN_SECRET_CHARS: usize = 4;
+
 /// Parses a command-line string as a value of the given type.
 pub fn from_text(ty: &ParamType, text: &str) -> Result<serde_json::Value, String> {
     use serde_json::Value as J;
     Ok(match ty {
+        ParamType::Secret if (1..MIN_SECRET_CHARS).contains(&text.chars().count()) => {
+            return Err(format!(
+                "a secret must be empty or at least {MIN_SECRET_CHARS} characters long: a shorter one could not be redacted from the journal and output"
+            ));
+        }
         ParamType::String | ParamType::Path | ParamType::Secret => J::String(text.into()),
         ParamType::Int => J::from(
             text.trim()
@@ -314,5 +325,32 @@ mod tests {
         assert!(from_text(&ParamType::Nodes, "a,,b").is_err());
         assert!(from_text(&ParamType::Int, "x").is_err());
         assert!(from_text(&ParamType::Enum(vec!["a".into()]), "b").is_err());
+    }
+
+    #[test]
+    fn a_secret_too_short_to_redact_is_refused_naming_the_param_not_the_value() {
+        use crate::compile::{self, Mode};
+        use crate::source::{Format, Source};
+        let src = Source::new(
+            "t.yaml",
+            Format::Yaml,
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nparams:\n  token: { type: secret }\nsteps:\n  - { id: a, action: log, with: { message: hi } }\n",
+        );
+        let plan =
+            |v: &str| compile::compile_source(&src, &Mode::Plan(vec![("token".into(), v.into())]));
+        for short in ["a", "xy", "pé7"] {
+            let e = format!("{:?}", plan(short).unwrap_err());
+            assert!(e.contains("parameter `token`"), "{e}");
+            assert!(e.contains("at least 4 characters"), "{e}");
+            assert!(
+                !e.contains(&format!("`{short}`")),
+                "the value is shown: {e}"
+            );
+        }
+        // Four characters and the empty secret (nothing to leak) are accepted.
+        assert!(plan("abcd").is_ok());
+        assert!(plan("").is_ok());
+        assert!(from_text(&ParamType::Secret, "héé").is_err());
+        assert!(from_text(&ParamType::String, "a").is_ok());
     }
 }

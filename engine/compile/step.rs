@@ -67,7 +67,7 @@ pub fn build(
     if let Some(call) = &decl.action {
         match action::find(&call.name.value) {
             Some(spec) => {
-                let args = check_args(
+                let mut args = check_args(
                     cx,
                     &format!("action `{}`", spec.name),
                     spec.args,
@@ -76,6 +76,7 @@ pub fn build(
                     call.name.span,
                     diags,
                 );
+                super::file_args::resolve(cx.source, spec.name, &call.args, &mut args, diags);
                 node_arg = args.get("node").cloned();
                 hazard = spec.hazard(|name| args.get(name).and_then(|v| v.literal().cloned()));
                 class = spec.idempotency;

@@ -420,7 +420,11 @@ impl<E: Effects> Runner<'_, E> {
                         ),
                     );
                 }
-                Err(e) if e.is_retryable() && step.idempotency != Idempotency::Idempotent => {
+                Err(e)
+                    if e.is_retryable()
+                        && !e.is_before_sending()
+                        && step.idempotency != Idempotency::Idempotent =>
+                {
                     // A timeout, `Unavailable` or reset connection may have reached the
                     // cluster: the outcome is unknown, exactly as after a crash here. Settle
                     // it from the cluster before any retry (the step stays in doubt in the

@@ -137,6 +137,16 @@ pub enum EffectError {
         /// Whether trying again may help (the step's retry policy decides how often).
         retryable: bool,
     },
+    /// The effect failed before anything was sent (`kube.apply`'s discovery, say): nothing can
+    /// have taken effect, so the attempt is journaled as `action-not-sent`, resume, abort and
+    /// rollback know nothing happened, and a retryable one is retried without any settling.
+    #[error("{message}")]
+    NotSent {
+        /// What happened.
+        message: String,
+        /// Whether trying again may help.
+        retryable: bool,
+    },
 }
 
 impl EffectError {
@@ -146,7 +156,9 @@ impl EffectError {
     pub fn is_before_sending(&self) -> bool {
         matches!(
             self,
-            EffectError::NeedsCluster { .. } | EffectError::BadArgument { .. }
+            EffectError::NeedsCluster { .. }
+                | EffectError::BadArgument { .. }
+                | EffectError::NotSent { .. }
         )
     }
 
@@ -155,6 +167,9 @@ impl EffectError {
         matches!(
             self,
             EffectError::Failed {
+                retryable: true,
+                ..
+            } | EffectError::NotSent {
                 retryable: true,
                 ..
             }

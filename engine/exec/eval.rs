@@ -143,12 +143,15 @@ impl Evaluator {
         })?;
         let value: serde_json::Value =
             rhai::serde::from_dynamic(&value).map_err(|e| err(e.to_string()))?;
-        self.note_if_derived(step, state, result, expr, &value);
+        self.note_if_derived(step, state, result, expr, &value)
+            .map_err(err)?;
         Ok(value)
     }
 
     /// Evaluates `expr` again over placeholder secrets; if the value differs, it depends on a
-    /// secret, and its strings are registered for redaction.
+    /// secret, and its strings are registered for redaction. A string that differs and is
+    /// shorter than [`MIN_REDACTABLE`] characters is refused (the error is the reason):
+    /// it cannot be folded out of all output without destroying it, so it must not be made.
     fn note_if_derived(
         &self,
         step: &Step,
@@ -156,9 +159,9 @@ impl Evaluator {
         result: Option<&Fields>,
         expr: &str,
         value: &serde_json::Value,
-    ) {
+    ) -> Result<(), String> {
         let Some(masked) = &self.placeholders else {
-            return;
+            return Ok(());
         };
         let mut scope = self.scope(masked, step, state, result);
         let other = sandbox::with_deadline(sandbox::EXPR_TIME_LIMIT, || {
@@ -168,17 +171,25 @@ impl Evaluator {
         .ok()
         .and_then(|d| rhai::serde::from_dynamic::<serde_json::Value>(&d).ok());
         if other.as_ref() == Some(value) {
-            return;
+            return Ok(());
+        }
+        let mut differing = Vec::new();
+        collect_differing(value, other.as_ref(), &mut differing);
+        if differing.iter().any(|s| s.chars().count() < MIN_REDACTABLE) {
+            return Err(format!(
+                "the expression derives a value shorter than {MIN_REDACTABLE} characters from a secret parameter; it could not be redacted from the journal and output, so it is refused (compare it in a condition instead, which gives true or false)"
+            ));
         }
         let mut strings = Vec::new();
         collect_strings(value, &mut strings);
         let mut derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
         for s in strings {
             // Short strings (a length, a flag) would redact unrelated text and say little.
-            if s.chars().count() >= 4 && !derived.iter().any(|d| d.expose() == &s) {
+            if s.chars().count() >= MIN_REDACTABLE && !derived.iter().any(|d| d.expose() == &s) {
                 derived.push(crate::secret::Secret::new(s));
             }
         }
+        Ok(())
     }
 
     /// Evaluates an expression to a value.
@@ -281,6 +292,37 @@ impl Evaluator {
     }
 }
 
+/// The shortest secret-derived text the redactor folds out of output; shorter secret params are
+/// refused at plan time (`compile::params`), shorter derived values at evaluation.
+pub const MIN_REDACTABLE: usize = crate::compile::params::MIN_SECRET_CHARS;
+
+/// The strings of `v` that differ from `other` at the same place (all of them where the
+/// shapes differ or `other` is missing): the text a secret changed. Numbers and booleans are
+/// left out: a length or a condition's answer is not the secret's text (numbers of 4 digits
+/// or more are still registered for redaction by `collect_strings`).
+fn collect_differing(
+    v: &serde_json::Value,
+    other: Option<&serde_json::Value>,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value as J;
+    match (v, other) {
+        (J::Bool(_) | J::Null | J::Number(_), _) => {}
+        (J::String(a), Some(J::String(b))) if a == b => {}
+        (J::String(a), _) => out.push(a.clone()),
+        (J::Array(a), Some(J::Array(b))) if a.len() == b.len() => {
+            a.iter()
+                .zip(b)
+                .for_each(|(x, y)| collect_differing(x, Some(y), out));
+        }
+        (J::Array(a), _) => a.iter().for_each(|x| collect_differing(x, None, out)),
+        (J::Object(a), Some(J::Object(b))) => a
+            .iter()
+            .for_each(|(k, x)| collect_differing(x, b.get(k), out)),
+        (J::Object(a), _) => a.values().for_each(|x| collect_differing(x, None, out)),
+    }
+}
+
 fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::String(s) => out.push(s.clone()),
@@ -357,6 +399,54 @@ mod tests {
             redact.text("HUNTER22 / nter2 / hunter22 / not secret"),
             "<redacted> / <redacted> / <redacted> / not secret"
         );
+    }
+
+    #[test]
+    fn secret_derived_values_too_short_to_redact_are_refused() {
+        let src = Source::new(
+            "t.yaml",
+            Format::Yaml,
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nparams:\n  token: { type: secret }\nsteps:\n  - { id: a, action: log, with: { message: hi } }\n",
+        );
+        let plan =
+            compile::compile_source(&src, &Mode::Plan(vec![("token".into(), "hunter22".into())]))
+                .unwrap();
+        let redact = crate::exec::Redactor::new(&plan);
+        let eval = Evaluator::new(&plan).sharing(redact.derived());
+        let step = plan.step("a").unwrap();
+        let state = RunState::default();
+        for short in [
+            "params.token.sub_string(0, 2)",
+            "params.token.sub_string(0, 1).to_upper()",
+            "[\"ok-long\", params.token.sub_string(1, 1)]",
+        ] {
+            let e = eval.value(step, &state, short).unwrap_err();
+            assert!(
+                e.reason.contains("shorter than 4 characters"),
+                "{short}: {}",
+                e.reason
+            );
+            assert!(!e.reason.contains("hu"), "{}", e.reason);
+        }
+        let e = eval
+            .template(step, &state, "k=${{ params.token.sub_string(0, 3) }}")
+            .unwrap_err();
+        assert!(e.reason.contains("shorter than 4"), "{}", e.reason);
+        // A short literal beside a secret is not derived; a condition's answer is one bit.
+        let v = eval
+            .value(step, &state, "#{ t: params.token, mode: \"rw\" }")
+            .unwrap();
+        assert_eq!(v["mode"], "rw");
+        assert_eq!(
+            eval.value(step, &state, "params.token.len() >= 8").unwrap(),
+            serde_json::json!(true)
+        );
+        // A length is not the secret's text.
+        assert_eq!(
+            eval.value(step, &state, "params.token.len()").unwrap(),
+            serde_json::json!(8)
+        );
+        assert_eq!(redact.text("hunter22 rw"), "<redacted> rw");
     }
 
     #[test]

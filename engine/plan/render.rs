@@ -44,17 +44,63 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// How a plan-time argument is shown in every rendering (text and JSON), redacted as the
+/// dry run's diffs are, by the same functions: a config `patch` by key
+/// (`machine_config::redact`: keys, tokens, secrets, passwords, inline manifests), inline
+/// `manifests` by Secret (`kube_apply::redact`: a Secret's `data`/`stringData` values).
+fn shown_literal(key: &str, v: &serde_json::Value) -> Option<serde_json::Value> {
+    use crate::cluster::effects::kube_apply;
+    match key {
+        "patch" => Some(crate::machine_config::redact(v)),
+        "manifests" => Some(match v {
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(kube_apply::redact).collect())
+            }
+            other => kube_apply::redact(other),
+        }),
+        _ => None,
+    }
+}
+
 fn args_text(args: &std::collections::BTreeMap<String, Value>) -> String {
     args.iter()
         .map(|(k, v)| match v {
-            // A config patch may hold keys and tokens: redacted by path, as its diff is.
-            Value::Literal(p) if k == "patch" => {
-                format!("{k}={}", crate::machine_config::redact(p))
-            }
+            Value::Literal(p) => match shown_literal(k, p) {
+                Some(shown) => format!("{k}={shown}"),
+                None => format!("{k}={}", value_text(v)),
+            },
             _ => format!("{k}={}", value_text(v)),
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `args` with each plan-time value as [`shown_literal`] shows it.
+fn shown_args(args: &mut std::collections::BTreeMap<String, Value>) {
+    for (k, v) in args.iter_mut() {
+        if let Value::Literal(p) = v
+            && let Some(shown) = shown_literal(k, p)
+        {
+            *p = shown;
+        }
+    }
+}
+
+/// A copy of `step` for the JSON rendering, its arguments shown as in the text one.
+fn shown_step(step: &Step) -> Step {
+    let mut s = step.clone();
+    if let Some(call) = s.action.as_mut() {
+        shown_args(&mut call.args);
+    }
+    for g in &mut s.guards {
+        if let Guard::Named { args, .. } = g {
+            shown_args(args);
+        }
+    }
+    if let Some(w) = s.wait.as_mut() {
+        shown_args(&mut w.args);
+    }
+    s
 }
 
 fn guard_text(g: &Guard) -> String {
@@ -297,8 +343,8 @@ pub fn json(plan: &Plan) -> String {
         "source": plan.source,
         "hash": plan.hash,
         "params": plan.params,
-        "steps": plan.steps().collect::<Vec<_>>(),
-        "rollbacks": plan.rollbacks,
+        "steps": plan.steps().map(shown_step).collect::<Vec<_>>(),
+        "rollbacks": plan.rollbacks.iter().map(shown_step).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }

@@ -32,7 +32,7 @@ pub enum Role {
     Operator,
     /// `os:reader`: reads only (no secrets).
     Reader,
-    /// `os:etcd:backup`: etcd snapshots only.
+    /// `os:etcd:backup`: etcd snapshots and the etcd reads (members, status, alarms) only.
     EtcdBackup,
 }
 

@@ -476,7 +476,7 @@ fn rhai_field_errors_point_at_the_call() {
 
 #[test]
 fn foreach_over_a_secret_is_refused() {
-    let text = "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nparams:\n  s: { type: secret, default: \"a\" }\nsteps:\n  - id: f\n    foreach: \"[params.s]\"\n    action: noop\n";
+    let text = "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nparams:\n  s: { type: secret, default: \"abcd\" }\nsteps:\n  - id: f\n    foreach: \"[params.s]\"\n    action: noop\n";
     let (code, _, msg) = only(check_yaml(text));
     assert_eq!(code, Code::ExprEval);
     assert!(

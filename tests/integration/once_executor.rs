@@ -33,6 +33,8 @@ struct Scripted {
     checks: AtomicU32,
     blind: bool,
     silent: bool,
+    /// The first calls fail before anything is sent (retryably, as a discovery that timed out).
+    not_sent: u32,
 }
 
 impl Scripted {
@@ -47,6 +49,12 @@ impl Scripted {
 impl Effects for Scripted {
     async fn perform(&self, _call: ActionCall<'_>) -> Result<ActionOutcome, EffectError> {
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        if n <= self.not_sent {
+            return Err(EffectError::NotSent {
+                message: "cannot reach the Kubernetes API (discovery): timed out".into(),
+                retryable: true,
+            });
+        }
         if n <= self.failures {
             return Err(EffectError::Failed {
                 message: "connection reset after sending (Unavailable)".into(),
@@ -225,6 +233,55 @@ async fn a_failure_checked_not_done_is_retried_by_the_policy_and_a_settled_boots
             ..
         }
     )));
+}
+
+/// An effect that failed before sending anything (`EffectError::NotSent`) is `action-not-sent`:
+/// retried by the policy without settling, since nothing can be in doubt.
+#[tokio::test(start_paused = true)]
+async fn a_retryable_failure_before_sending_is_retried_without_any_settling() {
+    let p = plan(REBOOT);
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, journal) = create(&p, tmp.path());
+    let effects = Scripted {
+        not_sent: 1,
+        ..Scripted::answering(vec![Probe::Unknown("must not be asked".into())])
+    };
+    let report = Runner::new(&p, journal, &effects, &NoEvents, options(false))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stop, Stop::Succeeded);
+    assert_eq!(effects.sent.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        effects.checks.load(Ordering::SeqCst),
+        0,
+        "nothing to settle"
+    );
+    let recs = records(&run);
+    assert!(recs.iter().any(|r| matches!(
+        r,
+        Record::ActionNotSent {
+            attempt: 1,
+            retryable: true,
+            ..
+        }
+    )));
+    assert!(
+        recs.iter().any(|r| matches!(
+            r,
+            Record::RetryScheduled {
+                next_attempt: 2,
+                ..
+            }
+        )),
+        "{recs:#?}"
+    );
+    assert!(
+        !recs
+            .iter()
+            .any(|r| matches!(r, Record::InDoubt { .. } | Record::ActionFailed { .. })),
+        "{recs:#?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

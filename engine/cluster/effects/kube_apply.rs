@@ -67,14 +67,26 @@ impl Manifest {
 
     fn error(&self, what: impl std::fmt::Display, retryable: bool) -> EffectError {
         EffectError::Failed {
-            message: format!(
-                "`kube.apply`: {} document {} ({}): {what}",
-                self.source,
-                self.index,
-                self.describe()
-            ),
+            message: self.message(what),
             retryable,
         }
+    }
+
+    /// An error from before anything was sent (discovery): `action-not-sent`.
+    fn not_sent(&self, what: impl std::fmt::Display, retryable: bool) -> EffectError {
+        EffectError::NotSent {
+            message: self.message(what),
+            retryable,
+        }
+    }
+
+    fn message(&self, what: impl std::fmt::Display) -> String {
+        format!(
+            "`kube.apply`: {} document {} ({}): {what}",
+            self.source,
+            self.index,
+            self.describe()
+        )
     }
 }
 
@@ -377,7 +389,8 @@ impl ClusterEffects {
                             "cannot reach the Kubernetes API (discovery of {api_version} {kind}): {e}; nothing was applied"
                         ),
                     };
-                    m.error(what, retryable)
+                    // Discovery sends nothing: no object of this call has left the process.
+                    m.not_sent(what, retryable)
                 })?;
             resolved.push(found);
         }

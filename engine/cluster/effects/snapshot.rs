@@ -69,7 +69,8 @@ impl ClusterEffects {
         let taken_ms = crate::journal::time::now_ms();
         let final_path = snapshot_path(&dir, node, taken_ms, recipient.is_some());
         // Read before the stream: the snapshot holds at least this raft index. All three are
-        // best-effort (an etcd:backup role may not read them): `null` in the sidecar.
+        // best-effort (an etcd:backup role reads EtcdStatus but not Version or COSI, as Talos's
+        // role table says): what could not be read is `null` in the sidecar.
         let revision = self
             .talos()
             .machine()

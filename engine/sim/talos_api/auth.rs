@@ -4,7 +4,10 @@
 //! client certificate (`os:admin`, `os:operator`, `os:reader`, `os:etcd:backup`; unknown
 //! values are ignored), read with x509-parser. A connection without a certificate is a
 //! maintenance-mode connection (server-only TLS). [`Access`] is the role table of
-//! `talos-api.md` §1.6; a denied call gets `PermissionDenied "not authorized"` as apid answers.
+//! `talos-api.md` §1.6, checked against Talos's own (`rules` in
+//! `internal/app/machined/pkg/system/services/machined.go`, v1.11.5): `os:etcd:backup` may
+//! take a snapshot and read etcd (EtcdMemberList, EtcdStatus, EtcdAlarmList) and nothing else.
+//! A denied call gets `PermissionDenied "not authorized"` as apid answers.
 
 use std::collections::BTreeSet;
 
@@ -24,9 +27,11 @@ pub enum Conn {
 /// What a method requires (`talos-api.md` §1.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Reader, operator or admin (Version, ServiceList, Etcd{MemberList,Status,AlarmList},
-    /// Disks, Events, COSI reads).
+    /// Reader, operator or admin (Version, ServiceList, Disks, Events, COSI reads).
     Read,
+    /// Reader, operator, admin or etcd:backup (Etcd{MemberList,Status,AlarmList}): Talos lets
+    /// the backup role read what it needs to judge a snapshot.
+    EtcdRead,
     /// Operator or admin (Reboot, Shutdown).
     Operate,
     /// Operator, admin or etcd:backup (EtcdSnapshot).
@@ -41,6 +46,7 @@ impl Access {
         let any = |rs: &[Role]| rs.iter().any(|r| roles.contains(r));
         match self {
             Access::Read => any(&[Role::Admin, Role::Operator, Role::Reader]),
+            Access::EtcdRead => any(&[Role::Admin, Role::Operator, Role::Reader, Role::EtcdBackup]),
             Access::Operate => any(&[Role::Admin, Role::Operator]),
             Access::Snapshot => any(&[Role::Admin, Role::Operator, Role::EtcdBackup]),
             Access::Admin => any(&[Role::Admin]),
@@ -94,6 +100,13 @@ mod tests {
         assert!(!Access::Admin.allows(&op));
         assert!(Access::Snapshot.allows(&backup));
         assert!(!Access::Read.allows(&backup));
+        assert!(!Access::Operate.allows(&backup));
+        assert!(!Access::Admin.allows(&backup));
+        // As Talos v1.11.5's machined rules: the backup role reads etcd, the reader does not
+        // snapshot.
+        assert!(Access::EtcdRead.allows(&backup));
+        assert!(Access::EtcdRead.allows(&reader));
+        assert!(!Access::Snapshot.allows(&reader));
         assert!(Access::Admin.allows(&[Role::Admin].into()));
     }
 }

@@ -175,7 +175,7 @@ impl MachineService for NodeApi {
         &self,
         req: Request<pb::EtcdMemberListRequest>,
     ) -> Result<Response<pb::EtcdMemberListResponse>, Status> {
-        let conn = self.begin(&req, Access::Read)?;
+        let conn = self.begin(&req, Access::EtcdRead)?;
         let local = req.get_ref().query_local;
         let messages = self.unary(req.metadata(), &conn, |c, l, now| {
             let members = c.etcd_member_list(l, local, now)?;
@@ -263,7 +263,7 @@ impl MachineService for NodeApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<pb::EtcdAlarmListResponse>, Status> {
-        let conn = self.begin(&req, Access::Read)?;
+        let conn = self.begin(&req, Access::EtcdRead)?;
         let messages = self.unary(req.metadata(), &conn, |c, l, now| {
             let alarms = c.etcd_alarm_list(l, now)?;
             Ok(vec![pb::EtcdAlarm {
@@ -287,7 +287,7 @@ impl MachineService for NodeApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<pb::EtcdStatusResponse>, Status> {
-        let conn = self.begin(&req, Access::Read)?;
+        let conn = self.begin(&req, Access::EtcdRead)?;
         let messages = self.unary(req.metadata(), &conn, |c, l, now| {
             let s = c.etcd_status(l, now)?;
             Ok(vec![pb::EtcdStatus {
