@@ -7,6 +7,8 @@
 //! and rebuild runbooks read these facts from here. The format is documented in
 //! `docs/inventory.md`; every error names `file:line:column`.
 
+pub mod rebuild;
+
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
@@ -97,6 +99,72 @@ impl Inventory {
             })
         })
     }
+}
+
+/// The parameter that names the inventory for `default_from: inventory.nodes`.
+pub const INVENTORY_PARAM: &str = "inventory";
+
+/// The parameters of the runbook in `source` that default from the inventory
+/// (`default_from: inventory.nodes`) and are not in `given`, as `--param` pairs: every node of
+/// the inventory the `inventory` parameter names (given, or its default), in file order. Read
+/// once when the run is planned, so the list is in the plan, its hash and `params.json`, and
+/// `resume` never reads the file again. A missing or invalid inventory is an error naming the
+/// parameter, never an empty list.
+pub fn param_defaults(
+    source: &Source,
+    given: &[(String, String)],
+) -> Result<Vec<(String, String)>, String> {
+    let Ok((Some(rb), _)) = crate::dsl::parse_lenient(source) else {
+        return Ok(Vec::new());
+    };
+    let wanted: Vec<&str> = rb
+        .params
+        .iter()
+        .filter(|p| {
+            p.default_from
+                .as_ref()
+                .is_some_and(|d| d.value.from_inventory())
+        })
+        .map(|p| p.name.value.as_str())
+        .filter(|name| !given.iter().any(|(k, _)| k == name))
+        .collect();
+    let Some(first) = wanted.first() else {
+        return Ok(Vec::new());
+    };
+    let path = given
+        .iter()
+        .rev()
+        .find(|(k, _)| k == INVENTORY_PARAM)
+        .map(|(_, v)| v.clone())
+        .or_else(|| {
+            rb.params
+                .iter()
+                .find(|p| p.name.value == INVENTORY_PARAM)
+                .and_then(|p| p.default.as_ref())
+                .and_then(|d| d.as_str().map(str::to_string))
+        })
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| {
+            format!(
+                "parameter `{first}` defaults from the inventory (inventory.nodes): give `--param {INVENTORY_PARAM}=cluster.yaml`, or `--param {first}=…`"
+            )
+        })?;
+    let inventory = Inventory::load(Path::new(&path)).map_err(|e| match e {
+        InventoryError::Invalid {
+            ref diagnostics, ..
+        } => format!("parameter `{first}` defaults from the inventory: {e}:\n{diagnostics}"),
+        e => format!("parameter `{first}` defaults from the inventory: {e}"),
+    })?;
+    if inventory.nodes.is_empty() {
+        return Err(format!(
+            "parameter `{first}` defaults from the inventory, and `{path}` lists no node"
+        ));
+    }
+    let names: Vec<&str> = inventory.nodes.iter().map(|n| n.name.as_str()).collect();
+    Ok(wanted
+        .into_iter()
+        .map(|w| (w.to_string(), names.join(",")))
+        .collect())
 }
 
 fn err(source: &Source, code: Code, span: Span, msg: String, label: &str) -> Diagnostic {

@@ -57,6 +57,12 @@ pub fn resolve(
                 ClusterDefault::BackupMember => backup_member(view).map_err(refuse)?,
                 ClusterDefault::GpuNode => gpu_node(view).map_err(refuse)?,
                 ClusterDefault::Workers => workers(view).map_err(refuse)?,
+                ClusterDefault::InventoryNodes => {
+                    return Err(refuse(
+                        "it is read from the inventory (`--param inventory=…`), not the cluster"
+                            .into(),
+                    ));
+                }
             };
             Ok(Resolved {
                 param: param.clone(),

@@ -40,6 +40,7 @@ pub mod kube_apply;
 mod patch;
 mod preflight;
 mod probe;
+mod rebuild;
 mod snapshot;
 
 pub use probe::{DEFAULT_EFFECT_GRACE, config_digest};
@@ -718,6 +719,8 @@ impl ClusterEffects {
             "preflight" => self.preflight(&call).await,
             "talos.patch" => self.talos_patch(&call).await,
             "kube.apply" => self.kube_apply(&call).await,
+            "rebuild.plan" => self.rebuild_plan(&call).await,
+            "rebuild.check-node" => self.rebuild_check_node(&call).await,
             _ => self.local.perform(call).await,
         }
     }

@@ -94,15 +94,20 @@ pub enum ClusterDefault {
     /// `cluster.workers` (type `nodes`): every node whose machine type is `worker` (none is an
     /// empty list).
     Workers,
+    /// `inventory.nodes` (type `nodes`): every node of the inventory the runbook's `inventory`
+    /// parameter names, in file order; read from that file, not the cluster
+    /// (`crate::inventory::param_defaults`).
+    InventoryNodes,
 }
 
 impl ClusterDefault {
     /// Every source, as written.
-    pub const ALL: [ClusterDefault; 4] = [
+    pub const ALL: [ClusterDefault; 5] = [
         ClusterDefault::ControlPlanes,
         ClusterDefault::BackupMember,
         ClusterDefault::GpuNode,
         ClusterDefault::Workers,
+        ClusterDefault::InventoryNodes,
     ];
 
     /// As written in a runbook.
@@ -112,6 +117,7 @@ impl ClusterDefault {
             ClusterDefault::BackupMember => "cluster.backup-member",
             ClusterDefault::GpuNode => "cluster.gpu-node",
             ClusterDefault::Workers => "cluster.workers",
+            ClusterDefault::InventoryNodes => "inventory.nodes",
         }
     }
 
@@ -120,10 +126,17 @@ impl ClusterDefault {
         ClusterDefault::ALL.into_iter().find(|d| d.name() == s)
     }
 
+    /// Whether the value comes from the inventory file rather than the cluster.
+    pub fn from_inventory(self) -> bool {
+        self == ClusterDefault::InventoryNodes
+    }
+
     /// The parameter type it yields.
     pub fn ty(self) -> ParamType {
         match self {
-            ClusterDefault::ControlPlanes | ClusterDefault::Workers => ParamType::Nodes,
+            ClusterDefault::ControlPlanes
+            | ClusterDefault::Workers
+            | ClusterDefault::InventoryNodes => ParamType::Nodes,
             ClusterDefault::BackupMember | ClusterDefault::GpuNode => ParamType::Node,
         }
     }

@@ -20,6 +20,7 @@ mod exec_action;
 mod executor;
 mod fail_closed;
 mod fleet;
+mod full_rebuild;
 mod gpu_enable;
 mod harness;
 mod hostile;

@@ -156,7 +156,7 @@ impl ClusterEffects {
 
     /// The Talos cluster id (`Infos.cluster.talos.dev` `current`, `clusterId`), or `None`
     /// when the node does not answer it (or the role may not read it).
-    async fn cluster_id(&self, node: &str) -> Option<String> {
+    pub(super) async fn cluster_id(&self, node: &str) -> Option<String> {
         let req = GetRequest {
             namespace: "cluster".into(),
             r#type: "Infos.cluster.talos.dev".into(),
