@@ -367,7 +367,14 @@ impl<E: Effects> Runner<'_, E> {
                 Err(EffectError::Refused { reason, figures }) => {
                     let figures = self.redact.fields(figures);
                     let reason = self.redact.text(&reason);
-                    let Some(o) = self.journal.state().preflight_override.clone() else {
+                    // `--override-preflight` lifts the `preflight` action only: any other
+                    // action's refusal (a rebuild's disk or identity check) always stands.
+                    let lifted = if c.name == "preflight" {
+                        self.journal.state().preflight_override.clone()
+                    } else {
+                        None
+                    };
+                    let Some(o) = lifted else {
                         batch.push(Record::GuardRefused {
                             step: id.clone(),
                             guard: c.name.clone(),

@@ -253,14 +253,16 @@ impl Identity {
         ]
     }
 
+    /// Whether it has what identifies a secrets bundle: the id and the CA (`cluster.secret`
+    /// is compared too when both sides have it).
     fn complete(&self) -> bool {
-        self.fields().iter().all(|(_, v)| v.is_some())
+        self.id.is_some() && self.ca.is_some()
     }
 }
 
 /// The configs' identity against one running node's, for `variant`: `fresh` needs every field
-/// new, `restore` every field the same. The configs must carry all three fields, and the
-/// running node at least one, or nothing can be shown.
+/// both carry to be new, `restore` the same. The configs must carry `cluster.id` and the CA,
+/// and the running node at least one field, or nothing can be shown.
 pub fn check_identity(
     variant: Variant,
     configs: &Identity,
@@ -271,7 +273,7 @@ pub fn check_identity(
         let missing: Vec<&str> = configs
             .fields()
             .iter()
-            .filter(|(_, v)| v.is_none())
+            .filter(|(k, v)| *k != "cluster.secret" && v.is_none())
             .map(|(k, _)| *k)
             .collect();
         return Err(format!(
@@ -427,6 +429,11 @@ mod tests {
         assert!(check_identity(Variant::Restore, &new, &old, "n").is_err());
         let none = Identity::default();
         assert!(check_identity(Variant::Fresh, &none, &old, "n").is_err());
+        let no_ca = Identity::of(&cfg(
+            "version: v1alpha1\ncluster:\n  id: ID2\n  secret: S2\n",
+        ));
+        let e = check_identity(Variant::Fresh, &no_ca, &old, "n").unwrap_err();
+        assert!(e.contains("carry no cluster.ca.crt"), "{e}");
         assert!(check_identity(Variant::Fresh, &new, &none, "n").is_err());
         assert_eq!(
             format!("{old:?}"),

@@ -1135,10 +1135,10 @@ pub fn control_plane_config(
 }
 
 /// The simulated cluster's identity (one secrets bundle, as `talosctl gen secrets` makes it):
-/// `cluster.id`, `cluster.secret` and the cluster CA certificate, the same in every node's
-/// config. Fixed values: the simulator's configs are not secret, and a rebuild with new
+/// `cluster.id` and the cluster CA certificate, the same in every node's config (no
+/// `cluster.secret`: tests plant secrets of their own there). Fixed values: the simulator's configs are not secret, and a rebuild with new
 /// secrets (full-rebuild `fresh`) must be able to tell them apart from new ones.
-pub const SIM_IDENTITY: &str = "  id: c2ltLWhvbWVsYWItY2x1c3Rlci1pZGVudGl0eS0wMDAwMDAwMQ==\n  secret: c2ltLWhvbWVsYWItY2x1c3Rlci1zZWNyZXQtMDAwMDAwMDE=\n  ca:\n    crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tIHNpbS1ob21lbGFiLWNh\n";
+pub const SIM_IDENTITY: &str = "  id: c2ltLWhvbWVsYWItY2x1c3Rlci1pZGVudGl0eS0wMDAwMDAwMQ==\n  ca:\n    crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tIHNpbS1ob21lbGFiLWNh\n";
 
 /// `config` with its `machine.install.disk` line replaced by a `diskSelector` on `serial`: a
 /// disk that stays the same disk when a USB stick renames `/dev/sdX` (lint L4).

