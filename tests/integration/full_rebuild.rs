@@ -213,7 +213,16 @@ fn new_identity_inventory(rig: &Rig) -> PathBuf {
     let fresh = rig.path().join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
     for node in [NUC, MAC_223, MAC_49] {
-        let old = std::fs::read_to_string(rig.sim(&format!("configs/{node}.yaml"))).unwrap();
+        // A dead node's config cannot be read from it: the operator's copy is .223's with its
+        // own hostname and SSD (as on `node-dead`, where .49 is off).
+        let old = std::fs::read_to_string(rig.sim(&format!("configs/{node}.yaml")))
+            .or_else(|_| {
+                std::fs::read_to_string(rig.sim(&format!("configs/{MAC_223}.yaml"))).map(|c| {
+                    c.replace("mac-223", "mac-49")
+                        .replace("C07XK0AAJ1GN", "C07YM1BBJ1GQ")
+                })
+            })
+            .unwrap();
         let new = old
             .replace(
                 "c2ltLWhvbWVsYWItY2x1c3Rlci1pZGVudGl0eS0wMDAwMDAwMQ==",
@@ -230,9 +239,15 @@ fn new_identity_inventory(rig: &Rig) -> PathBuf {
         assert_ne!(old, new, "the simulator's configs carry its identity");
         std::fs::write(fresh.join(format!("{node}.yaml")), new).unwrap();
     }
-    let inv = std::fs::read_to_string(rig.sim("cluster.yaml")).unwrap();
+    let mut inv = String::from("apiVersion: runbook/v1\nkind: Inventory\nnodes:\n");
+    for (node, gpu) in [(NUC, "nvidia"), (MAC_223, "none"), (MAC_49, "none")] {
+        inv.push_str(&format!(
+            "  - name: {node}\n    config: {node}.yaml\n    gpu: {gpu}\n    removable_media: {}\n",
+            node != NUC
+        ));
+    }
     let path = fresh.join("cluster.yaml");
-    std::fs::write(&path, inv.replace("config: configs/", "config: ")).unwrap();
+    std::fs::write(&path, inv).unwrap();
     path
 }
 
@@ -527,5 +542,80 @@ fn full_rebuild_killed_inside_reset_and_bootstrap_resumes_without_repeating_eith
     );
     assert_eq!(rig.any_calls("Bootstrap"), 1, "no Bootstrap repeated");
     assert_eq!(rig.calls("Reboot"), vec![NUC, MAC_223, MAC_49]);
+    rig.shutdown();
+}
+
+#[test]
+fn full_rebuild_with_a_silent_node_or_a_partial_node_list_is_refused_before_any_reset() {
+    let rig = Rig::new(Scenario::NodeDead);
+    let inv = new_identity_inventory(&rig);
+    let out = rig.rebuild(
+        &[
+            inventory_param(&inv.display().to_string()),
+            "variant=fresh".into(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("does not answer"), "{t}");
+    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
+    // The operator's own list must be the inventory's: a rebuild wipes every node.
+    let out = rig.rebuild(
+        &[
+            inventory_param(&inv.display().to_string()),
+            "variant=fresh".into(),
+            format!("nodes={NUC},{MAC_223}"),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("are not the inventory's"), "{t}");
+    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
+    rig.shutdown();
+}
+
+#[test]
+fn a_broken_inventory_is_refused_with_its_position_before_any_run_exists() {
+    let rig = Rig::new(Scenario::Healthy);
+    let bad = rig.path().join("cluster.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: runbook/v1\nkind: Inventory\nnodes:\n  - name: 192.168.2.20\n    config: ../../etc/passwd\n    gpu: amd\n",
+    )
+    .unwrap();
+    let out = rig.rebuild(
+        &[
+            inventory_param(&bad.display().to_string()),
+            "variant=fresh".into(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("cluster.yaml:6:10"), "file:line:column: {t}");
+    assert!(
+        !rig.path().join("state/runs").exists(),
+        "no run was made: {t}"
+    );
+    // A valid inventory whose config is not a machine config: refused by the plan (L0).
+    std::fs::write(
+        &bad,
+        "apiVersion: runbook/v1\nkind: Inventory\nnodes:\n  - name: 192.168.2.20\n    config: notes.txt\n",
+    )
+    .unwrap();
+    std::fs::write(rig.path().join("notes.txt"), "just: notes\n").unwrap();
+    let out = rig.rebuild(
+        &[
+            inventory_param(&bad.display().to_string()),
+            "variant=fresh".into(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("not a Talos machine config"), "{t}");
+    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     rig.shutdown();
 }
