@@ -63,9 +63,13 @@ impl Rig {
     }
 
     fn cluster_flags(&self) -> Vec<String> {
+        self.cluster_flags_with("talosconfig")
+    }
+
+    fn cluster_flags_with(&self, talosconfig: &str) -> Vec<String> {
         vec![
             "--talosconfig".into(),
-            self.sim("talosconfig"),
+            self.sim(talosconfig),
             "--kubeconfig".into(),
             self.sim("kubeconfig"),
             "--node-endpoints".into(),
@@ -75,13 +79,18 @@ impl Rig {
 
     /// `runbook run full-rebuild` with the simulator's cluster flags and `params`.
     fn rebuild(&self, params: &[String], env: &[(&str, String)]) -> Output {
+        self.rebuild_as("talosconfig", params, env)
+    }
+
+    /// The same with the talosconfig of another role (`talosconfig-reader`, …).
+    fn rebuild_as(&self, talosconfig: &str, params: &[String], env: &[(&str, String)]) -> Output {
         let mut args: Vec<String> = vec![
             "run".into(),
             "full-rebuild".into(),
             "--output".into(),
             "plain".into(),
         ];
-        args.extend(self.cluster_flags());
+        args.extend(self.cluster_flags_with(talosconfig));
         for p in params {
             args.push("--param".into());
             args.push(p.clone());
@@ -616,6 +625,74 @@ fn a_broken_inventory_is_refused_with_its_position_before_any_run_exists() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(4), "{t}");
     assert!(t.contains("not a Talos machine config"), "{t}");
+    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
+    rig.shutdown();
+}
+
+#[test]
+fn full_rebuild_checks_the_disk_again_in_maintenance_and_refuses_a_stick_plugged_in_after_the_plan()
+{
+    let rig = Rig::new(Scenario::Healthy);
+    let inv = new_identity_inventory(&rig);
+    let dir = inv.parent().unwrap();
+    // .49 names its SSD /dev/sda, and the inventory says no stick will be in (so L4 passes):
+    // the plan finds /dev/sda is the SSD.
+    let f49 = dir.join(format!("{MAC_49}.yaml"));
+    let c = std::fs::read_to_string(&f49).unwrap();
+    let pinned = "    diskSelector:\n      serial: C07YM1BBJ1GQ\n";
+    std::fs::write(&f49, c.replace(pinned, "    disk: /dev/sda\n")).unwrap();
+    let i = std::fs::read_to_string(&inv).unwrap();
+    let i = i.replace(
+        &format!("config: {MAC_49}.yaml\n    gpu: none\n    removable_media: true"),
+        &format!("config: {MAC_49}.yaml\n    gpu: none\n    removable_media: false"),
+    );
+    std::fs::write(&inv, i).unwrap();
+    let params = [
+        inventory_param(&inv.display().to_string()),
+        "variant=fresh".into(),
+    ];
+    let out = rig.rebuild(&params, &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    // Then someone plugs the USB stick into the Mac: the SSD becomes /dev/sdc.
+    rig.cluster()
+        .with(|c, now| c.attach_usb(MAC_49, now))
+        .unwrap();
+    let id = rig.run_id();
+    rig.approve(&id);
+    let out = rig.resume(&id, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("/dev/sda on `192.168.2.49` is the USB stick"),
+        "refused in maintenance, naming the disk: {t}"
+    );
+    assert_eq!(rig.calls("Reset"), vec![NUC, MAC_223, MAC_49]);
+    assert_eq!(
+        rig.calls("ApplyConfiguration"),
+        vec![NUC, MAC_223],
+        "no config reached .49: {t}"
+    );
+    rig.shutdown();
+}
+
+#[test]
+fn full_rebuild_with_a_role_that_may_not_read_the_configs_is_refused_before_any_reset() {
+    let rig = Rig::new(Scenario::Healthy);
+    let inv = new_identity_inventory(&rig);
+    let out = rig.rebuild_as(
+        "talosconfig-reader",
+        &[
+            inventory_param(&inv.display().to_string()),
+            "variant=fresh".into(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("the running config of `192.168.2.20` cannot be read"),
+        "{t}"
+    );
     assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     rig.shutdown();
 }
