@@ -258,6 +258,23 @@ impl Identity {
     fn complete(&self) -> bool {
         self.id.is_some() && self.ca.is_some()
     }
+
+    /// An error naming what is missing unless it is [`complete`](Self::complete).
+    pub fn require(&self) -> Result<(), String> {
+        if self.complete() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = self
+            .fields()
+            .iter()
+            .filter(|(k, v)| *k != "cluster.secret" && v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        Err(format!(
+            "the configs carry no {}: whether they are the cluster's old or new secrets cannot be checked",
+            missing.join(", ")
+        ))
+    }
 }
 
 /// The configs' identity against one running node's, for `variant`: `fresh` needs every field
@@ -269,18 +286,7 @@ pub fn check_identity(
     running: &Identity,
     node: &str,
 ) -> Result<(), String> {
-    if !configs.complete() {
-        let missing: Vec<&str> = configs
-            .fields()
-            .iter()
-            .filter(|(k, v)| *k != "cluster.secret" && v.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        return Err(format!(
-            "the configs carry no {}: whether they are the cluster's old or new secrets cannot be checked",
-            missing.join(", ")
-        ));
-    }
+    configs.require()?;
     let pairs: Vec<(&str, &str, &str)> = configs
         .fields()
         .iter()

@@ -201,15 +201,19 @@ impl ClusterEffects {
         }
 
         let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
-        let mut identity: Option<Identity> = None;
+        // Every config's identity (L13 compares values only where both configs carry them, so
+        // a config without one would otherwise pass unnoticed).
+        let mut identities: Vec<(String, Identity)> = Vec::new();
         for n in &inventory.nodes {
             let Some(path) = &n.config else { continue };
             let Some(file) = files.iter().find(|f| &f.path == path) else {
                 continue; // unreadable: an L0 problem already
             };
-            if identity.is_none() {
-                identity = Some(Identity::of(file));
+            let id = Identity::of(file);
+            if let Err(e) = id.require() {
+                problems.push(format!("{e} (`{}`)", file.path.display()));
             }
+            identities.push((file.path.display().to_string(), id));
             let (img, spec) = match (image(file), disk_spec(file)) {
                 (Ok(i), Ok(s)) => (i, s),
                 (i, s) => {
@@ -235,9 +239,10 @@ impl ClusterEffects {
         }
 
         // The live nodes: every one must answer; configured ones carry the old identity.
-        let identity = identity.unwrap_or_default();
+        let configs_cluster_id = identities.first().and_then(|(_, i)| i.cluster_id());
         let mut running_cluster_id = None;
         let mut disks = BTreeMap::new();
+        let mut flagged = std::collections::BTreeSet::new();
         for node in &names {
             let v = self.observer.node(node).await;
             match &v.contact {
@@ -247,10 +252,16 @@ impl ClusterEffects {
                             .map(|c| Identity::of(&c))
                     }) {
                         Ok(Ok(running)) => {
-                            if let Err(e) = check_identity(variant, &identity, &running, node)
-                                && !problems.contains(&e)
-                            {
-                                problems.push(e);
+                            // One problem per config at most (the first node that shows it).
+                            for (file, identity) in &identities {
+                                if flagged.contains(file) || identity.require().is_err() {
+                                    continue;
+                                }
+                                if let Err(e) = check_identity(variant, identity, &running, node)
+                                {
+                                    problems.push(format!("{e} (`{file}`)"));
+                                    flagged.insert(file.clone());
+                                }
                             }
                         }
                         Ok(Err(e)) => problems.push(format!(
@@ -300,7 +311,7 @@ impl ClusterEffects {
                             s.display()
                         ));
                     }
-                    let ours = [running_cluster_id.as_deref(), identity.cluster_id()];
+                    let ours = [running_cluster_id.as_deref(), configs_cluster_id];
                     match sidecar.cluster_id.as_deref() {
                         Some(id) if ours.contains(&Some(id)) => {}
                         Some(_) => problems.push(format!(
