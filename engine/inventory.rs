@@ -429,6 +429,47 @@ mod tests {
     }
 
     #[test]
+    fn node_lists_default_from_the_inventory_param_and_fail_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let runbook = Source::new(
+            "rb.yaml",
+            Format::Yaml,
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: r }\nparams:\n  inventory: { type: path, required: true }\n  nodes: { type: nodes, default_from: inventory.nodes }\nsteps:\n  - id: a\n    foreach: params.nodes\n    action: noop\n",
+        );
+        let inv = dir.path().join("cluster.yaml");
+        std::fs::write(
+            &inv,
+            "apiVersion: runbook/v1\nkind: Inventory\nnodes:\n  - name: b\n  - name: a\n",
+        )
+        .unwrap();
+        let given = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, x)| (k.to_string(), x.to_string()))
+                .collect()
+        };
+        let p = inv.display().to_string();
+        assert_eq!(
+            param_defaults(&runbook, &given(&[("inventory", &p)])).unwrap(),
+            vec![("nodes".to_string(), "b,a".to_string())],
+            "in file order"
+        );
+        assert!(
+            param_defaults(&runbook, &given(&[("inventory", &p), ("nodes", "a")]))
+                .unwrap()
+                .is_empty(),
+            "a given list is kept (the plan step compares it with the inventory)"
+        );
+        let e = param_defaults(&runbook, &[]).unwrap_err();
+        assert!(e.contains("--param inventory=cluster.yaml"), "{e}");
+        std::fs::write(&inv, "apiVersion: runbook/v1\nkind: Inventory\nnodes: []\n").unwrap();
+        let e = param_defaults(&runbook, &given(&[("inventory", &p)])).unwrap_err();
+        assert!(e.contains("lists no node"), "{e}");
+        std::fs::write(&inv, "kind: Inventory\n").unwrap();
+        let e = param_defaults(&runbook, &given(&[("inventory", &p)])).unwrap_err();
+        assert!(e.contains("not a valid inventory"), "{e}");
+    }
+
+    #[test]
     fn wrong_kind_and_missing_nodes() {
         let d = parse(
             &src("apiVersion: runbook/v1\nkind: Runbook\n"),
