@@ -7,6 +7,8 @@
 //! and rebuild runbooks read these facts from here. The format is documented in
 //! `docs/inventory.md`; every error names `file:line:column`.
 
+pub mod rebuild;
+
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
@@ -97,6 +99,72 @@ impl Inventory {
             })
         })
     }
+}
+
+/// The parameter that names the inventory for `default_from: inventory.nodes`.
+pub const INVENTORY_PARAM: &str = "inventory";
+
+/// The parameters of the runbook in `source` that default from the inventory
+/// (`default_from: inventory.nodes`) and are not in `given`, as `--param` pairs: every node of
+/// the inventory the `inventory` parameter names (given, or its default), in file order. Read
+/// once when the run is planned, so the list is in the plan, its hash and `params.json`, and
+/// `resume` never reads the file again. A missing or invalid inventory is an error naming the
+/// parameter, never an empty list.
+pub fn param_defaults(
+    source: &Source,
+    given: &[(String, String)],
+) -> Result<Vec<(String, String)>, String> {
+    let Ok((Some(rb), _)) = crate::dsl::parse_lenient(source) else {
+        return Ok(Vec::new());
+    };
+    let wanted: Vec<&str> = rb
+        .params
+        .iter()
+        .filter(|p| {
+            p.default_from
+                .as_ref()
+                .is_some_and(|d| d.value.from_inventory())
+        })
+        .map(|p| p.name.value.as_str())
+        .filter(|name| !given.iter().any(|(k, _)| k == name))
+        .collect();
+    let Some(first) = wanted.first() else {
+        return Ok(Vec::new());
+    };
+    let path = given
+        .iter()
+        .rev()
+        .find(|(k, _)| k == INVENTORY_PARAM)
+        .map(|(_, v)| v.clone())
+        .or_else(|| {
+            rb.params
+                .iter()
+                .find(|p| p.name.value == INVENTORY_PARAM)
+                .and_then(|p| p.default.as_ref())
+                .and_then(|d| d.as_str().map(str::to_string))
+        })
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| {
+            format!(
+                "parameter `{first}` defaults from the inventory (inventory.nodes): give `--param {INVENTORY_PARAM}=cluster.yaml`, or `--param {first}=…`"
+            )
+        })?;
+    let inventory = Inventory::load(Path::new(&path)).map_err(|e| match e {
+        InventoryError::Invalid {
+            ref diagnostics, ..
+        } => format!("parameter `{first}` defaults from the inventory: {e}:\n{diagnostics}"),
+        e => format!("parameter `{first}` defaults from the inventory: {e}"),
+    })?;
+    if inventory.nodes.is_empty() {
+        return Err(format!(
+            "parameter `{first}` defaults from the inventory, and `{path}` lists no node"
+        ));
+    }
+    let names: Vec<&str> = inventory.nodes.iter().map(|n| n.name.as_str()).collect();
+    Ok(wanted
+        .into_iter()
+        .map(|w| (w.to_string(), names.join(",")))
+        .collect())
 }
 
 fn err(source: &Source, code: Code, span: Span, msg: String, label: &str) -> Diagnostic {
@@ -358,6 +426,47 @@ mod tests {
                 ("node `a` is listed twice".to_string(), (7, 5)),
             ]
         );
+    }
+
+    #[test]
+    fn node_lists_default_from_the_inventory_param_and_fail_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let runbook = Source::new(
+            "rb.yaml",
+            Format::Yaml,
+            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: r }\nparams:\n  inventory: { type: path, required: true }\n  nodes: { type: nodes, default_from: inventory.nodes }\nsteps:\n  - id: a\n    foreach: params.nodes\n    action: noop\n",
+        );
+        let inv = dir.path().join("cluster.yaml");
+        std::fs::write(
+            &inv,
+            "apiVersion: runbook/v1\nkind: Inventory\nnodes:\n  - name: b\n  - name: a\n",
+        )
+        .unwrap();
+        let given = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, x)| (k.to_string(), x.to_string()))
+                .collect()
+        };
+        let p = inv.display().to_string();
+        assert_eq!(
+            param_defaults(&runbook, &given(&[("inventory", &p)])).unwrap(),
+            vec![("nodes".to_string(), "b,a".to_string())],
+            "in file order"
+        );
+        assert!(
+            param_defaults(&runbook, &given(&[("inventory", &p), ("nodes", "a")]))
+                .unwrap()
+                .is_empty(),
+            "a given list is kept (the plan step compares it with the inventory)"
+        );
+        let e = param_defaults(&runbook, &[]).unwrap_err();
+        assert!(e.contains("--param inventory=cluster.yaml"), "{e}");
+        std::fs::write(&inv, "apiVersion: runbook/v1\nkind: Inventory\nnodes: []\n").unwrap();
+        let e = param_defaults(&runbook, &given(&[("inventory", &p)])).unwrap_err();
+        assert!(e.contains("lists no node"), "{e}");
+        std::fs::write(&inv, "kind: Inventory\n").unwrap();
+        let e = param_defaults(&runbook, &given(&[("inventory", &p)])).unwrap_err();
+        assert!(e.contains("not a valid inventory"), "{e}");
     }
 
     #[test]

@@ -706,4 +706,61 @@ pub static ACTIONS: &[ActionSpec] = &[
         ],
         probe: false,
     },
+    // --- full rebuild (runbooks/full-rebuild.yaml) ------------------------------------
+    ActionSpec {
+        name: "rebuild.plan",
+        summary: "read-only, before any wipe: lint the inventory's configs (L0, L1, L2, L4, L13, L15 errors refuse), take each node's image and install disk from its config, check the configs' identity for the variant (fresh: new secrets; restore: the old ones and a snapshot verified by its sidecar), and check each install disk is exactly one writable non-USB disk on the live node and each image fits its PCI devices; every problem refuses (exit 4); outputs per node: config, digest, image, install disk",
+        args: &[
+            A::req(
+                "inventory",
+                Path,
+                "cluster.yaml: the nodes, their (SOPS-encrypted) configs and hardware",
+            ),
+            A::req(
+                "nodes",
+                ArgType::Nodes,
+                "the nodes to rebuild: must be the inventory's, in its order",
+            ),
+            A::req(
+                "variant",
+                Enum(&["fresh", "restore"]),
+                "fresh: new secrets, checked new; restore: the old secrets, checked old, and `snapshot`",
+            ),
+            A::opt(
+                "snapshot",
+                Path,
+                "restore: the etcd snapshot to bootstrap from, verified by its sidecar and taken from this cluster",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &[
+            "variant",
+            "configs",
+            "digests",
+            "images",
+            "install_disks",
+            "disks",
+            "snapshot",
+            "warnings",
+        ],
+        probe: false,
+    },
+    ActionSpec {
+        name: "rebuild.check-node",
+        summary: "read-only, in maintenance mode right before the apply: the node answers only the maintenance API, the config is unchanged since `rebuild.plan` (sha256), its install disk matches exactly one writable non-USB disk and its image fits the PCI devices; refuses otherwise (exit 4)",
+        args: &[
+            NODE,
+            A::req("config", Path, "the node's config, as planned"),
+            A::req(
+                "digest",
+                ArgType::String,
+                "the sha256 `rebuild.plan` recorded for it",
+            ),
+        ],
+        idempotency: Idempotent,
+        disruption: Never,
+        outputs: &["dev_path", "serial", "image", "install_disk"],
+        probe: false,
+    },
 ];

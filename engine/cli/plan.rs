@@ -15,6 +15,10 @@ pub fn run(
     cluster: &crate::cli::args::ClusterArgs,
 ) -> Result<(), Error> {
     let entry = library::find(name)?;
+    for (k, v) in crate::inventory::param_defaults(&entry.source, &params).map_err(Error::Usage)? {
+        eprintln!("defaulted from the inventory: {k} = {v}");
+        params.push((k, v));
+    }
     let wanted = compile::params::cluster_defaults(&entry.source, &params);
     if !wanted.is_empty()
         && let Some(target) = crate::cli::session::Target::from_args(cluster)?

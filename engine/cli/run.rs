@@ -45,6 +45,11 @@ pub fn run(
     override_preflight: Option<&str>,
 ) -> Result<(), Error> {
     let entry = library::find(name)?;
+    let mut params = params;
+    for (k, v) in crate::inventory::param_defaults(&entry.source, &params).map_err(Error::Usage)? {
+        eprintln!("defaulted from the inventory: {k} = {v}");
+        params.push((k, v));
+    }
     let wanted = compile::params::cluster_defaults(&entry.source, &params);
     // Every authoring and --param problem first, before any connection.
     let mut first = params.clone();

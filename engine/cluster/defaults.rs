@@ -71,6 +71,12 @@ pub fn resolve(
                         )
                     })
                     .map_err(refuse)?,
+                ClusterDefault::InventoryNodes => {
+                    return Err(refuse(
+                        "it is read from the inventory (`--param inventory=…`), not the cluster"
+                            .into(),
+                    ));
+                }
             };
             Ok(Resolved {
                 param: param.clone(),

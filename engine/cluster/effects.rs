@@ -42,6 +42,7 @@ pub mod kube_apply;
 mod patch;
 mod preflight;
 mod probe;
+mod rebuild;
 mod snapshot;
 mod wait_clock;
 
@@ -743,6 +744,8 @@ impl ClusterEffects {
             "kube.apply" => self.kube_apply(&call).await,
             "etcd.diagnose" => self.diagnose(&call).await,
             "etcd.collect" => self.collect(&call).await,
+            "rebuild.plan" => self.rebuild_plan(&call).await,
+            "rebuild.check-node" => self.rebuild_check_node(&call).await,
             _ => self.local.perform(call).await,
         }
     }

@@ -162,6 +162,7 @@ pub fn cluster_defaults(
         .filter_map(|p| {
             p.default_from
                 .as_ref()
+                .filter(|d| !d.value.from_inventory())
                 .map(|d| (p.name.value.clone(), d.value))
         })
         .collect()

@@ -109,11 +109,15 @@ pub enum ClusterDefault {
     /// `cluster.departed-member` (type `string`): that node's etcd member, as its 16-digit hex
     /// id (removal by id: a replacement reusing the hostname is never the one removed).
     DepartedMember,
+    /// `inventory.nodes` (type `nodes`): every node of the inventory the runbook's `inventory`
+    /// parameter names, in file order; read from that file, not the cluster
+    /// (`crate::inventory::param_defaults`).
+    InventoryNodes,
 }
 
 impl ClusterDefault {
     /// Every source, as written.
-    pub const ALL: [ClusterDefault; 9] = [
+    pub const ALL: [ClusterDefault; 10] = [
         ClusterDefault::ControlPlanes,
         ClusterDefault::BackupMember,
         ClusterDefault::GpuNode,
@@ -123,6 +127,7 @@ impl ClusterDefault {
         ClusterDefault::EtcdDown,
         ClusterDefault::DepartedNode,
         ClusterDefault::DepartedMember,
+        ClusterDefault::InventoryNodes,
     ];
 
     /// As written in a runbook.
@@ -137,6 +142,7 @@ impl ClusterDefault {
             ClusterDefault::EtcdDown => "cluster.etcd-down",
             ClusterDefault::DepartedNode => "cluster.departed-node",
             ClusterDefault::DepartedMember => "cluster.departed-member",
+            ClusterDefault::InventoryNodes => "inventory.nodes",
         }
     }
 
@@ -145,10 +151,17 @@ impl ClusterDefault {
         ClusterDefault::ALL.into_iter().find(|d| d.name() == s)
     }
 
+    /// Whether the value comes from the inventory file rather than the cluster.
+    pub fn from_inventory(self) -> bool {
+        self == ClusterDefault::InventoryNodes
+    }
+
     /// The parameter type it yields.
     pub fn ty(self) -> ParamType {
         match self {
-            ClusterDefault::ControlPlanes | ClusterDefault::Workers => ParamType::Nodes,
+            ClusterDefault::ControlPlanes
+            | ClusterDefault::Workers
+            | ClusterDefault::InventoryNodes => ParamType::Nodes,
             ClusterDefault::BackupMember | ClusterDefault::GpuNode => ParamType::Node,
             ClusterDefault::EtcdReachable | ClusterDefault::EtcdDown => ParamType::Nodes,
             ClusterDefault::EtcdSurvivor => ParamType::Node,

@@ -759,8 +759,16 @@ impl Cluster {
             n.stage = Stage::Maintenance;
             return;
         };
-        let path = cfg.install_disk.clone().unwrap_or_default();
-        match n.resolve_install_disk(&path) {
+        let path = cfg
+            .install_disk
+            .clone()
+            .or_else(|| {
+                cfg.install_disk_serial
+                    .as_ref()
+                    .map(|s| format!("serial {s}"))
+            })
+            .unwrap_or_default();
+        match n.install_target(&cfg) {
             Some(disk) => {
                 n.image = Some(
                     cfg.install_image

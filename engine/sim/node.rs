@@ -392,6 +392,8 @@ pub struct MachineConfig {
     pub hostname: Option<String>,
     /// `machine.install.disk`.
     pub install_disk: Option<String>,
+    /// `machine.install.diskSelector.serial` (used when `disk` is absent).
+    pub install_disk_serial: Option<String>,
     /// `machine.install.image`.
     pub install_image: Option<String>,
     /// `machine.kernel.modules[].name`.
@@ -484,6 +486,7 @@ impl MachineConfig {
             machine_type,
             hostname: get_str(&doc, &["machine", "network", "hostname"]),
             install_disk: get_str(&doc, &["machine", "install", "disk"]),
+            install_disk_serial: get_str(&doc, &["machine", "install", "diskSelector", "serial"]),
             install_image: get_str(&doc, &["machine", "install", "image"]),
             kernel_modules,
             allow_scheduling_on_control_planes: get(
@@ -1074,6 +1077,16 @@ impl Node {
         self.disks().into_iter().find(|d| d.dev_path == path)
     }
 
+    /// The disk a config installs to: `machine.install.disk` by its current kernel name, else
+    /// the first disk whose serial is `diskSelector.serial` (Talos takes the first match).
+    pub fn install_target(&self, cfg: &MachineConfig) -> Option<Disk> {
+        match (&cfg.install_disk, &cfg.install_disk_serial) {
+            (Some(path), _) => self.resolve_install_disk(path),
+            (None, Some(serial)) => self.disks().into_iter().find(|d| &d.serial == serial),
+            (None, None) => None,
+        }
+    }
+
     /// A new deterministic boot id (uuid format).
     pub(crate) fn new_boot_id(&mut self) {
         self.boot_count += 1;
@@ -1115,17 +1128,35 @@ pub fn control_plane_config(
         }
         s.push_str("  sysctls:\n    net.core.bpf_jit_harden: 1\n");
     }
-    s.push_str(
-        "cluster:\n  clusterName: homelab\n  controlPlane:\n    endpoint: https://192.168.2.20:6443\n  allowSchedulingOnControlPlanes: true\n",
-    );
+    s.push_str(&format!(
+        "cluster:\n{SIM_IDENTITY}  clusterName: homelab\n  controlPlane:\n    endpoint: https://192.168.2.20:6443\n  allowSchedulingOnControlPlanes: true\n",
+    ));
     s
+}
+
+/// The simulated cluster's identity (one secrets bundle, as `talosctl gen secrets` makes it):
+/// `cluster.id` and the cluster CA certificate, the same in every node's config (no
+/// `cluster.secret`: tests plant secrets of their own there). Fixed values: the simulator's configs are not secret, and a rebuild with new
+/// secrets (full-rebuild `fresh`) must be able to tell them apart from new ones.
+pub const SIM_IDENTITY: &str = "  id: c2ltLWhvbWVsYWItY2x1c3Rlci1pZGVudGl0eS0wMDAwMDAwMQ==\n  ca:\n    crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tIHNpbS1ob21lbGFiLWNh\n";
+
+/// `config` with its `machine.install.disk` line replaced by a `diskSelector` on `serial`: a
+/// disk that stays the same disk when a USB stick renames `/dev/sdX` (lint L4).
+pub fn pin_install_disk(config: &str, serial: &str) -> String {
+    config
+        .lines()
+        .map(|l| match l.strip_prefix("    disk: ") {
+            Some(_) => format!("    diskSelector:\n      serial: {serial}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect()
 }
 
 /// A minimal worker config for `hostname` (`machine.type: worker`: no etcd member, no
 /// control-plane static pods; kubelet, pods, drain and reboot like any node).
 pub fn worker_config(hostname: &str, install_disk: &str, image: &str) -> String {
     format!(
-        "version: v1alpha1\nmachine:\n  type: worker\n  token: simtoken.0123456789abcdef\n  network:\n    hostname: {hostname}\n  install:\n    disk: {install_disk}\n    image: {image}\n    wipe: true\ncluster:\n  clusterName: homelab\n  controlPlane:\n    endpoint: https://192.168.2.20:6443\n"
+        "version: v1alpha1\nmachine:\n  type: worker\n  token: simtoken.0123456789abcdef\n  network:\n    hostname: {hostname}\n  install:\n    disk: {install_disk}\n    image: {image}\n    wipe: true\ncluster:\n{SIM_IDENTITY}  clusterName: homelab\n  controlPlane:\n    endpoint: https://192.168.2.20:6443\n"
     )
 }
 

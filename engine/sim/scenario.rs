@@ -199,7 +199,11 @@ fn mac_spec(label: &str, hostname: &str, serial: &str, image: &str) -> NodeSpec 
         hostname: hostname.into(),
         hardware: Hardware::mac_mini(serial),
         image: Some(image.into()),
-        config: Some(control_plane_config(hostname, "/dev/sda", image, false)),
+        // Pinned by serial (lint L4): the Mac's SSD is /dev/sda only without the USB stick.
+        config: Some(super::node::pin_install_disk(
+            &control_plane_config(hostname, "/dev/sda", image, false),
+            serial,
+        )),
     }
 }
 
@@ -289,7 +293,18 @@ fn build(sc: Scenario, timings: Timings) -> Result<Cluster, ApiError> {
     } else {
         (MAC_49, "mac-49")
     };
-    c.add_node(mac_spec(mac_label, mac_host, "C07YM1BBJ1GQ", VANILLA_IMAGE))?;
+    let mut last_mac = mac_spec(mac_label, mac_host, "C07YM1BBJ1GQ", VANILLA_IMAGE);
+    if sc == Scenario::UsbDiskShift {
+        // The seed's mistake: .49's config names the SSD by its kernel name, which the USB
+        // stick (attached below) moves to /dev/sdc.
+        last_mac.config = Some(control_plane_config(
+            mac_host,
+            "/dev/sda",
+            VANILLA_IMAGE,
+            false,
+        ));
+    }
+    c.add_node(last_mac)?;
 
     c.power_on_all(SimTime::ZERO);
     converge(&mut c, |c| {

@@ -23,6 +23,7 @@ mod executor;
 mod fail_closed;
 mod file_args;
 mod fleet;
+mod full_rebuild;
 mod gpu_enable;
 mod harness;
 mod hostile;

@@ -92,10 +92,14 @@ fn reboot_verify_goes_one_node_at_a_time_with_a_guard_before_every_reboot() {
 }
 
 #[test]
-fn full_rebuild_bootstraps_exactly_one_node_and_picks_images_per_node() {
+fn full_rebuild_bootstraps_one_node_per_variant_and_takes_images_from_the_configs() {
     let p = plan(
         "full-rebuild",
-        &[("nodes", SEED_NODES), ("gpu_node", "192.168.2.20")],
+        &[
+            ("nodes", SEED_NODES),
+            ("inventory", "cluster.yaml"),
+            ("variant", "fresh"),
+        ],
     );
     let bootstraps: Vec<_> = p
         .steps()
@@ -105,36 +109,28 @@ fn full_rebuild_bootstraps_exactly_one_node_and_picks_images_per_node() {
                 .is_some_and(|a| a.name == "talos.bootstrap")
         })
         .collect();
-    assert_eq!(bootstraps.len(), 1);
-    assert_eq!(
-        bootstraps[0].action.as_ref().unwrap().args["node"],
-        Value::Literal("192.168.2.20".into())
-    );
-    let image_for = |node: &str| {
-        let s = p.step(&format!("install[{node}].disks")).unwrap();
-        s.guards
-            .iter()
-            .find_map(|g| match g {
-                Guard::Named { name, args } if name == "talos.image-matches-hardware" => {
-                    args["image"].literal().cloned()
-                }
-                _ => None,
-            })
-            .unwrap()
-    };
+    // One per variant, each behind its `when`: exactly one of them runs.
+    assert_eq!(bootstraps.len(), 2);
+    for b in &bootstraps {
+        assert_eq!(
+            b.action.as_ref().unwrap().args["node"],
+            Value::Literal("192.168.2.20".into())
+        );
+        assert!(b.when.as_ref().unwrap().expr.contains("params.variant"));
+    }
+    // No image or disk param: the install steps take everything from the planned configs.
+    let apply = p.step("install[192.168.2.49].apply").unwrap();
     assert!(
-        image_for("192.168.2.20")
-            .as_str()
-            .unwrap()
-            .starts_with("factory.talos.dev/")
+        matches!(
+            &apply.action.as_ref().unwrap().args["config"],
+            Value::Expr(_)
+        ),
+        "{apply:?}"
     );
-    assert_eq!(
-        image_for("192.168.2.223"),
-        "ghcr.io/siderolabs/installer:v1.11.5"
-    );
-    assert_eq!(
-        image_for("192.168.2.49"),
-        "ghcr.io/siderolabs/installer:v1.11.5"
+    assert!(
+        p.params
+            .keys()
+            .all(|k| !k.contains("image") && !k.contains("disk"))
     );
 }
 
