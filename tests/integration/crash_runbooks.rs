@@ -114,9 +114,6 @@ pub(crate) static ROWS: &[Row] = &[
         scenario: "node-dead-with-spare",
         speed: 200.0,
         params: &[
-            "node=192.168.2.49",
-            "hostname=mac-49",
-            "survivor=192.168.2.20",
             "replacement=192.168.2.50",
             "config={sim}/configs/192.168.2.50.yaml",
             "backup_dir={out}/snaps",

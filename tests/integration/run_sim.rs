@@ -349,4 +349,3 @@ fn gpu_enable_fixes_the_missing_nvidia_modules_of_the_seed_notes() {
         vec!["192.168.2.20"]
     );
 }
-
