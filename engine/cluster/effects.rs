@@ -137,6 +137,17 @@ fn done<T>(name: &str, r: Result<T, tonic::Status>) -> Result<ActionOutcome, Eff
         .map_err(|s| status_error(name, &s))
 }
 
+/// Whether `s` is a valid Kubernetes object name (an RFC 1123 subdomain: at most 253
+/// characters of lowercase alphanumerics, `-` and `.`, starting and ending alphanumeric).
+fn is_object_name(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars().all(|c| alnum(c) || c == '-' || c == '.')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
 fn arg<'a>(call: &ActionCall<'a>, name: &str) -> Result<&'a str, EffectError> {
     opt(call, name)?.ok_or_else(|| EffectError::BadArgument {
         name: call.name.into(),
@@ -729,6 +740,16 @@ impl ClusterEffects {
                 use k8s_openapi::api::core::v1::Node;
                 use kube::api::{Api, DeleteParams};
                 let node = arg(&call, "node")?;
+                // An empty name would address the collection (`DELETE /api/v1/nodes/`), so
+                // only a valid Node name is ever sent.
+                if !is_object_name(node) {
+                    return Err(EffectError::NotSent {
+                        message: format!(
+                            "`{name}`: `{node}` is not a Kubernetes Node name (RFC 1123 subdomain); nothing was deleted"
+                        ),
+                        retryable: false,
+                    });
+                }
                 let api: Api<Node> = Api::all(self.kube(name)?.clone());
                 match api.delete(node, &DeleteParams::default()).await {
                     Ok(_) => Ok(ActionOutcome::default()),
@@ -903,6 +924,15 @@ impl Effects for ClusterEffects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_valid_node_name_is_deleted_never_the_collection() {
+        assert!(is_object_name("mac-49"));
+        assert!(is_object_name("worker-01.lan"));
+        for bad in ["", "/", "a/b", "-a", "a-", "Mac-49", "a b", &"a".repeat(254)] {
+            assert!(!is_object_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_reset_after_sending_is_retryable_but_a_refusal_is_not() {
