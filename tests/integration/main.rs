@@ -35,6 +35,7 @@ mod preflight;
 mod progress;
 mod properties;
 mod rendering;
+mod resume_maintenance;
 mod rollback;
 mod rollback_crash;
 mod rollback_sim;
