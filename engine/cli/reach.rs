@@ -243,10 +243,19 @@ fn moved(p: &Path, from: &Path, to: &Path) -> PathBuf {
         .map_or_else(|_| p.to_path_buf(), |rest| to.join(rest))
 }
 
-/// Checks the cluster answers, fetches a kubeconfig into memory when none was found, and
-/// records (run) or checks (resume) the identity.
+/// Checks the cluster answers (a node in maintenance mode counts: see
+/// [`Connection::probe`]), fetches a kubeconfig into memory when none was found, and records
+/// (run) or checks (resume) the identity.
 async fn prepare(conn: &mut Connection, purpose: Purpose) -> Result<(), Error> {
-    conn.probe().await.map_err(unreachable)?;
+    let answer = conn.probe().await.map_err(unreachable)?;
+    if let crate::cluster::connection::Answer::Maintenance { node, endpoint } = &answer {
+        // Reachable and nothing more: the authenticated client stays lazy (and keeps checking
+        // the CA on every call), maintenance nodes are reached through their pins, and
+        // every guard needs its own evidence.
+        eprintln!(
+            "warning: no node answers with the talosconfig's CA; node {node} at endpoint {endpoint} answers in maintenance mode (reset, no cluster identity yet): continuing, maintenance nodes are reached through their pinned certificates"
+        );
+    }
     let fetch = match purpose {
         Purpose::Run => conn.kubeconfig.is_none(),
         Purpose::Resume => conn.kubeconfig.is_none() && conn.kubeconfig_fetched,

@@ -167,7 +167,11 @@ impl Connection {
     /// run checks the same certificates).
     pub async fn open_in(&self, run_dir: Option<&Path>) -> Result<ClusterEffects, ConnectError> {
         let ctx = self.context()?;
-        let talos = Failover::new(TalosClient::connect(&ctx).await?, Some(ctx.clone()));
+        // Lazily: a node in maintenance mode shows its own certificate, not one of the
+        // talosconfig's CA, so a run whose nodes are all in maintenance (a full rebuild after
+        // its last wipe) could not open at all if this dialled now. Each call still verifies
+        // the CA; maintenance nodes are reached through their pinned connections.
+        let talos = Failover::new(TalosClient::connect_lazy(&ctx)?, Some(ctx.clone()));
         let nodes = if self.nodes.is_empty() {
             ctx.nodes.clone()
         } else {
@@ -392,8 +396,11 @@ impl Connection {
     /// Checks the cluster answers before anything is written: `Version` on the first
     /// endpoint that accepts the connection, bounded by the connect and call deadlines.
     /// A PermissionDenied reply counts as an answer (the role is narrower than os:reader).
-    /// Every endpoint's failure is reported with its cause.
-    pub async fn probe(&self) -> Result<(), ConnectError> {
+    /// When no endpoint answers with the talosconfig's CA, an endpoint whose certificate
+    /// was not signed by it is asked again as a node in maintenance mode
+    /// ([`maintenance_answer`]): one that answers so is [`Answer::Maintenance`]. Every
+    /// endpoint's failure is reported with its cause.
+    pub async fn probe(&self) -> Result<Answer, ConnectError> {
         let ctx = self.context()?;
         if ctx.endpoints.is_empty() {
             return Err(ConnectError::Client(
@@ -412,16 +419,35 @@ impl Connection {
                 )
                 .await
                 {
-                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Ok(_)) => return Ok(Answer::Authenticated),
                     // The cluster answered, authenticated us and refused this role the call
                     // (Version needs os:reader; os:etcd:backup may only snapshot and read etcd): it is
                     // reachable, and every later call says what the role may not do.
-                    Ok(Err(s)) if s.code() == tonic::Code::PermissionDenied => return Ok(()),
+                    Ok(Err(s)) if s.code() == tonic::Code::PermissionDenied => {
+                        return Ok(Answer::Authenticated);
+                    }
                     Ok(Err(s)) => crate::cluster::talos::Cause::of_status(&s),
                     Err(_) => crate::cluster::talos::Cause::TimedOut,
                 },
             };
             failures.push((ep.clone(), self.node_at(ep), cause));
+        }
+        // Only a certificate of another CA can be a maintenance node's (an expired client
+        // certificate, a refused one, a wrong name, a closed port or silence cannot).
+        for (ep, node, cause) in &failures {
+            if *cause != crate::cluster::talos::Cause::UnknownCa {
+                continue;
+            }
+            let pin = self.fingerprints.get(node).map(String::as_str);
+            match maintenance_answer(ep, pin).await {
+                Ok(()) => {
+                    return Ok(Answer::Maintenance {
+                        node: node.clone(),
+                        endpoint: ep.clone(),
+                    });
+                }
+                Err(why) => tracing::debug!(endpoint = %ep, "not in maintenance mode: {why}"),
+            }
         }
         Err(ConnectError::Unreachable {
             talosconfig: self.talosconfig.clone(),
@@ -442,6 +468,78 @@ impl Connection {
                     .map(|(h, _)| h)
             })
             .unwrap_or_else(|| endpoint.to_owned())
+    }
+}
+
+/// How the cluster answered [`Connection::probe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// An endpoint answered with a certificate of the talosconfig's CA and accepted ours.
+    Authenticated,
+    /// No endpoint did, and this one answered as a Talos node in maintenance mode: it was
+    /// reset (a full rebuild's wipe) and has no cluster identity yet. It is reachable and
+    /// nothing more: every guard needs its own evidence, and every call to it goes through
+    /// a pinned maintenance connection (`cluster::pinning`).
+    Maintenance {
+        /// Its label (`--node-endpoints`), else the endpoint's host.
+        node: String,
+        /// The endpoint.
+        endpoint: String,
+    },
+}
+
+/// What the Talos maintenance service answers `Version` with when the caller is not admin
+/// (Talos v1.11 to v1.14: `assertAdminRole` in `internal/app/maintenance/server.go`).
+const MAINTENANCE_UNIMPLEMENTED: &str = "API is not implemented in maintenance mode";
+
+/// Whether `endpoint` answers as a Talos node in maintenance mode, as `talosctl --insecure`
+/// would reach it: a TLS connection *without* a client certificate (a configured node's apid
+/// requires one, so a node of another cluster refuses the handshake), its certificate
+/// checked against `pin` when the node has one (`--node-endpoints`, the simulator), and a
+/// `Version` reply of the maintenance service's shape: a version with a tag (an admin or
+/// the simulator), or `Unimplemented` with the maintenance service's own message (any other
+/// role on a real node). A gRPC server that does not know the call says `Unimplemented`
+/// too, but not that. The error says why not.
+pub async fn maintenance_answer(endpoint: &str, pin: Option<&str>) -> Result<(), String> {
+    use crate::cluster::talos::MaintenancePin;
+    let client = match pin {
+        Some(fp) => {
+            TalosClient::connect_maintenance(endpoint, MaintenancePin::Expect(fp.to_owned())).await
+        }
+        // The check records nothing: a learned pin is only ever recorded by the connection
+        // that sends the node something (`cluster::pinning`).
+        None => TalosClient::connect_insecure(endpoint, None).await,
+    }
+    .map_err(|e| e.to_string())?;
+    let reply = tokio::time::timeout(
+        crate::cluster::observe::CALL_DEADLINE,
+        client.machine().version(()),
+    )
+    .await
+    .map_err(|_| "no Version reply in time".to_string())?;
+    match reply {
+        Ok(r) => {
+            let tagged = r
+                .into_inner()
+                .messages
+                .iter()
+                .any(|m| m.version.as_ref().is_some_and(|v| !v.tag.is_empty()));
+            if tagged {
+                Ok(())
+            } else {
+                Err("a Version reply without a Talos version".into())
+            }
+        }
+        Err(s)
+            if s.code() == tonic::Code::Unimplemented
+                && s.message().contains(MAINTENANCE_UNIMPLEMENTED) =>
+        {
+            Ok(())
+        }
+        Err(s) => Err(format!(
+            "Version without a client certificate: {}",
+            s.message()
+        )),
     }
 }
 

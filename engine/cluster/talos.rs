@@ -97,11 +97,18 @@ pub enum ClientError {
 
 pub use super::cause::{Cause, client_cert_validity, connect_timeout};
 
-/// A connected Talos API client.
+/// A connected Talos API client (or, from [`TalosClient::connect_lazy`], one that connects on
+/// its first call).
 #[derive(Clone, Debug)]
 pub struct TalosClient {
     channel: Channel,
-    endpoint: String,
+    /// The endpoint connected to (a lazy client: the last one it connected to, else its
+    /// first).
+    endpoint: Arc<std::sync::RwLock<String>>,
+}
+
+fn shared(endpoint: &str) -> Arc<std::sync::RwLock<String>> {
+    Arc::new(std::sync::RwLock::new(endpoint.to_string()))
 }
 
 /// Splits an endpoint (`host`, `host:port`, `[v6]:port`, `https://host[:port]`) into host and
@@ -320,49 +327,81 @@ fn maintenance_tls_config(
     Ok(cfg)
 }
 
-async fn open(endpoint: &str, cfg: ClientConfig) -> Result<Channel, ClientError> {
-    let (host, port) = parse_endpoint(endpoint)?;
-    let server_name = match host.parse::<IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.clone()).map_err(|_| ClientError::Endpoint {
+/// Where one endpoint dials: host, port and the TLS server name (an IP ServerName for IP
+/// endpoints).
+#[derive(Clone)]
+struct Dial {
+    endpoint: String,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+}
+
+impl Dial {
+    fn of(endpoint: &str) -> Result<Dial, ClientError> {
+        let (host, port) = parse_endpoint(endpoint)?;
+        let server_name = match host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(host.clone()).map_err(|_| ClientError::Endpoint {
+                endpoint: endpoint.to_string(),
+                message: "invalid host name".into(),
+            })?,
+        };
+        Ok(Dial {
             endpoint: endpoint.to_string(),
-            message: "invalid host name".into(),
-        })?,
-    };
-    let uri_host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    let connector = TlsConnector::from(Arc::new(cfg));
-    let ep = Endpoint::from_shared(format!("http://{uri_host}:{port}")).map_err(|e| {
-        ClientError::Connect {
-            endpoint: endpoint.to_string(),
-            cause: Cause::of(&e),
-            source: e,
+            host,
+            port,
+            server_name,
+        })
+    }
+
+    /// The URI tonic is given (the connector dials, the URI only names the authority).
+    fn uri(&self) -> String {
+        if self.host.contains(':') {
+            format!("http://[{}]:{}", self.host, self.port)
+        } else {
+            format!("http://{}:{}", self.host, self.port)
         }
-    })?;
-    let deadline = connect_timeout();
+    }
+
+    /// TCP and the TLS handshake under one deadline: a listener that accepts and never
+    /// answers must not hang the run.
+    async fn dial(
+        &self,
+        connector: &TlsConnector,
+    ) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, std::io::Error> {
+        let deadline = connect_timeout();
+        let dial = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+            tcp.set_nodelay(true)?;
+            connector.connect(self.server_name.clone(), tcp).await
+        };
+        let tls = tokio::time::timeout(deadline, dial).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {deadline:?}"),
+            )
+        })??;
+        Ok(TokioIo::new(tls))
+    }
+}
+
+fn tonic_endpoint(dial: &Dial) -> Result<Endpoint, ClientError> {
+    Endpoint::from_shared(dial.uri()).map_err(|e| ClientError::Connect {
+        endpoint: dial.endpoint.clone(),
+        cause: Cause::of(&e),
+        source: e,
+    })
+}
+
+async fn open(endpoint: &str, cfg: ClientConfig) -> Result<Channel, ClientError> {
+    let target = Dial::of(endpoint)?;
+    let connector = TlsConnector::from(Arc::new(cfg));
+    let ep = tonic_endpoint(&target)?;
     ep.connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
         let connector = connector.clone();
-        let server_name = server_name.clone();
-        let host = host.clone();
-        async move {
-            // TCP and the TLS handshake under one deadline: a listener that accepts and never
-            // answers must not hang the run.
-            let dial = async {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
-                connector.connect(server_name, tcp).await
-            };
-            let tls = tokio::time::timeout(deadline, dial).await.map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no TLS handshake within {deadline:?}"),
-                )
-            })??;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
+        let target = target.clone();
+        async move { target.dial(&connector).await }
     }))
     .await
     .map_err(|source| ClientError::Connect {
@@ -388,6 +427,60 @@ impl TalosClient {
         Err(last)
     }
 
+    /// A client of `ctx` that connects on its first call, and again after a lost connection,
+    /// to the first endpoint of `ctx` that accepts it (as [`TalosClient::connect`], but at
+    /// each (re)connection). Nothing is dialled here: a run whose nodes are all in
+    /// maintenance mode (none shows a certificate of the talosconfig's CA) can still open
+    /// its effects and reach them through pinned maintenance connections; each call through
+    /// this client verifies the server against the context's CA as always, and fails (an
+    /// `Unavailable` status naming the cause) while no endpoint passes. What cannot work at
+    /// all (no endpoints, an unparsable endpoint or PEM, a client certificate outside its
+    /// validity) is refused now.
+    pub fn connect_lazy(ctx: &Context) -> Result<TalosClient, ClientError> {
+        let first = ctx.endpoints.first().ok_or(ClientError::NoEndpoints)?;
+        if let Some(cause) = client_cert_validity(&ctx.crt_pem, std::time::SystemTime::now()) {
+            return Err(ClientError::ClientCert {
+                endpoint: first.clone(),
+                cause,
+            });
+        }
+        let dials = ctx
+            .endpoints
+            .iter()
+            .map(|e| Dial::of(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connector = TlsConnector::from(Arc::new(tls_config(ctx)?));
+        let ep = tonic_endpoint(&dials[0])?;
+        let endpoint = shared(first);
+        let connected = endpoint.clone();
+        let dials = Arc::new(dials);
+        let channel = ep.connect_with_connector_lazy(tower::service_fn(move |_uri: http::Uri| {
+            let connector = connector.clone();
+            let dials = dials.clone();
+            let connected = connected.clone();
+            async move {
+                let mut last = None;
+                for d in dials.iter() {
+                    match d.dial(&connector).await {
+                        Ok(io) => {
+                            *connected.write().unwrap_or_else(|p| p.into_inner()) =
+                                d.endpoint.clone();
+                            return Ok(io);
+                        }
+                        Err(e) => {
+                            tracing::debug!(endpoint = %d.endpoint, error = %e, "endpoint refused");
+                            last = Some(e);
+                        }
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotConnected, "no endpoints")
+                }))
+            }
+        }));
+        Ok(TalosClient { channel, endpoint })
+    }
+
     /// Connects to `endpoint` with the identity of `ctx`.
     pub async fn connect_endpoint(
         ctx: &Context,
@@ -402,7 +495,7 @@ impl TalosClient {
         let channel = open(endpoint, tls_config(ctx)?).await?;
         Ok(TalosClient {
             channel,
-            endpoint: endpoint.to_string(),
+            endpoint: shared(endpoint),
         })
     }
 
@@ -415,7 +508,7 @@ impl TalosClient {
         let channel = open(endpoint, insecure_tls_config(fingerprint)?).await?;
         Ok(TalosClient {
             channel,
-            endpoint: endpoint.to_string(),
+            endpoint: shared(endpoint),
         })
     }
 
@@ -434,7 +527,7 @@ impl TalosClient {
         match open(endpoint, cfg).await {
             Ok(channel) => Ok(TalosClient {
                 channel,
-                endpoint: endpoint.to_string(),
+                endpoint: shared(endpoint),
             }),
             Err(e) => {
                 let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -452,9 +545,13 @@ impl TalosClient {
         }
     }
 
-    /// The endpoint this client is connected to.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    /// The endpoint this client is connected to (a lazy client not connected yet: the first
+    /// it will try).
+    pub fn endpoint(&self) -> String {
+        self.endpoint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `MachineService` (32 MiB limits).

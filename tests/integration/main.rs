@@ -42,6 +42,7 @@ mod properties;
 mod quorum_recovery;
 mod reboot_verify;
 mod rendering;
+mod resume_maintenance;
 mod rollback;
 mod rollback_crash;
 mod rollback_sim;
