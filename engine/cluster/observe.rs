@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod multi;
 pub mod watch;
 
 use prost::Message;
@@ -28,9 +29,7 @@ use runbook_proto::talos::resource::definitions::{block, enums, hardware, runtim
 
 use crate::cluster::talos::{TalosClient, with_node};
 use crate::condition::reads::{Fact, Reads};
-use crate::condition::view::{
-    ClusterView, Contact, Disk, EtcdStatus, Gap, GapKind, Member, NodeView, Observed, Service,
-};
+use crate::condition::view::{ClusterView, Contact, Disk, Gap, GapKind, NodeView, Observed};
 
 /// How long one observation call may take.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
@@ -206,10 +205,22 @@ impl Observer {
         self.talos.ensure_healthy().await;
         // Nodes are observed concurrently, and the Kubernetes Node list alongside them; a
         // dead node costs one call deadline, not one per node.
+        // The unary machine calls every node answers go out once, one-to-many (`nodes`
+        // metadata); the rest per node. A node's one-to-many facts are taken only when it
+        // answered its own MachineStatus (a silent node stays silent, a maintenance node is
+        // probed at its own endpoint).
+        let mut asked: Vec<String> = Vec::new();
+        for label in &self.nodes {
+            if !asked.contains(label) {
+                asked.push(label.clone());
+            }
+        }
+        let one_to_many = multi::read(&self.talos, &asked, reads);
+        let per_node = multi::per_node(reads);
         let talos = futures::future::join_all(
             self.nodes
                 .iter()
-                .map(|label| self.node_reading(label, reads)),
+                .map(|label| self.node_reading(label, per_node)),
         );
         let kube_nodes = async {
             match &self.kube {
@@ -219,7 +230,12 @@ impl Observer {
                 _ => None,
             }
         };
-        let (mut nodes, kube_nodes) = tokio::join!(talos, kube_nodes);
+        let (mut nodes, kube_nodes, replies) = tokio::join!(talos, kube_nodes, one_to_many);
+        for v in &mut nodes {
+            if matches!(v.contact, Observed::Answered(Contact::Secure)) {
+                replies.fill(v, reads);
+            }
+        }
         if let (Some(kube), Some(list)) = (&self.kube, kube_nodes) {
             observe_kube(kube, list, &mut nodes, reads).await;
         }
@@ -407,18 +423,7 @@ impl Observer {
                     self.talos.machine().service_list(with_node((), label)),
                 )
                 .await
-                .map(|resp| {
-                    resp.into_inner()
-                        .messages
-                        .into_iter()
-                        .flat_map(|m| m.services)
-                        .map(|s| Service {
-                            healthy: s.health.as_ref().is_some_and(|h| h.healthy),
-                            id: s.id,
-                            state: s.state,
-                        })
-                        .collect()
-                }),
+                .map(|resp| multi::services_of(resp.into_inner().messages)),
             )
         };
         let members = async {
@@ -434,19 +439,7 @@ impl Observer {
                     )),
                 )
                 .await
-                .map(|r| {
-                    r.into_inner()
-                        .messages
-                        .into_iter()
-                        .flat_map(|m| m.members)
-                        .map(|m| Member {
-                            id: m.id,
-                            name: m.hostname,
-                            peer_urls: m.peer_urls,
-                            is_learner: m.is_learner,
-                        })
-                        .collect()
-                }),
+                .map(|r| multi::members_of(r.into_inner().messages)),
             )
         };
         let etcd = async {
@@ -459,20 +452,7 @@ impl Observer {
                     self.talos.machine().etcd_status(with_node((), label)),
                 )
                 .await
-                .and_then(|r| {
-                    r.into_inner()
-                        .messages
-                        .into_iter()
-                        .find_map(|m| m.member_status)
-                        .ok_or_else(|| failed("EtcdStatus", "no etcd status"))
-                })
-                .map(|s| EtcdStatus {
-                    member_id: s.member_id,
-                    leader: s.leader,
-                    raft_index: s.raft_index,
-                    errors: s.errors,
-                    is_learner: s.is_learner,
-                }),
+                .and_then(|r| multi::etcd_status_of(r.into_inner().messages)),
             )
         };
         let alarms = async {
@@ -485,15 +465,7 @@ impl Observer {
                     self.talos.machine().etcd_alarm_list(with_node((), label)),
                 )
                 .await
-                .map(|r| {
-                    r.into_inner()
-                        .messages
-                        .into_iter()
-                        .flat_map(|m| m.member_alarms)
-                        .filter(|a| a.alarm != 0)
-                        .map(|a| format!("{:016x}: alarm {}", a.member_id, a.alarm))
-                        .collect()
-                }),
+                .map(|r| multi::alarms_of(r.into_inner().messages)),
             )
         };
         let machine_type = async {

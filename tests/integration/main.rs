@@ -27,6 +27,7 @@ mod kube_apply;
 mod lint;
 mod lint_live;
 mod observe;
+mod observe_fanout;
 mod observe_reads;
 mod once_executor;
 mod pinning;
