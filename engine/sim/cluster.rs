@@ -236,6 +236,20 @@ pub struct Cluster {
     revision: u64,
     /// Objects clients created through the Kubernetes API (RuntimeClasses, DaemonSets).
     kube_objects: BTreeMap<ObjectKey, StoredObject>,
+    /// The time and revision of the last [`Cluster::settle`], and the earliest later time at
+    /// which settling could change something by time alone (a service, kubelet or etcd health
+    /// threshold): until then, and while the revision stands, settling again is a no-op and
+    /// is skipped (see `derived.rs`).
+    settled: Option<Settled>,
+    /// Settle on every access, as before the skip (tests compare both).
+    eager_settle: bool,
+}
+
+/// See [`Cluster::settled`].
+#[derive(Clone, Copy, Debug)]
+struct Settled {
+    revision: u64,
+    due: Option<SimTime>,
 }
 
 impl Cluster {
@@ -258,6 +272,8 @@ impl Cluster {
             deleted_k8s_nodes: BTreeSet::new(),
             kube_objects: BTreeMap::new(),
             revision: 0,
+            settled: None,
+            eager_settle: false,
         }
     }
 
@@ -295,6 +311,7 @@ impl Cluster {
 
     /// Adds a node (powered off); returns its index.
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<usize, ApiError> {
+        self.touch();
         let seed = self.next_id();
         self.nodes.push(Node::new(spec, seed)?);
         Ok(self.nodes.len() - 1)
@@ -389,7 +406,19 @@ impl Cluster {
         for c in &mut self.etcd {
             c.tick(self.now);
         }
-        self.settle();
+        self.settle_if_due();
+    }
+
+    /// Settles every access (`true`), or only when the revision moved or a threshold was
+    /// reached (`false`, the default). Both give the same answers; tests compare them.
+    pub fn set_eager_settle(&mut self, eager: bool) {
+        self.eager_settle = eager;
+    }
+
+    /// Marks the model changed by a direct access (fault injection, scenario setup): the next
+    /// access settles, and watchers look again.
+    fn touch(&mut self) {
+        self.revision += 1;
     }
 
     // ----------------------------------------------------------------------------------
