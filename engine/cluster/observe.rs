@@ -716,7 +716,7 @@ async fn list_kube_nodes(client: &kube::Client) -> NodeList {
 }
 
 /// Node readiness from the Node list (read alongside the Talos calls), and, when `reads`
-/// asks for pods, each node's evictable pods, all nodes at once.
+/// asks for pods, each node's evictable pods, from one list of all pods.
 async fn observe_kube(client: &kube::Client, list: NodeList, nodes: &mut [NodeView], reads: Reads) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, ListParams};
@@ -735,7 +735,9 @@ async fn observe_kube(client: &kube::Client, list: NodeList, nodes: &mut [NodeVi
             return;
         }
     };
-    let mut pod_calls = Vec::new();
+    // Each node with a Node object gets its evictable pods from one list of every pod
+    // (grouped by `spec.nodeName`), not one list per node; a failed list is a gap for each.
+    let mut with_object = Vec::new();
     for (i, v) in nodes.iter_mut().enumerate() {
         let name = v.host().unwrap_or(&v.label).to_string();
         let node = list
@@ -750,21 +752,28 @@ async fn observe_kube(client: &kube::Client, list: NodeList, nodes: &mut [NodeVi
                     .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             }));
         }
-        if node.is_none() || !reads.has(Fact::Pods) {
-            continue;
+        if node.is_some() && reads.has(Fact::Pods) {
+            with_object.push((i, name));
         }
-        let pods: Api<Pod> = Api::all(client.clone());
-        pod_calls.push(async move {
-            let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
-            let counted = Observed::from_result(
-                call("list Pods", pods.list(&params))
-                    .await
-                    .map(|list| list.items.iter().filter(|p| evictable(p)).count()),
-            );
-            (i, counted)
-        });
     }
-    for (i, counted) in futures::future::join_all(pod_calls).await {
+    if with_object.is_empty() {
+        return;
+    }
+    let pods: Api<Pod> = Api::all(client.clone());
+    let all = call("list Pods", pods.list(&ListParams::default())).await;
+    for (i, name) in with_object {
+        let counted = match &all {
+            Ok(list) => Observed::Answered(
+                list.items
+                    .iter()
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+                    })
+                    .filter(|p| evictable(p))
+                    .count(),
+            ),
+            Err(gap) => Observed::Missing(gap.clone()),
+        };
         if let Some(v) = nodes.get_mut(i) {
             v.evictable_pods = counted;
         }
