@@ -220,7 +220,7 @@ impl Observer {
         let talos = futures::future::join_all(
             self.nodes
                 .iter()
-                .map(|label| self.node_reading(label, per_node)),
+                .map(|label| self.node_reading_hostname(label, per_node, false)),
         );
         let kube_nodes = async {
             match &self.kube {
@@ -314,6 +314,12 @@ impl Observer {
 
     /// Observes one node, reading only `reads` besides MachineStatus and the hostname.
     pub async fn node_reading(&self, label: &str, reads: Reads) -> NodeView {
+        self.node_reading_hostname(label, reads, true).await
+    }
+
+    /// [`Observer::node_reading`], reading the hostname only if `hostname` (else the
+    /// caller reads it one-to-many and it stays [`Observed::NotAsked`] here).
+    async fn node_reading_hostname(&self, label: &str, reads: Reads, hostname: bool) -> NodeView {
         let status = call(
             "MachineStatus",
             self.get(
@@ -332,7 +338,7 @@ impl Observer {
                 v.contact = Observed::Answered(Contact::Secure);
                 v.stage = Observed::Missing(failed("MachineStatus", "no resource"));
                 v.ready = v.stage.clone().map(|_| false);
-                return self.rest_of_node(label, v, reads).await;
+                return self.rest_of_node(label, v, reads, hostname).await;
             }
             Err(gap) => {
                 if let Some(v) = self.maintenance_probe(label, reads).await {
@@ -369,13 +375,22 @@ impl Observer {
                 v.ready = Observed::Missing(gap);
             }
         }
-        self.rest_of_node(label, v, reads).await
+        self.rest_of_node(label, v, reads, hostname).await
     }
 
     /// Everything after MachineStatus that `reads` asks for, for a node that answered it.
-    async fn rest_of_node(&self, label: &str, mut v: NodeView, reads: Reads) -> NodeView {
+    async fn rest_of_node(
+        &self,
+        label: &str,
+        mut v: NodeView,
+        reads: Reads,
+        read_hostname: bool,
+    ) -> NodeView {
         // Every fact after MachineStatus is read concurrently over the same channel.
         let hostname = async {
+            if !read_hostname {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "Read /proc/sys/kernel/hostname",

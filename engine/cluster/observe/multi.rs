@@ -8,13 +8,15 @@
 //! closed: a node without exactly one clean entry (missing, duplicated, an error entry) gets
 //! a [`Gap`], never an answer, and an entry naming a node that was not asked (or no node at
 //! all) is attributed to nobody. The observer uses this for the unary machine calls it makes
-//! on every node (`ServiceList`, `EtcdMemberList`, `EtcdStatus`, `EtcdAlarmList`); COSI has
-//! no one-to-many form and stays per node.
+//! on every node (`ServiceList`, `EtcdMemberList`, `EtcdStatus`, `EtcdAlarmList`) and for
+//! the `Read` of the hostname and boot id ([`split_data`]: a stream whose chunks carry the
+//! same metadata); COSI has no one-to-many form and stays per node.
 
 use std::collections::BTreeMap;
 
-use runbook_proto::common::Metadata;
-use runbook_proto::machine::{self as m, EtcdMemberListRequest};
+use runbook_proto::common::{Data, Metadata};
+use runbook_proto::machine::{self as m, EtcdMemberListRequest, ReadRequest};
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 use super::{Failover, call};
@@ -136,6 +138,8 @@ pub struct Replies {
     members: BTreeMap<String, Result<Vec<Member>, Gap>>,
     etcd: BTreeMap<String, Result<EtcdStatus, Gap>>,
     alarms: BTreeMap<String, Result<Vec<String>, Gap>>,
+    hostname: BTreeMap<String, Result<String, Gap>>,
+    boot_id: BTreeMap<String, Result<String, Gap>>,
 }
 
 fn take<T>(map: &BTreeMap<String, Result<T, Gap>>, label: &str, call: &str) -> Observed<T>
@@ -153,6 +157,10 @@ impl Replies {
     /// Fills the one-to-many facts `reads` asks for into the view of a node that answered.
     pub fn fill(&self, v: &mut NodeView, reads: Reads) {
         let label = v.label.clone();
+        v.hostname = take(&self.hostname, &label, HOSTNAME);
+        if reads.has(Fact::BootId) {
+            v.boot_id = take(&self.boot_id, &label, BOOT_ID);
+        }
         if reads.has(Fact::Services) {
             v.services = take(&self.services, &label, "ServiceList");
         }
@@ -253,13 +261,112 @@ pub async fn read(talos: &Failover, asked: &[String], reads: Reads) -> Replies {
         .await;
         convert(map, |e| Ok(alarms_of(vec![e])))
     };
-    let (services, members, etcd, alarms) = tokio::join!(services, members, etcd, alarms);
+    let hostname = async {
+        if asked.is_empty() {
+            return BTreeMap::new();
+        }
+        read_file(talos, asked, "/proc/sys/kernel/hostname", HOSTNAME).await
+    };
+    let boot_id = async {
+        if !reads.has(Fact::BootId) || asked.is_empty() {
+            return BTreeMap::new();
+        }
+        read_file(talos, asked, "/proc/sys/kernel/random/boot_id", BOOT_ID).await
+    };
+    let (services, members, etcd, alarms, hostname, boot_id) =
+        tokio::join!(services, members, etcd, alarms, hostname, boot_id);
     Replies {
         services,
         members,
         etcd,
         alarms,
+        hostname,
+        boot_id,
     }
+}
+
+/// The call name of the hostname read (as the per-node path names it).
+pub const HOSTNAME: &str = "Read /proc/sys/kernel/hostname";
+/// The call name of the boot id read.
+pub const BOOT_ID: &str = "Read /proc/sys/kernel/random/boot_id";
+
+/// `MachineService/Read` of a small file on every node in `asked`, one-to-many: the stream's
+/// chunks are grouped by `metadata.hostname`. A stream that breaks is a gap for every node.
+async fn read_file(
+    talos: &Failover,
+    asked: &[String],
+    path: &str,
+    name: &str,
+) -> BTreeMap<String, Result<String, Gap>> {
+    let collect = async {
+        let mut stream = talos
+            .machine()
+            .read(with_nodes(ReadRequest { path: path.into() }, asked))
+            .await?
+            .into_inner();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            chunks.push(chunk?);
+        }
+        Ok::<_, tonic::Status>(chunks)
+    };
+    match call(name, collect).await {
+        Ok(chunks) => split_data(name, asked, chunks),
+        Err(gap) => all_failed(asked, &gap),
+    }
+}
+
+/// Splits the chunks of a one-to-many `Read` per node: a node's chunks concatenated in order
+/// and trimmed. Fails closed per node: no chunk, an error chunk, or an empty file is a gap;
+/// chunks for a node not asked (or without metadata) are attributed to nobody.
+pub fn split_data(
+    call: &str,
+    asked: &[String],
+    chunks: Vec<Data>,
+) -> BTreeMap<String, Result<String, Gap>> {
+    let mut by_node: BTreeMap<&str, Vec<Data>> =
+        asked.iter().map(|n| (n.as_str(), Vec::new())).collect();
+    for c in chunks {
+        let host = c
+            .metadata
+            .as_ref()
+            .map(|m| m.hostname.clone())
+            .unwrap_or_default();
+        if let Some(list) = by_node.get_mut(host.as_str()) {
+            list.push(c);
+        }
+    }
+    by_node
+        .into_iter()
+        .map(|(node, list)| {
+            let failed = list
+                .iter()
+                .filter_map(|c| c.metadata.as_ref())
+                .find(|m| is_error(m));
+            let result = if let Some(m) = failed {
+                Err(entry_gap(call, m))
+            } else if list.is_empty() {
+                Err(Gap::new(
+                    call,
+                    GapKind::Failed,
+                    "the one-to-many reply has no entry for this node",
+                ))
+            } else {
+                let bytes: Vec<u8> = list.into_iter().flat_map(|c| c.bytes).collect();
+                let text = String::from_utf8_lossy(&bytes).trim().to_string();
+                if text.is_empty() {
+                    Err(Gap::new(call, GapKind::Failed, "empty file"))
+                } else {
+                    Ok(text)
+                }
+            };
+            (node.to_string(), result)
+        })
+        .collect()
+}
+
+fn is_error(m: &Metadata) -> bool {
+    !m.error.is_empty() || m.status.as_ref().is_some_and(|s| s.code != 0)
 }
 
 /// The services of `ServiceList` reply entries.
@@ -436,6 +543,57 @@ mod tests {
             &["a"],
             vec![ok("a", 1), err("a", Code::Unavailable, "gone")],
         );
+        assert!(r["a"].is_err());
+    }
+
+    fn chunk(host: &str, bytes: &str) -> Data {
+        Data {
+            metadata: Some(Metadata {
+                hostname: host.into(),
+                ..Metadata::default()
+            }),
+            bytes: bytes.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_one_to_many_read_is_split_per_node_and_fails_closed() {
+        let mut refused = chunk("c", "");
+        if let Some(m) = refused.metadata.as_mut() {
+            m.status = Some(RpcStatus {
+                code: Code::PermissionDenied as i32,
+                message: "not authorized".into(),
+                details: Vec::new(),
+            });
+        }
+        let r = split_data(
+            HOSTNAME,
+            &asked(&["a", "b", "c", "d", "e"]),
+            vec![
+                chunk("a", "nuc-"),
+                chunk("z", "intruder\n"),
+                chunk("b", "worker-01\n"),
+                chunk("a", "20\n"),
+                refused,
+                chunk("e", " \n"),
+                chunk("", "endpoint-itself"),
+            ],
+        );
+        assert_eq!(r["a"].as_ref().unwrap(), "nuc-20");
+        assert_eq!(r["b"].as_ref().unwrap(), "worker-01");
+        assert_eq!(r["c"].as_ref().unwrap_err().kind, GapKind::PermissionDenied);
+        assert!(r["d"].as_ref().unwrap_err().message.contains("no entry"));
+        assert!(r["e"].as_ref().unwrap_err().message.contains("empty"));
+        assert!(!r.contains_key("z"));
+    }
+
+    #[test]
+    fn an_error_chunk_among_data_chunks_is_a_gap() {
+        let mut bad = chunk("a", "");
+        if let Some(m) = bad.metadata.as_mut() {
+            m.error = "rpc error: code = Unavailable desc = gone".into();
+        }
+        let r = split_data(BOOT_ID, &asked(&["a"]), vec![chunk("a", "1234"), bad]);
         assert!(r["a"].is_err());
     }
 
