@@ -9,7 +9,8 @@
 //! evidence ([`Observed`]): a failed call is recorded as a [`Gap`] naming the call and how it
 //! failed (unreachable, timed out, permission denied, failed), never as an empty answer.
 //! Nodes are observed concurrently, and one node's calls after its MachineStatus too, all over
-//! the one Talos channel; the Kubernetes Node list is read alongside. [`Observer::view_of`]
+//! the one Talos channel; the unary machine calls and the hostname and boot id reads go out
+//! once for all nodes, one-to-many ([`multi`]); the Kubernetes Node list is read alongside. [`Observer::view_of`]
 //! reads only what a check declares (`condition/reads.rs`), and [`watch`] follows the change
 //! streams that wake a wait early.
 
