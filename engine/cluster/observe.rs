@@ -9,13 +9,15 @@
 //! evidence ([`Observed`]): a failed call is recorded as a [`Gap`] naming the call and how it
 //! failed (unreachable, timed out, permission denied, failed), never as an empty answer.
 //! Nodes are observed concurrently, and one node's calls after its MachineStatus too, all over
-//! the one Talos channel; the Kubernetes Node list is read alongside. [`Observer::view_of`]
+//! the one Talos channel; the unary machine calls and the hostname and boot id reads go out
+//! once for all nodes, one-to-many ([`multi`]); the Kubernetes Node list is read alongside. [`Observer::view_of`]
 //! reads only what a check declares (`condition/reads.rs`), and [`watch`] follows the change
 //! streams that wake a wait early.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod multi;
 pub mod watch;
 
 use prost::Message;
@@ -28,9 +30,7 @@ use runbook_proto::talos::resource::definitions::{block, enums, hardware, runtim
 
 use crate::cluster::talos::{TalosClient, with_node};
 use crate::condition::reads::{Fact, Reads};
-use crate::condition::view::{
-    ClusterView, Contact, Disk, EtcdStatus, Gap, GapKind, Member, NodeView, Observed, Service,
-};
+use crate::condition::view::{ClusterView, Contact, Disk, Gap, GapKind, NodeView, Observed};
 
 /// How long one observation call may take.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
@@ -206,10 +206,22 @@ impl Observer {
         self.talos.ensure_healthy().await;
         // Nodes are observed concurrently, and the Kubernetes Node list alongside them; a
         // dead node costs one call deadline, not one per node.
+        // The unary machine calls every node answers go out once, one-to-many (`nodes`
+        // metadata); the rest per node. A node's one-to-many facts are taken only when it
+        // answered its own MachineStatus (a silent node stays silent, a maintenance node is
+        // probed at its own endpoint).
+        let mut asked: Vec<String> = Vec::new();
+        for label in &self.nodes {
+            if !asked.contains(label) {
+                asked.push(label.clone());
+            }
+        }
+        let one_to_many = multi::read(&self.talos, &asked, reads);
+        let per_node = multi::per_node(reads);
         let talos = futures::future::join_all(
             self.nodes
                 .iter()
-                .map(|label| self.node_reading(label, reads)),
+                .map(|label| self.node_reading_hostname(label, per_node, false)),
         );
         let kube_nodes = async {
             match &self.kube {
@@ -219,7 +231,12 @@ impl Observer {
                 _ => None,
             }
         };
-        let (mut nodes, kube_nodes) = tokio::join!(talos, kube_nodes);
+        let (mut nodes, kube_nodes, replies) = tokio::join!(talos, kube_nodes, one_to_many);
+        for v in &mut nodes {
+            if matches!(v.contact, Observed::Answered(Contact::Secure)) {
+                replies.fill(v, reads);
+            }
+        }
         if let (Some(kube), Some(list)) = (&self.kube, kube_nodes) {
             observe_kube(kube, list, &mut nodes, reads).await;
         }
@@ -298,6 +315,12 @@ impl Observer {
 
     /// Observes one node, reading only `reads` besides MachineStatus and the hostname.
     pub async fn node_reading(&self, label: &str, reads: Reads) -> NodeView {
+        self.node_reading_hostname(label, reads, true).await
+    }
+
+    /// [`Observer::node_reading`], reading the hostname only if `hostname` (else the
+    /// caller reads it one-to-many and it stays [`Observed::NotAsked`] here).
+    async fn node_reading_hostname(&self, label: &str, reads: Reads, hostname: bool) -> NodeView {
         let status = call(
             "MachineStatus",
             self.get(
@@ -316,7 +339,7 @@ impl Observer {
                 v.contact = Observed::Answered(Contact::Secure);
                 v.stage = Observed::Missing(failed("MachineStatus", "no resource"));
                 v.ready = v.stage.clone().map(|_| false);
-                return self.rest_of_node(label, v, reads).await;
+                return self.rest_of_node(label, v, reads, hostname).await;
             }
             Err(gap) => {
                 if let Some(v) = self.maintenance_probe(label, reads).await {
@@ -353,13 +376,22 @@ impl Observer {
                 v.ready = Observed::Missing(gap);
             }
         }
-        self.rest_of_node(label, v, reads).await
+        self.rest_of_node(label, v, reads, hostname).await
     }
 
     /// Everything after MachineStatus that `reads` asks for, for a node that answered it.
-    async fn rest_of_node(&self, label: &str, mut v: NodeView, reads: Reads) -> NodeView {
+    async fn rest_of_node(
+        &self,
+        label: &str,
+        mut v: NodeView,
+        reads: Reads,
+        read_hostname: bool,
+    ) -> NodeView {
         // Every fact after MachineStatus is read concurrently over the same channel.
         let hostname = async {
+            if !read_hostname {
+                return Observed::NotAsked;
+            }
             Observed::from_result(
                 call(
                     "Read /proc/sys/kernel/hostname",
@@ -407,18 +439,7 @@ impl Observer {
                     self.talos.machine().service_list(with_node((), label)),
                 )
                 .await
-                .map(|resp| {
-                    resp.into_inner()
-                        .messages
-                        .into_iter()
-                        .flat_map(|m| m.services)
-                        .map(|s| Service {
-                            healthy: s.health.as_ref().is_some_and(|h| h.healthy),
-                            id: s.id,
-                            state: s.state,
-                        })
-                        .collect()
-                }),
+                .map(|resp| multi::services_of(resp.into_inner().messages)),
             )
         };
         let members = async {
@@ -434,19 +455,7 @@ impl Observer {
                     )),
                 )
                 .await
-                .map(|r| {
-                    r.into_inner()
-                        .messages
-                        .into_iter()
-                        .flat_map(|m| m.members)
-                        .map(|m| Member {
-                            id: m.id,
-                            name: m.hostname,
-                            peer_urls: m.peer_urls,
-                            is_learner: m.is_learner,
-                        })
-                        .collect()
-                }),
+                .map(|r| multi::members_of(r.into_inner().messages)),
             )
         };
         let etcd = async {
@@ -459,20 +468,7 @@ impl Observer {
                     self.talos.machine().etcd_status(with_node((), label)),
                 )
                 .await
-                .and_then(|r| {
-                    r.into_inner()
-                        .messages
-                        .into_iter()
-                        .find_map(|m| m.member_status)
-                        .ok_or_else(|| failed("EtcdStatus", "no etcd status"))
-                })
-                .map(|s| EtcdStatus {
-                    member_id: s.member_id,
-                    leader: s.leader,
-                    raft_index: s.raft_index,
-                    errors: s.errors,
-                    is_learner: s.is_learner,
-                }),
+                .and_then(|r| multi::etcd_status_of(r.into_inner().messages)),
             )
         };
         let alarms = async {
@@ -485,15 +481,7 @@ impl Observer {
                     self.talos.machine().etcd_alarm_list(with_node((), label)),
                 )
                 .await
-                .map(|r| {
-                    r.into_inner()
-                        .messages
-                        .into_iter()
-                        .flat_map(|m| m.member_alarms)
-                        .filter(|a| a.alarm != 0)
-                        .map(|a| format!("{:016x}: alarm {}", a.member_id, a.alarm))
-                        .collect()
-                }),
+                .map(|r| multi::alarms_of(r.into_inner().messages)),
             )
         };
         let machine_type = async {
@@ -772,7 +760,7 @@ async fn list_kube_nodes(client: &kube::Client) -> NodeList {
 }
 
 /// Node readiness from the Node list (read alongside the Talos calls), and, when `reads`
-/// asks for pods, each node's evictable pods, all nodes at once.
+/// asks for pods, each node's evictable pods, from one list of all pods.
 async fn observe_kube(client: &kube::Client, list: NodeList, nodes: &mut [NodeView], reads: Reads) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, ListParams};
@@ -791,7 +779,9 @@ async fn observe_kube(client: &kube::Client, list: NodeList, nodes: &mut [NodeVi
             return;
         }
     };
-    let mut pod_calls = Vec::new();
+    // Each node with a Node object gets its evictable pods from one list of every pod
+    // (grouped by `spec.nodeName`), not one list per node; a failed list is a gap for each.
+    let mut with_object = Vec::new();
     for (i, v) in nodes.iter_mut().enumerate() {
         let name = v.host().unwrap_or(&v.label).to_string();
         let node = list
@@ -806,21 +796,28 @@ async fn observe_kube(client: &kube::Client, list: NodeList, nodes: &mut [NodeVi
                     .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             }));
         }
-        if node.is_none() || !reads.has(Fact::Pods) {
-            continue;
+        if node.is_some() && reads.has(Fact::Pods) {
+            with_object.push((i, name));
         }
-        let pods: Api<Pod> = Api::all(client.clone());
-        pod_calls.push(async move {
-            let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
-            let counted = Observed::from_result(
-                call("list Pods", pods.list(&params))
-                    .await
-                    .map(|list| list.items.iter().filter(|p| evictable(p)).count()),
-            );
-            (i, counted)
-        });
     }
-    for (i, counted) in futures::future::join_all(pod_calls).await {
+    if with_object.is_empty() {
+        return;
+    }
+    let pods: Api<Pod> = Api::all(client.clone());
+    let all = call("list Pods", pods.list(&ListParams::default())).await;
+    for (i, name) in with_object {
+        let counted = match &all {
+            Ok(list) => Observed::Answered(
+                list.items
+                    .iter()
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+                    })
+                    .filter(|p| evictable(p))
+                    .count(),
+            ),
+            Err(gap) => Observed::Missing(gap.clone()),
+        };
         if let Some(v) = nodes.get_mut(i) {
             v.evictable_pods = counted;
         }

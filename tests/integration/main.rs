@@ -33,6 +33,7 @@ mod lint_live;
 mod lint_preset;
 mod node_replace;
 mod observe;
+mod observe_fanout;
 mod observe_reads;
 mod once_executor;
 mod pinning;

@@ -11,6 +11,7 @@ impl Cluster {
 
     /// The next `times` calls of `method` (on `node`, or any node) fail with Unavailable.
     pub fn fail_next(&mut self, method: &str, node: Option<&str>, times: u32) {
+        self.touch();
         self.faults.push(Fault {
             method: method.into(),
             node: node.map(str::to_string),
@@ -23,6 +24,7 @@ impl Cluster {
     /// successful, and then answer Unavailable, as a connection reset after the request was
     /// applied: the client cannot tell whether its call went through.
     pub fn lose_next_reply(&mut self, method: &str, node: Option<&str>, times: u32) {
+        self.touch();
         self.faults.push(Fault {
             method: method.into(),
             node: node.map(str::to_string),
@@ -33,6 +35,7 @@ impl Cluster {
 
     /// Keeps a node from ever coming back: it stays off after its next power-down.
     pub fn keep_down(&mut self, label: &str, keep: bool) -> Result<(), ApiError> {
+        self.touch();
         let i = self.idx(label)?;
         self.nodes[i].keep_down = keep;
         Ok(())
@@ -40,6 +43,7 @@ impl Cluster {
 
     /// Cuts power at once (no graceful stop).
     pub fn power_off(&mut self, label: &str, now: SimTime) -> Result<(), ApiError> {
+        self.touch();
         self.advance_to(now);
         let i = self.idx(label)?;
         if self.nodes[i].power == Power::On {
@@ -52,6 +56,7 @@ impl Cluster {
 
     /// Powers a node on (boots after the reboot delay).
     pub fn power_on(&mut self, label: &str, now: SimTime) -> Result<(), ApiError> {
+        self.touch();
         self.advance_to(now);
         let i = self.idx(label)?;
         if self.nodes[i].power == Power::Off {
@@ -64,11 +69,13 @@ impl Cluster {
 
     /// Plugs the USB stick in (SCSI names shift on the next enumeration — at once here).
     pub fn attach_usb(&mut self, label: &str, now: SimTime) -> Result<(), ApiError> {
+        self.touch();
         self.set_usb(label, true, now)
     }
 
     /// Unplugs the USB stick.
     pub fn detach_usb(&mut self, label: &str, now: SimTime) -> Result<(), ApiError> {
+        self.touch();
         self.set_usb(label, false, now)
     }
 
@@ -83,6 +90,7 @@ impl Cluster {
 
     /// Raises an etcd alarm on the node's member (scenario hook).
     pub fn raise_etcd_alarm(&mut self, label: &str, alarm: Alarm) -> Result<(), ApiError> {
+        self.touch();
         let i = self.idx(label)?;
         let (ci, m) = self.local_member(i)?;
         self.etcd[ci].raise_alarm(m, alarm);

@@ -86,6 +86,7 @@ impl Cluster {
     }
 
     pub(super) fn record_k8s<T>(&mut self, method: &str, name: &str, res: &Result<T, KubeError>) {
+        self.touch();
         self.calls.push(CallRecord {
             method: method.into(),
             node: name.into(),
@@ -231,6 +232,7 @@ impl Cluster {
 
     /// Adds a Deployment's pods (ReplicaSet `rs`) on the given nodes.
     pub fn add_deployment_pods(&mut self, namespace: &str, app: &str, rs: &str, nodes: &[&str]) {
+        self.touch();
         for node in nodes {
             let name = format!("{rs}-{}", self.pod_suffix());
             self.pods.push(PodState {
@@ -245,6 +247,7 @@ impl Cluster {
 
     /// Adds a PodDisruptionBudget.
     pub fn add_pdb(&mut self, pdb: PodDisruptionBudget) {
+        self.touch();
         self.pdbs.push(pdb);
     }
 }
