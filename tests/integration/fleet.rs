@@ -361,7 +361,7 @@ fn fleet_sim_serves_control_planes_and_workers_with_their_own_ports() {
 }
 
 /// Workers of the "done when" test: the issue's 50-node fleet (3 control planes and 47
-/// workers). It is the slowest test of the suite (about four minutes in a debug build on two
+/// workers). One of the slowest tests of the suite (about two minutes in a debug build on two
 /// cores, mostly observing 50 nodes), and the only one that proves the batch bounds at the
 /// size the issue names.
 const DONE_WHEN_WORKERS: u16 = 47;
