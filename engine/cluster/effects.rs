@@ -929,7 +929,16 @@ mod tests {
     fn only_a_valid_node_name_is_deleted_never_the_collection() {
         assert!(is_object_name("mac-49"));
         assert!(is_object_name("worker-01.lan"));
-        for bad in ["", "/", "a/b", "-a", "a-", "Mac-49", "a b", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "/",
+            "a/b",
+            "-a",
+            "a-",
+            "Mac-49",
+            "a b",
+            &"a".repeat(254),
+        ] {
             assert!(!is_object_name(bad), "{bad:?}");
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use runbook::journal::RunOutcome;
 
-use driver::{Case, Gap, Kill, Row, kind_and_step, plan_of};
+use driver::{Case, Kill, Row, kind_and_step, plan_of};
 use state::{Rng, files_digest, once_calls, seed_for};
 
 /// Random kill instants per runbook (each a full run on its own simulator).
