@@ -99,6 +99,38 @@ fn is_secure(n: &NodeView) -> bool {
     matches!(n.contact, Observed::Answered(Contact::Secure))
 }
 
+/// An empty node list is a refusal: no default is drawn from nothing.
+fn some_nodes(view: &ClusterView) -> Result<(), String> {
+    if view.nodes.is_empty() {
+        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
+    }
+    Ok(())
+}
+
+/// The machine type a node reported; a missing or unread type is a refusal naming the node.
+fn machine_type(n: &NodeView) -> Result<&str, String> {
+    match &n.machine_type {
+        Observed::Answered(t) => Ok(t.as_str()),
+        Observed::Missing(g) => Err(format!("node {} {g}", n.label)),
+        Observed::NotAsked => Err(format!("the machine type of {} was not read", n.label)),
+    }
+}
+
+/// Whether a node is a control plane (`controlplane`, or the legacy `init`), from
+/// [`machine_type`].
+fn is_control_plane(n: &NodeView) -> Result<bool, String> {
+    machine_type(n).map(|t| t == "controlplane" || t == "init")
+}
+
+/// The etcd member list a node reported; missing or unread is a refusal naming the node.
+fn member_list(n: &NodeView) -> Result<&Vec<crate::condition::view::Member>, String> {
+    match &n.members {
+        Observed::Answered(m) => Ok(m),
+        Observed::Missing(g) => Err(format!("node {} {g}", n.label)),
+        Observed::NotAsked => Err(format!("the etcd member list of {} was not read", n.label)),
+    }
+}
+
 /// The leader id every answering member agrees on (none answering, or disagreement, is no
 /// leader).
 fn agreed_leader(nodes: &[&NodeView]) -> Result<u64, String> {
@@ -125,9 +157,7 @@ fn agreed_leader(nodes: &[&NodeView]) -> Result<u64, String> {
 }
 
 fn control_planes(view: &ClusterView) -> Result<(String, String), String> {
-    if view.nodes.is_empty() {
-        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
-    }
+    some_nodes(view)?;
     let mut cps: Vec<&NodeView> = Vec::new();
     for n in &view.nodes {
         if let Some(gap) = contact_gap(n) {
@@ -138,13 +168,8 @@ fn control_planes(view: &ClusterView) -> Result<(String, String), String> {
         if !is_secure(n) {
             continue; // maintenance mode: unconfigured, holds no etcd member
         }
-        match &n.machine_type {
-            Observed::Answered(t) if t == "controlplane" || t == "init" => cps.push(n),
-            Observed::Answered(_) => {}
-            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
-            Observed::NotAsked => {
-                return Err(format!("the machine type of {} was not read", n.label));
-            }
+        if is_control_plane(n)? {
+            cps.push(n);
         }
     }
     if cps.is_empty() {
@@ -152,13 +177,7 @@ fn control_planes(view: &ClusterView) -> Result<(String, String), String> {
     }
     let mut lists = Vec::new();
     for n in &cps {
-        match &n.members {
-            Observed::Answered(m) => lists.push((n.label.as_str(), m)),
-            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
-            Observed::NotAsked => {
-                return Err(format!("the etcd member list of {} was not read", n.label));
-            }
-        }
+        lists.push((n.label.as_str(), member_list(n)?));
     }
     let key = |m: &Vec<crate::condition::view::Member>| {
         let mut ids: Vec<(u64, bool)> = m.iter().map(|m| (m.id, m.is_learner)).collect();
@@ -290,9 +309,7 @@ fn backup_member(view: &ClusterView) -> Result<(String, String), String> {
 /// none is an empty list. A node that does not answer, or whose type was not read, could be a
 /// worker: refused.
 fn workers(view: &ClusterView) -> Result<(String, String), String> {
-    if view.nodes.is_empty() {
-        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
-    }
+    some_nodes(view)?;
     let mut found = Vec::new();
     for n in &view.nodes {
         if let Some(gap) = contact_gap(n) {
@@ -303,13 +320,8 @@ fn workers(view: &ClusterView) -> Result<(String, String), String> {
         if !is_secure(n) {
             continue; // maintenance mode: not configured as anything yet
         }
-        match &n.machine_type {
-            Observed::Answered(t) if t == "worker" => found.push(n.label.as_str()),
-            Observed::Answered(_) => {}
-            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
-            Observed::NotAsked => {
-                return Err(format!("the machine type of {} was not read", n.label));
-            }
+        if machine_type(n)? == "worker" {
+            found.push(n.label.as_str());
         }
     }
     let why = match found.len() {
@@ -323,9 +335,7 @@ fn workers(view: &ClusterView) -> Result<(String, String), String> {
 pub const NVIDIA: &str = "0x10de";
 
 fn gpu_node(view: &ClusterView) -> Result<(String, String), String> {
-    if view.nodes.is_empty() {
-        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
-    }
+    some_nodes(view)?;
     let mut hits = Vec::new();
     for n in &view.nodes {
         if let Some(gap) = contact_gap(n) {
@@ -362,18 +372,11 @@ fn gpu_node(view: &ClusterView) -> Result<(String, String), String> {
 /// The control planes that answer the authenticated API, in the talosconfig's order. A node
 /// that answers but whose machine type was not read could be a control plane: refused.
 fn answering_control_planes(view: &ClusterView) -> Result<Vec<&NodeView>, String> {
-    if view.nodes.is_empty() {
-        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
-    }
+    some_nodes(view)?;
     let mut cps = Vec::new();
     for n in view.nodes.iter().filter(|n| is_secure(n)) {
-        match &n.machine_type {
-            Observed::Answered(t) if t == "controlplane" || t == "init" => cps.push(n),
-            Observed::Answered(_) => {}
-            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
-            Observed::NotAsked => {
-                return Err(format!("the machine type of {} was not read", n.label));
-            }
+        if is_control_plane(n)? {
+            cps.push(n);
         }
     }
     if cps.is_empty() {
@@ -402,9 +405,7 @@ fn etcd_reachable(view: &ClusterView) -> Result<(String, String), String> {
 /// Quorum recovery: every node of the context that is silent. Only silence counts: a node
 /// that answered with an error (a refused role, a broken certificate) is not known to be off.
 fn etcd_down(view: &ClusterView) -> Result<(String, String), String> {
-    if view.nodes.is_empty() {
-        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
-    }
+    some_nodes(view)?;
     let mut down = Vec::new();
     for n in &view.nodes {
         match &n.contact {
@@ -480,9 +481,7 @@ fn departed(
     view: &ClusterView,
 ) -> Result<(&NodeView, &crate::condition::view::Member, &'static str), String> {
     use crate::condition::etcd::member_of_node;
-    if view.nodes.is_empty() {
-        return Err("the talosconfig context names no nodes (give -n/--nodes)".into());
-    }
+    some_nodes(view)?;
     let mut answering = Vec::new();
     for n in &view.nodes {
         match &n.contact {
@@ -497,21 +496,10 @@ fn departed(
     }
     let mut lists = Vec::new();
     for n in &answering {
-        match &n.machine_type {
-            Observed::Answered(t) if t == "controlplane" || t == "init" => {}
-            Observed::Answered(_) => continue,
-            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
-            Observed::NotAsked => {
-                return Err(format!("the machine type of {} was not read", n.label));
-            }
+        if !is_control_plane(n)? {
+            continue;
         }
-        match &n.members {
-            Observed::Answered(m) => lists.push((n.label.as_str(), m)),
-            Observed::Missing(g) => return Err(format!("node {} {g}", n.label)),
-            Observed::NotAsked => {
-                return Err(format!("the etcd member list of {} was not read", n.label));
-            }
-        }
+        lists.push((n.label.as_str(), member_list(n)?));
     }
     let Some((first, members)) = lists.first().copied() else {
         return Err("no answering control-plane node listed the etcd members".into());

@@ -168,6 +168,27 @@ fn opt<'a>(call: &ActionCall<'a>, name: &str) -> Result<Option<&'a str>, EffectE
     }
 }
 
+/// A list-of-strings argument; absent or null is the empty list, anything else a bad argument.
+fn strings(call: &ActionCall<'_>, name: &str) -> Result<Vec<String>, EffectError> {
+    let bad = |reason: String| EffectError::BadArgument {
+        name: call.name.into(),
+        arg: name.into(),
+        reason,
+    };
+    match call.args.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("expected strings, found {i}")))
+            })
+            .collect(),
+        Some(other) => Err(bad(format!("expected a list, found {other}"))),
+    }
+}
+
 fn flag(call: &ActionCall<'_>, name: &str) -> bool {
     call.args
         .get(name)

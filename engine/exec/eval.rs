@@ -371,8 +371,8 @@ mod tests {
         assert_eq!(err.step, "a");
     }
 
-    #[test]
-    fn secret_derived_values_are_registered_for_redaction() {
+    /// A plan with one secret param, `token` = `hunter22`, and its redactor.
+    fn secret_token_plan() -> (Plan, crate::exec::Redactor) {
         let src = Source::new(
             "t.yaml",
             Format::Yaml,
@@ -382,6 +382,12 @@ mod tests {
             compile::compile_source(&src, &Mode::Plan(vec![("token".into(), "hunter22".into())]))
                 .unwrap();
         let redact = crate::exec::Redactor::new(&plan);
+        (plan, redact)
+    }
+
+    #[test]
+    fn secret_derived_values_are_registered_for_redaction() {
+        let (plan, redact) = secret_token_plan();
         let eval = Evaluator::new(&plan).sharing(redact.derived());
         let step = plan.step("a").unwrap();
         let state = RunState::default();
@@ -403,15 +409,7 @@ mod tests {
 
     #[test]
     fn secret_derived_values_too_short_to_redact_are_refused() {
-        let src = Source::new(
-            "t.yaml",
-            Format::Yaml,
-            "apiVersion: runbook/v1\nkind: Runbook\nmetadata: { name: t }\nparams:\n  token: { type: secret }\nsteps:\n  - { id: a, action: log, with: { message: hi } }\n",
-        );
-        let plan =
-            compile::compile_source(&src, &Mode::Plan(vec![("token".into(), "hunter22".into())]))
-                .unwrap();
-        let redact = crate::exec::Redactor::new(&plan);
+        let (plan, redact) = secret_token_plan();
         let eval = Evaluator::new(&plan).sharing(redact.derived());
         let step = plan.step("a").unwrap();
         let state = RunState::default();

@@ -9,19 +9,18 @@
 //! `rebuild.plan` and `rebuild.check-node` actions call them), each failing closed: a value
 //! the config does not have, a selector field the engine cannot check, or a disk list that
 //! matches zero or several disks is a refusal naming the node and the disk, never a pass.
-//! Values of secret fields are compared, never shown. Design: `docs/design/full-rebuild.md`.
+//! Values of secret fields are compared, never shown. The install-disk reading and matching
+//! are the node-replace guard's (`condition::install_disk`), re-exported here. Design:
+//! `docs/design/full-rebuild.md`.
 
 use std::fmt;
 
+pub use crate::condition::install_disk::{DiskSpec, disk_spec, match_disk};
 use crate::condition::talos::{NVIDIA_SCHEMATICS, NVIDIA_VENDOR};
-use crate::condition::view::Disk;
-use crate::dsl::doc::{Node, Value};
 use crate::lint::ConfigFile;
 use crate::lint::Seg::{self, Key};
 
 const IMAGE: &[Seg<'static>] = &[Key("machine"), Key("install"), Key("image")];
-const DISK: &[Seg<'static>] = &[Key("machine"), Key("install"), Key("disk")];
-const SELECTOR: &[Seg<'static>] = &[Key("machine"), Key("install"), Key("diskSelector")];
 const CLUSTER_ID: &[Seg<'static>] = &[Key("cluster"), Key("id")];
 const CLUSTER_SECRET: &[Seg<'static>] = &[Key("cluster"), Key("secret")];
 const CLUSTER_CA: &[Seg<'static>] = &[Key("cluster"), Key("ca"), Key("crt")];
@@ -46,38 +45,6 @@ impl Variant {
     }
 }
 
-/// How a config names its install disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiskSpec {
-    /// `machine.install.disk`: a device path.
-    Path(String),
-    /// `machine.install.diskSelector`: every field must match (`serial`, `model`).
-    Selector(Vec<(String, String)>),
-}
-
-impl fmt::Display for DiskSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DiskSpec::Path(p) => f.write_str(p),
-            DiskSpec::Selector(fields) => {
-                let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                write!(f, "diskSelector {}", parts.join(","))
-            }
-        }
-    }
-}
-
-/// Selector fields the engine can check against the observed disks.
-const SELECTOR_FIELDS: &[&str] = &["serial", "model"];
-
-fn scalar(n: &Node) -> Option<String> {
-    match &n.value {
-        Value::Str(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
 /// The install image of a config (`machine.install.image`), required.
 pub fn image(c: &ConfigFile) -> Result<String, String> {
     c.str(IMAGE)
@@ -89,105 +56,6 @@ pub fn image(c: &ConfigFile) -> Result<String, String> {
                 c.path.display()
             )
         })
-}
-
-/// The install disk of a config: `disk` or `diskSelector` (not both, not neither), with only
-/// fields the engine can check.
-pub fn disk_spec(c: &ConfigFile) -> Result<DiskSpec, String> {
-    let file = c.path.display();
-    match (c.str(DISK), c.get(SELECTOR)) {
-        (Some(_), Some(_)) => Err(format!(
-            "`{file}` names its install disk twice (machine.install.disk and diskSelector): keep one"
-        )),
-        (Some(p), None) if !p.trim().is_empty() => {
-            if p.starts_with("/dev/disk/") {
-                Err(format!(
-                    "`{file}`: install disk `{p}` is a symlink the engine cannot resolve against the disk list: pin it with machine.install.diskSelector (serial)"
-                ))
-            } else {
-                Ok(DiskSpec::Path(p.to_string()))
-            }
-        }
-        (None, Some(sel)) => {
-            let Value::Map(entries) = &sel.value else {
-                return Err(format!(
-                    "`{file}`: machine.install.diskSelector is not a map"
-                ));
-            };
-            let mut fields = Vec::new();
-            for (k, v) in entries {
-                if !SELECTOR_FIELDS.contains(&k.value.as_str()) {
-                    return Err(format!(
-                        "`{file}`: diskSelector field `{}` cannot be checked against the disk list before the install; pin the disk by serial (or model)",
-                        k.value
-                    ));
-                }
-                let value = scalar(v).ok_or_else(|| {
-                    format!("`{file}`: diskSelector `{}` is not a plain value", k.value)
-                })?;
-                fields.push((k.value.clone(), value));
-            }
-            if fields.is_empty() {
-                return Err(format!(
-                    "`{file}`: an empty diskSelector matches every disk"
-                ));
-            }
-            Ok(DiskSpec::Selector(fields))
-        }
-        _ => Err(format!(
-            "`{file}` names no install disk (machine.install.disk or diskSelector)"
-        )),
-    }
-}
-
-fn matches(spec: &DiskSpec, d: &Disk) -> bool {
-    match spec {
-        DiskSpec::Path(p) => d.dev_path == *p,
-        DiskSpec::Selector(fields) => fields.iter().all(|(k, v)| match k.as_str() {
-            "serial" => d.serial == *v,
-            "model" => d.model == *v,
-            _ => false,
-        }),
-    }
-}
-
-/// The one disk `spec` names on `node`, which must be writable and not USB. Zero or several
-/// matches, a USB stick, a read-only or optical disk, or no disk list at all refuse, naming
-/// the disk.
-pub fn match_disk<'a>(node: &str, spec: &DiskSpec, disks: &'a [Disk]) -> Result<&'a Disk, String> {
-    if disks.is_empty() {
-        return Err(format!(
-            "`{node}` reported no disks: the install disk cannot be checked"
-        ));
-    }
-    let found: Vec<&Disk> = disks.iter().filter(|d| matches(spec, d)).collect();
-    match found.as_slice() {
-        [] => Err(format!(
-            "no disk on `{node}` matches the config's install disk {spec} (disks: {})",
-            disks
-                .iter()
-                .map(|d| format!("{} {} serial {}", d.dev_path, d.model, d.serial))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )),
-        [d] if d.transport == "usb" => Err(format!(
-            "{} on `{node}` is the USB stick ({}, transport usb), not the install disk: the config's install disk {spec} would install Talos onto it (disk paths move when USB media is attached); pin the disk with machine.install.diskSelector (serial) or unplug the stick",
-            d.dev_path, d.model
-        )),
-        [d] if d.readonly || d.cdrom => Err(format!(
-            "{} on `{node}` is read-only or optical: it cannot be the install disk {spec}",
-            d.dev_path
-        )),
-        [d] => Ok(d),
-        many => Err(format!(
-            "{} disks on `{node}` match the config's install disk {spec} ({}): pin it by serial",
-            many.len(),
-            many.iter()
-                .map(|d| d.dev_path.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
 }
 
 /// Whether an installer image carries the NVIDIA drivers.
@@ -342,73 +210,7 @@ mod tests {
         ConfigFile::from_parts(Path::new("n.yaml"), text, None).unwrap()
     }
 
-    fn disk(path: &str, serial: &str, transport: &str) -> Disk {
-        Disk {
-            dev_path: path.into(),
-            model: format!("M-{serial}"),
-            serial: serial.into(),
-            transport: transport.into(),
-            readonly: false,
-            cdrom: false,
-            size: 1,
-        }
-    }
-
     const ID: &str = "cluster:\n  id: ID1\n  secret: S1\n  ca:\n    crt: C1\n";
-
-    #[test]
-    fn disk_spec_reads_path_or_selector_and_refuses_what_it_cannot_check() {
-        let p = cfg("version: v1alpha1\nmachine:\n  install:\n    disk: /dev/sda\n");
-        assert_eq!(disk_spec(&p).unwrap(), DiskSpec::Path("/dev/sda".into()));
-        let s =
-            cfg("version: v1alpha1\nmachine:\n  install:\n    diskSelector:\n      serial: X1\n");
-        assert_eq!(
-            disk_spec(&s).unwrap(),
-            DiskSpec::Selector(vec![("serial".into(), "X1".into())])
-        );
-        for bad in [
-            "version: v1alpha1\nmachine:\n  install:\n    diskSelector:\n      busPath: /pci0\n",
-            "version: v1alpha1\nmachine:\n  install:\n    disk: /dev/disk/by-id/ata-X\n",
-            "version: v1alpha1\nmachine:\n  install:\n    image: x\n",
-            "version: v1alpha1\nmachine:\n  install:\n    disk: /dev/sda\n    diskSelector:\n      serial: X1\n",
-            "version: v1alpha1\nmachine:\n  install:\n    diskSelector: {}\n",
-        ] {
-            assert!(disk_spec(&cfg(bad)).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_usb_stick_at_sda_is_refused_naming_it() {
-        let disks = [
-            disk("/dev/sda", "USB1", "usb"),
-            disk("/dev/sdb", "USB2", "usb"),
-            disk("/dev/sdc", "SSD", "sata"),
-        ];
-        let e = match_disk("mac", &DiskSpec::Path("/dev/sda".into()), &disks).unwrap_err();
-        assert!(e.starts_with("/dev/sda on `mac` is the USB stick"), "{e}");
-        let sel = DiskSpec::Selector(vec![("serial".into(), "SSD".into())]);
-        assert_eq!(
-            match_disk("mac", &sel, &disks).unwrap().dev_path,
-            "/dev/sdc"
-        );
-        assert!(match_disk("mac", &DiskSpec::Path("/dev/sdz".into()), &disks).is_err());
-        assert!(
-            match_disk("mac", &sel, &[]).is_err(),
-            "no disk list is no pass"
-        );
-        let twice = [
-            disk("/dev/sda", "SSD", "sata"),
-            disk("/dev/sdb", "SSD", "sata"),
-        ];
-        assert!(
-            match_disk("mac", &sel, &twice)
-                .unwrap_err()
-                .contains("2 disks")
-        );
-        let mut ro = disk("/dev/sda", "SSD", "sata");
-        ro.readonly = true;
-        assert!(match_disk("mac", &sel, &[ro]).is_err());
-    }
 
     #[test]
     fn identity_fresh_needs_every_field_new_and_restore_every_field_old() {

@@ -195,6 +195,40 @@ fn inventory_param(path: &str) -> String {
     format!("inventory={path}")
 }
 
+/// The params of a `fresh` rebuild from the inventory at `inv`.
+fn fresh(inv: &Path) -> Vec<String> {
+    vec![
+        inventory_param(&inv.display().to_string()),
+        "variant=fresh".into(),
+    ]
+}
+
+/// The params of a `restore` rebuild from the simulator's own inventory and `snapshot`.
+fn restore_from(rig: &Rig, snapshot: &Path) -> Vec<String> {
+    vec![
+        inventory_param(&rig.sim("cluster.yaml")),
+        "variant=restore".into(),
+        format!("snapshot={}", snapshot.display()),
+    ]
+}
+
+/// The run was refused like a guard (exit 4) and no Reset was sent: its output.
+fn refused_before_any_reset(rig: &Rig, out: &Output) -> String {
+    let t = text(out);
+    assert_eq!(out.status.code(), Some(4), "refused like a guard: {t}");
+    assert_eq!(rig.any_calls("Reset"), 0, "no Reset was sent: {t}");
+    t
+}
+
+/// `.49`'s config in `dir` names its SSD by the bare path `/dev/sda` instead of its serial.
+fn unpin_mac_49(dir: &Path) {
+    let f49 = dir.join(format!("{MAC_49}.yaml"));
+    let c = std::fs::read_to_string(&f49).unwrap();
+    let pinned = "    diskSelector:\n      serial: C07YM1BBJ1GQ\n";
+    assert!(c.contains(pinned), "{c}");
+    std::fs::write(&f49, c.replace(pinned, "    disk: /dev/sda\n")).unwrap();
+}
+
 /// Runs the rebuild to its approval, approves, resumes: the finished run's output.
 fn approve_and_finish(rig: &Rig, params: &[String], env: &[(&str, String)]) -> String {
     let out = rig.rebuild(params, env);
@@ -264,15 +298,7 @@ fn new_identity_inventory(rig: &Rig) -> PathBuf {
 fn full_rebuild_restore_from_the_inventory_installs_each_nodes_image_and_bootstraps_once() {
     let rig = Rig::new(Scenario::Healthy);
     let snapshot = rig.snapshot();
-    let t = approve_and_finish(
-        &rig,
-        &[
-            inventory_param(&rig.sim("cluster.yaml")),
-            "variant=restore".into(),
-            format!("snapshot={}", snapshot.display()),
-        ],
-        &[],
-    );
+    let t = approve_and_finish(&rig, &restore_from(&rig, &snapshot), &[]);
     assert!(t.contains("finished: Succeeded"), "{t}");
     // From the simulator's state: the NVIDIA image on .20 only.
     let images = rig.images();
@@ -319,21 +345,12 @@ fn full_rebuild_restore_from_the_inventory_installs_each_nodes_image_and_bootstr
 fn full_rebuild_on_usb_disk_shift_is_refused_before_any_reset_naming_the_usb_disk() {
     let rig = Rig::new(Scenario::UsbDiskShift);
     let snapshot = rig.snapshot();
-    let out = rig.rebuild(
-        &[
-            inventory_param(&rig.sim("cluster.yaml")),
-            "variant=restore".into(),
-            format!("snapshot={}", snapshot.display()),
-        ],
-        &[],
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "refused like a guard: {t}");
+    let out = rig.rebuild(&restore_from(&rig, &snapshot), &[]);
+    let t = refused_before_any_reset(&rig, &out);
     assert!(
         t.contains("/dev/sda on `192.168.2.49` is the USB stick"),
         "names the disk: {t}"
     );
-    assert_eq!(rig.any_calls("Reset"), 0, "no Reset was sent: {t}");
     assert_eq!(rig.any_calls("ApplyConfiguration"), 0, "{t}");
     rig.shutdown();
 }
@@ -342,15 +359,8 @@ fn full_rebuild_on_usb_disk_shift_is_refused_before_any_reset_naming_the_usb_dis
 fn full_rebuild_fresh_with_the_old_identity_is_refused_before_any_reset() {
     let rig = Rig::new(Scenario::Healthy);
     // The simulator's own configs: the secrets bundle the cluster runs.
-    let out = rig.rebuild(
-        &[
-            inventory_param(&rig.sim("cluster.yaml")),
-            "variant=fresh".into(),
-        ],
-        &[],
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{t}");
+    let out = rig.rebuild(&fresh(Path::new(&rig.sim("cluster.yaml"))), &[]);
+    let t = refused_before_any_reset(&rig, &out);
     assert!(t.contains("variant `fresh` needs new secrets"), "{t}");
     assert!(
         t.contains("cluster.id, cluster.ca.crt equal what `192.168.2.20` runs"),
@@ -360,7 +370,6 @@ fn full_rebuild_fresh_with_the_old_identity_is_refused_before_any_reset() {
         !t.contains("LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tIHNpbS1ob21lbGFiLWNh"),
         "the values are compared, never shown: {t}"
     );
-    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     // A restore without a snapshot, and a restore from a file with no sidecar, are refused too.
     let out = rig.rebuild(
         &[
@@ -369,23 +378,13 @@ fn full_rebuild_fresh_with_the_old_identity_is_refused_before_any_reset() {
         ],
         &[],
     );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{t}");
+    let t = refused_before_any_reset(&rig, &out);
     assert!(t.contains("variant `restore` needs `snapshot`"), "{t}");
     let bogus = rig.path().join("bogus.db");
     std::fs::write(&bogus, b"not a snapshot").unwrap();
-    let out = rig.rebuild(
-        &[
-            inventory_param(&rig.sim("cluster.yaml")),
-            "variant=restore".into(),
-            format!("snapshot={}", bogus.display()),
-        ],
-        &[],
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{t}");
+    let out = rig.rebuild(&restore_from(&rig, &bogus), &[]);
+    let t = refused_before_any_reset(&rig, &out);
     assert!(t.contains("the snapshot cannot be trusted"), "{t}");
-    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     rig.shutdown();
 }
 
@@ -404,20 +403,9 @@ fn full_rebuild_refuses_configs_with_l1_l2_l4_errors_before_any_reset() {
         c.replace("ghcr.io/siderolabs/installer:v1.11.5", nvidia),
     )
     .unwrap();
-    let f49 = dir.join(format!("{MAC_49}.yaml"));
-    let c = std::fs::read_to_string(&f49).unwrap();
-    let pinned = "    diskSelector:\n      serial: C07YM1BBJ1GQ\n";
-    assert!(c.contains(pinned), "{c}");
-    std::fs::write(&f49, c.replace(pinned, "    disk: /dev/sda\n")).unwrap();
-    let out = rig.rebuild(
-        &[
-            inventory_param(&inv.display().to_string()),
-            "variant=fresh".into(),
-        ],
-        &[],
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{t}");
+    unpin_mac_49(dir);
+    let out = rig.rebuild(&fresh(&inv), &[]);
+    let t = refused_before_any_reset(&rig, &out);
     for want in ["[L1]", "[L2]", "[L4]"] {
         assert!(t.contains(want), "{want}: {t}");
     }
@@ -429,7 +417,6 @@ fn full_rebuild_refuses_configs_with_l1_l2_l4_errors_before_any_reset() {
         t.contains("`192.168.2.223` has no NVIDIA PCI device"),
         "and the live PCI check: {t}"
     );
-    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     assert_eq!(rig.any_calls("ApplyConfiguration"), 0, "{t}");
     rig.shutdown();
 }
@@ -468,14 +455,7 @@ fn full_rebuild_fresh_with_a_sops_encrypted_config_bootstraps_new_secrets() {
     );
     std::fs::write(&inv, text_inv).unwrap();
     let env = [("SOPS_AGE_KEY_FILE", key.display().to_string())];
-    let t = approve_and_finish(
-        &rig,
-        &[
-            inventory_param(&inv.display().to_string()),
-            "variant=fresh".into(),
-        ],
-        &env,
-    );
+    let t = approve_and_finish(&rig, &fresh(&inv), &env);
     assert!(t.contains("finished: Succeeded"), "{t}");
     assert_eq!(rig.calls("Bootstrap"), vec![NUC]);
     assert_eq!(rig.any_calls("Bootstrap"), 1);
@@ -513,11 +493,7 @@ fn full_rebuild_fresh_with_a_sops_encrypted_config_bootstraps_new_secrets() {
 fn full_rebuild_killed_inside_reset_and_bootstrap_resumes_without_repeating_either() {
     let rig = Rig::new(Scenario::Healthy);
     let inv = new_identity_inventory(&rig);
-    let params = [
-        inventory_param(&inv.display().to_string()),
-        "variant=fresh".into(),
-    ];
-    let out = rig.rebuild(&params, &[]);
+    let out = rig.rebuild(&fresh(&inv), &[]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     let id = rig.run_id();
     rig.approve(&id);
@@ -558,30 +534,15 @@ fn full_rebuild_killed_inside_reset_and_bootstrap_resumes_without_repeating_eith
 fn full_rebuild_with_a_silent_node_or_a_partial_node_list_is_refused_before_any_reset() {
     let rig = Rig::new(Scenario::NodeDead);
     let inv = new_identity_inventory(&rig);
-    let out = rig.rebuild(
-        &[
-            inventory_param(&inv.display().to_string()),
-            "variant=fresh".into(),
-        ],
-        &[],
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{t}");
+    let out = rig.rebuild(&fresh(&inv), &[]);
+    let t = refused_before_any_reset(&rig, &out);
     assert!(t.contains("does not answer"), "{t}");
-    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     // The operator's own list must be the inventory's: a rebuild wipes every node.
-    let out = rig.rebuild(
-        &[
-            inventory_param(&inv.display().to_string()),
-            "variant=fresh".into(),
-            format!("nodes={NUC},{MAC_223}"),
-        ],
-        &[],
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{t}");
+    let mut params = fresh(&inv);
+    params.push(format!("nodes={NUC},{MAC_223}"));
+    let out = rig.rebuild(&params, &[]);
+    let t = refused_before_any_reset(&rig, &out);
     assert!(t.contains("are not the inventory's"), "{t}");
-    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     rig.shutdown();
 }
 
@@ -594,13 +555,7 @@ fn a_broken_inventory_is_refused_with_its_position_before_any_run_exists() {
         "apiVersion: runbook/v1\nkind: Inventory\nnodes:\n  - name: 192.168.2.20\n    config: ../../etc/passwd\n    gpu: amd\n",
     )
     .unwrap();
-    let out = rig.rebuild(
-        &[
-            inventory_param(&bad.display().to_string()),
-            "variant=fresh".into(),
-        ],
-        &[],
-    );
+    let out = rig.rebuild(&fresh(&bad), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("cluster.yaml:6:10"), "file:line:column: {t}");
@@ -615,17 +570,9 @@ fn a_broken_inventory_is_refused_with_its_position_before_any_run_exists() {
     )
     .unwrap();
     std::fs::write(rig.path().join("notes.txt"), "just: notes\n").unwrap();
-    let out = rig.rebuild(
-        &[
-            inventory_param(&bad.display().to_string()),
-            "variant=fresh".into(),
-        ],
-        &[],
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{t}");
+    let out = rig.rebuild(&fresh(&bad), &[]);
+    let t = refused_before_any_reset(&rig, &out);
     assert!(t.contains("not a Talos machine config"), "{t}");
-    assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     rig.shutdown();
 }
 
@@ -637,21 +584,14 @@ fn full_rebuild_checks_the_disk_again_in_maintenance_and_refuses_a_stick_plugged
     let dir = inv.parent().unwrap();
     // .49 names its SSD /dev/sda, and the inventory says no stick will be in (so L4 passes):
     // the plan finds /dev/sda is the SSD.
-    let f49 = dir.join(format!("{MAC_49}.yaml"));
-    let c = std::fs::read_to_string(&f49).unwrap();
-    let pinned = "    diskSelector:\n      serial: C07YM1BBJ1GQ\n";
-    std::fs::write(&f49, c.replace(pinned, "    disk: /dev/sda\n")).unwrap();
+    unpin_mac_49(dir);
     let i = std::fs::read_to_string(&inv).unwrap();
     let i = i.replace(
         &format!("config: {MAC_49}.yaml\n    gpu: none\n    removable_media: true"),
         &format!("config: {MAC_49}.yaml\n    gpu: none\n    removable_media: false"),
     );
     std::fs::write(&inv, i).unwrap();
-    let params = [
-        inventory_param(&inv.display().to_string()),
-        "variant=fresh".into(),
-    ];
-    let out = rig.rebuild(&params, &[]);
+    let out = rig.rebuild(&fresh(&inv), &[]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     // Then someone plugs the USB stick into the Mac: the SSD becomes /dev/sdc.
     rig.cluster()

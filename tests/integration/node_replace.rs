@@ -136,6 +136,14 @@ impl Rehearsal {
             .with(|c, now| c.k8s_get_node(name, now).is_ok())
     }
 
+    /// The etcd voters, by hostname as `.20` lists them, are exactly `expected`, and no
+    /// learner is left.
+    fn voters_are(&self, expected: &[&str], log: &str) {
+        let (voters, learners) = self.members("192.168.2.20");
+        assert_eq!(voters, expected, "{log}");
+        assert!(learners.is_empty(), "{learners:?}\n{log}");
+    }
+
     fn no_bootstrap(&self) {
         assert_eq!(
             self.calls("Bootstrap"),
@@ -147,6 +155,19 @@ impl Rehearsal {
     fn stop(self) {
         self.rt.block_on(self.handle.shutdown());
     }
+}
+
+/// The rebuild variant of the control plane `ip` (hostname `host`) onto itself, with a config
+/// for it installing to `/dev/sda`.
+fn rebuild_params(r: &Rehearsal, ip: &str, host: &str) -> Vec<String> {
+    let config = r.config(&format!("{host}.yaml"), host, "/dev/sda");
+    vec![
+        "variant=rebuild".into(),
+        format!("node={ip}"),
+        format!("member={host}"),
+        format!("replacement={ip}"),
+        format!("config={}", config.display()),
+    ]
 }
 
 fn spare_params(r: &Rehearsal) -> Vec<String> {
@@ -179,9 +200,7 @@ fn node_replace_swaps_a_dead_node_for_a_spare() {
     assert_eq!(r.calls("Reset"), (0, 0), "{t}");
     assert_eq!(r.call_nodes("ApplyConfiguration"), vec!["192.168.2.50"]);
     r.no_bootstrap();
-    let (voters, learners) = r.members("192.168.2.20");
-    assert_eq!(voters, vec!["mac-223", "mac-50", "nuc-20"], "{t}");
-    assert!(learners.is_empty(), "{learners:?}");
+    r.voters_are(&["mac-223", "mac-50", "nuc-20"], &t);
     assert!(t.contains("guard `etcd.member-of-node` passed"), "{t}");
     assert!(
         !r.kube_node("mac-49"),
@@ -196,14 +215,7 @@ fn node_replace_swaps_a_dead_node_for_a_spare() {
 #[test]
 fn node_replace_rebuilds_a_healthy_node_with_one_graceful_reset() {
     let r = Rehearsal::start(Scenario::Healthy);
-    let config = r.config("mac-49.yaml", "mac-49", "/dev/sda");
-    let out = r.run(&[
-        "variant=rebuild".into(),
-        "node=192.168.2.49".into(),
-        "member=mac-49".into(),
-        "replacement=192.168.2.49".into(),
-        format!("config={}", config.display()),
-    ]);
+    let out = r.run(&rebuild_params(&r, "192.168.2.49", "mac-49"));
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("guard `etcd.safe-remove` passed"), "{t}");
@@ -216,9 +228,7 @@ fn node_replace_rebuilds_a_healthy_node_with_one_graceful_reset() {
     assert_eq!(r.calls("EtcdRemoveMemberByID"), (0, 0), "{t}");
     assert_eq!(r.call_nodes("ApplyConfiguration"), vec!["192.168.2.49"]);
     r.no_bootstrap();
-    let (voters, learners) = r.members("192.168.2.20");
-    assert_eq!(voters, vec!["mac-223", "mac-49", "nuc-20"], "{t}");
-    assert!(learners.is_empty(), "{learners:?}");
+    r.voters_are(&["mac-223", "mac-49", "nuc-20"], &t);
     // Reinstalled: a new member id, running again.
     let stage = r
         .handle
@@ -233,15 +243,9 @@ fn node_replace_rebuilds_a_healthy_node_with_one_graceful_reset() {
 #[test]
 fn node_replace_rebuild_refuses_without_three_healthy_voters() {
     let r = Rehearsal::start(Scenario::NodeDead);
-    let config = r.config("mac-223.yaml", "mac-223", "/dev/sda");
-    let out = r.run(&[
-        "variant=rebuild".into(),
-        "node=192.168.2.223".into(),
-        "member=mac-223".into(),
-        "survivor=192.168.2.20".into(),
-        "replacement=192.168.2.223".into(),
-        format!("config={}", config.display()),
-    ]);
+    let mut params = rebuild_params(&r, "192.168.2.223", "mac-223");
+    params.push("survivor=192.168.2.20".into());
+    let out = r.run(&params);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(4), "{t}");
     assert!(
@@ -276,9 +280,7 @@ fn node_replace_removes_a_stale_member_and_the_new_node_joins() {
     assert_eq!(r.calls("ApplyConfiguration"), (0, 0), "{t}");
     assert_eq!(r.calls("Reset"), (0, 0), "{t}");
     r.no_bootstrap();
-    let (voters, learners) = r.members("192.168.2.20");
-    assert_eq!(voters, vec!["mac-223", "mac-49", "nuc-20"], "{t}");
-    assert!(learners.is_empty(), "{learners:?}");
+    r.voters_are(&["mac-223", "mac-49", "nuc-20"], &t);
     assert!(!r.kube_node("mac-48"), "the old Node object is deleted");
     r.stop();
 }
@@ -323,14 +325,7 @@ fn node_replace_on_a_healthy_cluster_refuses_to_guess_the_node() {
 #[test]
 fn node_replace_rebuild_refuses_before_the_reset_when_the_usb_stick_took_the_disk() {
     let r = Rehearsal::start(Scenario::UsbDiskShift);
-    let config = r.config("mac-49.yaml", "mac-49", "/dev/sda");
-    let out = r.run(&[
-        "variant=rebuild".into(),
-        "node=192.168.2.49".into(),
-        "member=mac-49".into(),
-        "replacement=192.168.2.49".into(),
-        format!("config={}", config.display()),
-    ]);
+    let out = r.run(&rebuild_params(&r, "192.168.2.49", "mac-49"));
     let t = text(&out);
     assert_eq!(out.status.code(), Some(4), "{t}");
     assert!(t.contains("talos.install-disk-ok"), "{t}");
@@ -438,14 +433,7 @@ fn node_replace_killed_inside_remove_member_resumes_without_a_second_removal() {
 #[test]
 fn node_replace_killed_inside_reset_resumes_without_a_second_reset() {
     let r = Rehearsal::start(Scenario::Healthy);
-    let config = r.config("mac-49.yaml", "mac-49", "/dev/sda");
-    let params = [
-        "variant=rebuild".to_string(),
-        "node=192.168.2.49".into(),
-        "member=mac-49".into(),
-        "replacement=192.168.2.49".into(),
-        format!("config={}", config.display()),
-    ];
+    let params = rebuild_params(&r, "192.168.2.49", "mac-49");
     killed_inside(&r, &params, "talos.reset", "after", "Reset");
     assert_eq!(r.calls("ApplyConfiguration"), (1, 1));
     r.stop();

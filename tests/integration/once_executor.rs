@@ -159,24 +159,30 @@ fn options(yes: bool) -> Options<'static> {
     }
 }
 
+/// Runs `p` against `effects` in a new run of a temporary state directory, `--yes` or not:
+/// where it stopped, and every record it journaled.
+async fn run_fresh(p: &Plan, effects: &Scripted, yes: bool) -> (Stop, Vec<Record>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, journal) = create(p, tmp.path());
+    let report = Runner::new(p, journal, effects, &NoEvents, options(yes))
+        .run()
+        .await
+        .unwrap();
+    (report.stop, records(&run))
+}
+
 const REBOOT: &str = "  - id: reboot\n    action: talos.reboot\n    with: { node: n1 }\n    guard: [etcd.safe-down]\n    timeout: 10s\n    retry: { attempts: 3, delay: 1s }\n";
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_that_may_have_reached_the_node_is_checked_and_never_resent_when_done() {
     let p = plan(REBOOT);
-    let tmp = tempfile::tempdir().unwrap();
-    let (run, journal) = create(&p, tmp.path());
     let effects = Scripted {
         failures: 1,
         ..Scripted::answering(vec![Probe::Done("`n1` is rebooting".into())])
     };
-    let report = Runner::new(&p, journal, &effects, &NoEvents, options(false))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!(report.stop, Stop::Succeeded);
+    let (stop, recs) = run_fresh(&p, &effects, false).await;
+    assert_eq!(stop, Stop::Succeeded);
     assert_eq!(effects.sent.load(Ordering::SeqCst), 1, "never sent again");
-    let recs = records(&run);
     assert!(recs.iter().any(|r| matches!(
         r,
         Record::InDoubt {
@@ -200,8 +206,6 @@ async fn a_failure_checked_not_done_is_retried_by_the_policy_and_a_settled_boots
     let p = plan(
         "  - id: boot\n    action: talos.bootstrap\n    with: { node: n1 }\n    guard: [etcd.bootstrap-safe]\n    timeout: 10s\n    retry: { attempts: 2, delay: 3s }\n",
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let (run, journal) = create(&p, tmp.path());
     let effects = Scripted {
         failures: 1,
         ..Scripted::answering(vec![
@@ -210,16 +214,12 @@ async fn a_failure_checked_not_done_is_retried_by_the_policy_and_a_settled_boots
         ])
     };
     let start = tokio::time::Instant::now();
-    let report = Runner::new(&p, journal, &effects, &NoEvents, options(false))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!(report.stop, Stop::Succeeded);
+    let (stop, recs) = run_fresh(&p, &effects, false).await;
+    assert_eq!(stop, Stop::Succeeded);
     assert_eq!(effects.sent.load(Ordering::SeqCst), 2);
     assert_eq!(effects.checks.load(Ordering::SeqCst), 2);
     // One probe interval (1 s) while unknown, then the 3 s backoff of the policy.
     assert_eq!(start.elapsed(), Duration::from_secs(4));
-    let recs = records(&run);
     assert!(recs.iter().any(|r| matches!(
         r,
         Record::ActionFailed { attempt: 1, retryable: true, error, .. }
@@ -240,24 +240,18 @@ async fn a_failure_checked_not_done_is_retried_by_the_policy_and_a_settled_boots
 #[tokio::test(start_paused = true)]
 async fn a_retryable_failure_before_sending_is_retried_without_any_settling() {
     let p = plan(REBOOT);
-    let tmp = tempfile::tempdir().unwrap();
-    let (run, journal) = create(&p, tmp.path());
     let effects = Scripted {
         not_sent: 1,
         ..Scripted::answering(vec![Probe::Unknown("must not be asked".into())])
     };
-    let report = Runner::new(&p, journal, &effects, &NoEvents, options(false))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!(report.stop, Stop::Succeeded);
+    let (stop, recs) = run_fresh(&p, &effects, false).await;
+    assert_eq!(stop, Stop::Succeeded);
     assert_eq!(effects.sent.load(Ordering::SeqCst), 2);
     assert_eq!(
         effects.checks.load(Ordering::SeqCst),
         0,
         "nothing to settle"
     );
-    let recs = records(&run);
     assert!(recs.iter().any(|r| matches!(
         r,
         Record::ActionNotSent {
@@ -287,8 +281,6 @@ async fn a_retryable_failure_before_sending_is_retried_without_any_settling() {
 #[tokio::test(start_paused = true)]
 async fn a_check_that_cannot_answer_asks_a_person_and_yes_never_answers() {
     let p = plan(REBOOT);
-    let tmp = tempfile::tempdir().unwrap();
-    let (run, journal) = create(&p, tmp.path());
     let effects = Scripted {
         failures: 1,
         ..Scripted::answering(vec![Probe::Unknown(
@@ -296,16 +288,12 @@ async fn a_check_that_cannot_answer_asks_a_person_and_yes_never_answers() {
         )])
     };
     let start = tokio::time::Instant::now();
-    let report = Runner::new(&p, journal, &effects, &NoEvents, options(true))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!(report.stop, Stop::AwaitingApproval);
+    let (stop, recs) = run_fresh(&p, &effects, true).await;
+    assert_eq!(stop, Stop::AwaitingApproval);
     // Asked until the step's timeout (the probe window), once a second.
     assert_eq!(start.elapsed(), Duration::from_secs(10));
     assert_eq!(effects.checks.load(Ordering::SeqCst), 11);
     assert_eq!(effects.sent.load(Ordering::SeqCst), 1);
-    let recs = records(&run);
     assert!(recs.iter().any(|r| matches!(
         r,
         Record::InDoubt {
@@ -324,19 +312,14 @@ async fn a_check_that_cannot_answer_asks_a_person_and_yes_never_answers() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_pre_state_read_sends_nothing() {
     let p = plan(REBOOT);
-    let tmp = tempfile::tempdir().unwrap();
-    let (run, journal) = create(&p, tmp.path());
     let effects = Scripted {
         blind: true,
         ..Scripted::default()
     };
-    let report = Runner::new(&p, journal, &effects, &NoEvents, options(false))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!(report.stop, Stop::Failed);
+    let (stop, recs) = run_fresh(&p, &effects, false).await;
+    assert_eq!(stop, Stop::Failed);
     assert_eq!(effects.sent.load(Ordering::SeqCst), 0, "never sent blind");
-    let failed: Vec<_> = records(&run)
+    let failed: Vec<_> = recs
         .into_iter()
         .filter_map(|r| match r {
             // Recorded as never sent, so no rollback treats it as possibly done.
@@ -407,16 +390,11 @@ async fn bootstrap_safe_refuses_a_second_bootstrap_of_the_same_run_and_names_the
     let p = plan(
         "  - id: first\n    action: talos.bootstrap\n    with: { node: n1 }\n    guard: [etcd.bootstrap-safe]\n  - id: second\n    action: talos.bootstrap\n    with: { node: n2 }\n    guard: [etcd.bootstrap-safe]\n",
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let (run, journal) = create(&p, tmp.path());
     let effects = Scripted::default();
-    let report = Runner::new(&p, journal, &effects, &NoEvents, options(true))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!(report.stop, Stop::GuardRefused);
+    let (stop, recs) = run_fresh(&p, &effects, true).await;
+    assert_eq!(stop, Stop::GuardRefused);
     assert_eq!(effects.sent.load(Ordering::SeqCst), 1);
-    let refused: Vec<_> = records(&run)
+    let refused: Vec<_> = recs
         .into_iter()
         .filter_map(|r| match r {
             Record::GuardRefused {

@@ -12,31 +12,11 @@
 use runbook_proto::machine::CopyRequest;
 use tonic::Code;
 
-use super::{ClusterEffects, opt, outputs};
+use super::{ClusterEffects, opt, outputs, strings};
 use crate::cluster::quorum::{Data, Facts, decide};
 use crate::cluster::talos::{ETCD_DB_PATH, with_node};
 use crate::exec::effects::{ActionCall, ActionOutcome, EffectError};
 use crate::journal::Fields;
-
-fn strings(call: &ActionCall<'_>, arg: &str) -> Result<Vec<String>, EffectError> {
-    let bad = |reason: String| EffectError::BadArgument {
-        name: call.name.into(),
-        arg: arg.into(),
-        reason,
-    };
-    match call.args.get(arg) {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(format!("expected strings, found {i}")))
-            })
-            .collect(),
-        Some(other) => Err(bad(format!("expected a list, found {other}"))),
-    }
-}
 
 impl ClusterEffects {
     pub(super) async fn diagnose(

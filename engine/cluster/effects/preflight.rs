@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use super::ClusterEffects;
+use super::{ClusterEffects, strings};
 use crate::doctor::preflight::{Check, Outcome, Spec};
 use crate::exec::effects::{ActionCall, ActionOutcome, EffectError};
 use crate::inventory::Inventory;
@@ -20,21 +20,6 @@ fn bad(arg: &str, reason: String) -> EffectError {
         name: "preflight".into(),
         arg: arg.into(),
         reason,
-    }
-}
-
-fn strings(call: &ActionCall<'_>, arg: &str) -> Result<Vec<String>, EffectError> {
-    match call.args.get(arg) {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(arg, format!("expected strings, found {i}")))
-            })
-            .collect(),
-        Some(other) => Err(bad(arg, format!("expected a list, found {other}"))),
     }
 }
 
