@@ -35,6 +35,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+mod age_restore;
 mod batch;
 mod collect;
 mod diagnose;
@@ -374,6 +375,24 @@ impl ClusterEffects {
         if let Some(path) = recover {
             let bytes = std::fs::read(path)
                 .map_err(|e| io_error(call.name, &format!("cannot read `{path}`"), e))?;
+            // An age-encrypted snapshot is decrypted in memory and its trailer checked before
+            // anything is sent; the plaintext never reaches a file (age_restore.rs).
+            let bytes = if bytes.starts_with(age_restore::AGE_HEADER) {
+                let refuse = |why: String| EffectError::Failed {
+                    message: format!(
+                        "`{}`: `{path}` is age-encrypted and {why}; nothing was sent",
+                        call.name
+                    ),
+                    retryable: false,
+                };
+                let identity = age_restore::identity(call)?.ok_or_else(|| {
+                    refuse("no `age_identity` (the age key file) was given".into())
+                })?;
+                age_restore::decrypt_snapshot(&bytes, identity)
+                    .map_err(|e| refuse(format!("cannot be restored: {e}")))?
+            } else {
+                bytes
+            };
             let chunks: Vec<Data> = bytes
                 .chunks(4096)
                 .map(|c| Data {
@@ -929,7 +948,16 @@ mod tests {
     fn only_a_valid_node_name_is_deleted_never_the_collection() {
         assert!(is_object_name("mac-49"));
         assert!(is_object_name("worker-01.lan"));
-        for bad in ["", "/", "a/b", "-a", "a-", "Mac-49", "a b", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "/",
+            "a/b",
+            "-a",
+            "a-",
+            "Mac-49",
+            "a b",
+            &"a".repeat(254),
+        ] {
             assert!(!is_object_name(bad), "{bad:?}");
         }
     }

@@ -52,7 +52,12 @@ fn full_rebuild_killed_after_the_last_reset_resumes_and_bootstraps_once() {
     let backup = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(["run", "etcd-backup"])
         .args(&cluster)
-        .args(["--param", &format!("dir={}", s(&snaps)), "--output", "plain"])
+        .args([
+            "--param",
+            &format!("dir={}", s(&snaps)),
+            "--output",
+            "plain",
+        ])
         .arg("--state-dir")
         .arg(out.join("state-setup"))
         .env("HOME", env.path())
