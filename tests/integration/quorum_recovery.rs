@@ -89,6 +89,13 @@ impl Rehearsal {
     /// Approves every step that waits, resumes, until the run stops otherwise; returns every
     /// output and the approved steps in order.
     fn drive(&self, first: Output) -> (Output, String, Vec<String>) {
+        self.drive_killing(first, None)
+    }
+
+    /// As [`Rehearsal::drive`]; with `kill`, each resume runs with that
+    /// `RUNBOOK_TEST_KILL_IN_EFFECT` hook until one dies inside it (then without).
+    fn drive_killing(&self, first: Output, kill: Option<&str>) -> (Output, String, Vec<String>) {
+        let mut kill = kill;
         let mut log = text(&first);
         let mut last = first;
         let mut approved = Vec::new();
@@ -116,9 +123,32 @@ impl Rehearsal {
             }
             let mut args = vec!["resume", id.as_str(), "--output", "plain"];
             args.extend(NO_LOCK);
-            last = self.cli(&args);
+            last = match kill {
+                None => self.cli(&args),
+                Some(hook) => {
+                    let out = self
+                        .env
+                        .cmd(&args)
+                        .current_dir(self.env.path())
+                        .env("TMPDIR", self.tmp())
+                        .env("RUNBOOK_TEST_KILL_IN_EFFECT", hook)
+                        .output()
+                        .unwrap();
+                    if out.status.code().is_none() {
+                        // Died inside the effect: resume again, without the hook.
+                        kill = None;
+                        log.push_str(&text(&out));
+                        let out = self.cli(&args);
+                        log.push_str(&text(&out));
+                        last = out;
+                        continue;
+                    }
+                    out
+                }
+            };
             log.push_str(&text(&last));
         }
+        assert!(kill.is_none(), "never died inside {kill:?}: {log}");
         (last, log, approved)
     }
 
@@ -540,5 +570,48 @@ fn an_encrypted_backup_is_restored_with_age_identity_and_refused_naming_it_witho
     let read = assert_no_plaintext(&[&r.backups(), &r.env.state(), &r.tmp()]);
     assert!(read >= 4, "{read} files read");
     assert_secret_absent(&r.env.state(), &secret, &log);
+    r.stop();
+}
+
+/// A kill right after the Bootstrap that followed the in-memory decryption and upload of an
+/// encrypted backup: the resume's probe settles it from the cluster, so neither the upload nor
+/// the Bootstrap is sent again, and still no plaintext is left behind.
+#[test]
+fn killed_right_after_the_bootstrap_from_an_encrypted_backup_resumes_without_a_second_upload() {
+    use crate::encrypted_restore::{age_key, assert_no_plaintext, store_encrypted};
+    let keys = tempfile::tempdir().unwrap();
+    let (key, recipient, _) = age_key(keys.path(), "backup-key.txt");
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    let snap = r
+        .handle
+        .cluster()
+        .with(|c, now| c.etcd_snapshot(NUC_20, now))
+        .unwrap();
+    std::fs::create_dir_all(r.backups()).unwrap();
+    store_encrypted(
+        &r.backups().join("newest.db.age"),
+        &snap,
+        &recipient,
+        NUC_20,
+        1,
+    );
+    r.handle.cluster().with(|c, _| {
+        c.fail_next("EtcdSnapshot", Some(NUC_20), 1);
+        c.fail_next("Copy", Some(NUC_20), 1);
+    });
+    let id_param = format!("age_identity={}", key.display());
+    let rcpt_param = format!("age_recipient={recipient}");
+    let first = r.run(&["--param", &id_param, "--param", &rcpt_param]);
+    let (out, log, _) = r.drive_killing(first, Some("talos.bootstrap:1:after"));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        !log.contains("interrupted with an unknown outcome"),
+        "the probe must settle it: {log}"
+    );
+    assert_eq!(r.calls("EtcdRecover"), [NUC_20], "{log}");
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (1, 0, true), "{log}");
+    assert!(r.data_survived(), "{log}");
+    assert_no_plaintext(&[&r.backups(), &r.env.state(), &r.tmp()]);
     r.stop();
 }
