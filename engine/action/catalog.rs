@@ -182,6 +182,11 @@ pub static ACTIONS: &[ActionSpec] = &[
                 Lit::Bool(false),
                 "for raw `db` copies without the sha256 trailer",
             ),
+            A::opt(
+                "age_identity",
+                Path,
+                "an age key file: an age-encrypted `recover_from` is decrypted in memory and its trailer checked before the upload (never written in plaintext, never journaled)",
+            ),
         ],
         idempotency: Verify,
         disruption: Always(SplitBrain),
@@ -691,6 +696,11 @@ pub static ACTIONS: &[ActionSpec] = &[
         args: &[
             NODE,
             A::req("dir", Path, "the backup directory off the cluster"),
+            A::opt(
+                "age_identity",
+                Path,
+                "an age key file: the backup-directory fallback also considers age-encrypted snapshots, decrypted in memory and their trailer checked (never journaled)",
+            ),
         ],
         idempotency: Idempotent,
         disruption: Never,
@@ -703,6 +713,7 @@ pub static ACTIONS: &[ActionSpec] = &[
             "taken_at",
             "age",
             "tried",
+            "encrypted",
         ],
         probe: false,
     },
@@ -730,6 +741,11 @@ pub static ACTIONS: &[ActionSpec] = &[
                 "snapshot",
                 Path,
                 "restore: the etcd snapshot to bootstrap from, verified by its sidecar and taken from this cluster",
+            ),
+            A::opt(
+                "age_identity",
+                Path,
+                "restore: an age key file; an age-encrypted `snapshot` must decrypt with it (in memory) to a valid etcd snapshot (never journaled)",
             ),
         ],
         idempotency: Idempotent,

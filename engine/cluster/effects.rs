@@ -35,6 +35,7 @@ use crate::exec::effects::{
 };
 use crate::journal::Fields;
 
+mod age_restore;
 mod batch;
 mod collect;
 mod diagnose;
@@ -395,6 +396,24 @@ impl ClusterEffects {
         if let Some(path) = recover {
             let bytes = std::fs::read(path)
                 .map_err(|e| io_error(call.name, &format!("cannot read `{path}`"), e))?;
+            // An age-encrypted snapshot is decrypted in memory and its trailer checked before
+            // anything is sent; the plaintext never reaches a file (age_restore.rs).
+            let bytes = if bytes.starts_with(age_restore::AGE_HEADER) {
+                let refuse = |why: String| EffectError::Failed {
+                    message: format!(
+                        "`{}`: `{path}` is age-encrypted and {why}; nothing was sent",
+                        call.name
+                    ),
+                    retryable: false,
+                };
+                let identity = age_restore::identity(call)?.ok_or_else(|| {
+                    refuse("no `age_identity` (the age key file) was given".into())
+                })?;
+                age_restore::decrypt_snapshot(&bytes, identity)
+                    .map_err(|e| refuse(format!("cannot be restored: {e}")))?
+            } else {
+                bytes
+            };
             let chunks: Vec<Data> = bytes
                 .chunks(4096)
                 .map(|c| Data {

@@ -636,3 +636,86 @@ fn full_rebuild_with_a_role_that_may_not_read_the_configs_is_refused_before_any_
     assert_eq!(rig.any_calls("Reset"), 0, "{t}");
     rig.shutdown();
 }
+
+/// Issue 12: a `restore` from an age-encrypted snapshot. With the identity the rebuild
+/// completes, bootstrapping once from the snapshot decrypted in memory, its first backup
+/// encrypted too, no plaintext snapshot left in the backup directories, the run directory or
+/// the temp directory, and the key in no run file; a wrong identity, or none, refuses in the
+/// plan, before any Reset.
+#[test]
+fn full_rebuild_restore_from_an_encrypted_snapshot_needs_its_identity_and_leaves_no_plaintext() {
+    use crate::encrypted_restore::{
+        age_key, assert_no_plaintext, assert_secret_absent, encrypt_in_place,
+    };
+    let rig = Rig::new(Scenario::Healthy);
+    let keys = tempfile::tempdir().unwrap();
+    let (key, recipient, secret) = age_key(keys.path(), "backup-key.txt");
+    let (wrong, _, _) = age_key(keys.path(), "other-key.txt");
+    let snapshot = encrypt_in_place(&rig.snapshot(), &recipient);
+    let tmp = rig.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let env = [("TMPDIR", tmp.display().to_string())];
+    let params = |identity: Option<&Path>| {
+        let mut p = vec![
+            inventory_param(&rig.sim("cluster.yaml")),
+            "variant=restore".into(),
+            format!("snapshot={}", snapshot.display()),
+            format!("age_recipient={recipient}"),
+        ];
+        if let Some(k) = identity {
+            p.push(format!("age_identity={}", k.display()));
+        }
+        p
+    };
+    let t = approve_and_finish(&rig, &params(Some(&key)), &env);
+    assert!(t.contains("finished: Succeeded"), "{t}");
+    assert_eq!(rig.calls("Reset"), vec![NUC, MAC_223, MAC_49]);
+    assert_eq!(rig.any_calls("Bootstrap"), 1, "exactly one Bootstrap");
+    assert_eq!(
+        rig.calls("EtcdRecover"),
+        vec![NUC],
+        "bootstrapped with recover"
+    );
+    // The restored cluster serves the snapshot's data.
+    assert!(rig.cluster().with(|c, _| {
+        c.etcd_clusters()
+            .iter()
+            .any(|e| e.kv().entries.contains_key("/registry/namespaces/default"))
+    }));
+    let new_snaps: Vec<_> = std::fs::read_dir(rig.path().join("new-snaps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".json"))
+        .collect();
+    assert_eq!(new_snaps.len(), 1, "{new_snaps:?}");
+    assert!(
+        new_snaps[0].to_string_lossy().ends_with(".db.age"),
+        "{new_snaps:?}"
+    );
+    let state = rig.path().join("state");
+    let read = assert_no_plaintext(&[
+        &rig.path().join("old-snaps"),
+        &rig.path().join("new-snaps"),
+        &state,
+        &tmp,
+    ]);
+    assert!(read >= 5, "{read} files read");
+    assert_secret_absent(&state, &secret, &t);
+
+    // A wrong identity, and none: refused in the plan, nothing reset or bootstrapped again.
+    for (identity, says) in [
+        (
+            Some(wrong.as_path()),
+            "cannot be restored with `age_identity`",
+        ),
+        (None, "no `age_identity` was given"),
+    ] {
+        let out = rig.rebuild(&params(identity), &env);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(4), "{t}");
+        assert!(t.contains(says) && t.contains(".db.age"), "{t}");
+        assert_eq!(rig.any_calls("Reset"), 3, "{t}");
+        assert_eq!(rig.any_calls("Bootstrap"), 1, "{t}");
+    }
+    rig.shutdown();
+}

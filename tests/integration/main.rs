@@ -18,6 +18,7 @@ mod crash_effects;
 mod crash_runbooks;
 mod docs_example;
 mod doctor;
+mod encrypted_restore;
 mod exec_action;
 mod executor;
 mod fail_closed;

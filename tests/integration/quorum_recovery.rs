@@ -41,10 +41,18 @@ impl Rehearsal {
         self.env.path().join("etcd-backups")
     }
 
+    /// The temp directory the runs are given (`TMPDIR`), to check what they leave in it.
+    fn tmp(&self) -> PathBuf {
+        let t = self.env.path().join("tmp");
+        std::fs::create_dir_all(&t).unwrap();
+        t
+    }
+
     fn cli(&self, args: &[&str]) -> Output {
         self.env
             .cmd(args)
             .current_dir(self.env.path())
+            .env("TMPDIR", self.tmp())
             .env_remove("RUNBOOK_TEST_KILL_IN_EFFECT")
             .output()
             .unwrap()
@@ -81,6 +89,13 @@ impl Rehearsal {
     /// Approves every step that waits, resumes, until the run stops otherwise; returns every
     /// output and the approved steps in order.
     fn drive(&self, first: Output) -> (Output, String, Vec<String>) {
+        self.drive_killing(first, None)
+    }
+
+    /// As [`Rehearsal::drive`]; with `kill`, each resume runs with that
+    /// `RUNBOOK_TEST_KILL_IN_EFFECT` hook until one dies inside it (then without).
+    fn drive_killing(&self, first: Output, kill: Option<&str>) -> (Output, String, Vec<String>) {
+        let mut kill = kill;
         let mut log = text(&first);
         let mut last = first;
         let mut approved = Vec::new();
@@ -108,9 +123,32 @@ impl Rehearsal {
             }
             let mut args = vec!["resume", id.as_str(), "--output", "plain"];
             args.extend(NO_LOCK);
-            last = self.cli(&args);
+            last = match kill {
+                None => self.cli(&args),
+                Some(hook) => {
+                    let out = self
+                        .env
+                        .cmd(&args)
+                        .current_dir(self.env.path())
+                        .env("TMPDIR", self.tmp())
+                        .env("RUNBOOK_TEST_KILL_IN_EFFECT", hook)
+                        .output()
+                        .unwrap();
+                    if out.status.code().is_none() {
+                        // Died inside the effect: resume again, without the hook.
+                        kill = None;
+                        log.push_str(&text(&out));
+                        let out = self.cli(&args);
+                        log.push_str(&text(&out));
+                        last = out;
+                        continue;
+                    }
+                    out
+                }
+            };
             log.push_str(&text(&last));
         }
+        assert!(kill.is_none(), "never died inside {kill:?}: {log}");
         (last, log, approved)
     }
 
@@ -447,5 +485,133 @@ fn override_preflight_does_not_lift_the_diagnosis() {
     );
     assert!(!t.contains("OVERRIDDEN"), "{t}");
     assert!(r.calls("Reset").is_empty(), "{t}");
+    r.stop();
+}
+
+/// Issue 12: an operator who encrypted their backups (etcd-backup's `age_recipient`) can
+/// restore from them. Only an encrypted backup is in the backup directory and the survivor can
+/// serve neither a snapshot nor a Copy: without `age_identity` the recovery refuses before any
+/// Reset, naming the encrypted file it skipped; with it, the backup is decrypted in memory,
+/// verified and restored, and the final backup is encrypted too (`age_recipient`). No
+/// plaintext snapshot is left on disk, and the key never reaches the run directory.
+#[test]
+fn an_encrypted_backup_is_restored_with_age_identity_and_refused_naming_it_without() {
+    use crate::encrypted_restore::{
+        age_key, assert_no_plaintext, assert_secret_absent, store_encrypted,
+    };
+    let fail_both = |r: &Rehearsal| {
+        r.handle.cluster().with(|c, _| {
+            c.fail_next("EtcdSnapshot", Some(NUC_20), 1);
+            c.fail_next("Copy", Some(NUC_20), 1);
+        })
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let (key, recipient, secret) = age_key(keys.path(), "backup-key.txt");
+
+    // Without the identity: refused before any wipe, the skipped file named.
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    let snap = r
+        .handle
+        .cluster()
+        .with(|c, now| c.etcd_snapshot(NUC_20, now))
+        .unwrap();
+    std::fs::create_dir_all(r.backups()).unwrap();
+    let backup = r.backups().join("newest.db.age");
+    store_encrypted(&backup, &snap, &recipient, NUC_20, 2);
+    fail_both(&r);
+    let out = r.run(&[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("no valid etcd data could be collected off the cluster; nothing was wiped")
+            && t.contains("age-encrypted and no `age_identity` was given")
+            && t.contains("newest.db.age"),
+        "{t}"
+    );
+    assert!(r.calls("Reset").is_empty(), "{t}");
+    assert!(r.calls("Bootstrap").is_empty(), "{t}");
+    r.stop();
+
+    // With it: restored, one Bootstrap, the data back, nothing plain on disk.
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    let snap = r
+        .handle
+        .cluster()
+        .with(|c, now| c.etcd_snapshot(NUC_20, now))
+        .unwrap();
+    std::fs::create_dir_all(r.backups()).unwrap();
+    let backup = r.backups().join("newest.db.age");
+    store_encrypted(&backup, &snap, &recipient, NUC_20, 2);
+    fail_both(&r);
+    let id_param = format!("age_identity={}", key.display());
+    let rcpt_param = format!("age_recipient={recipient}");
+    let (out, log, _) = r.drive(r.run(&["--param", &id_param, "--param", &rcpt_param]));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("not used: raw copy of 192.168.2.20"), "{log}");
+    assert!(
+        log.contains("collected: the newest verified snapshot of")
+            && log.contains("decrypted in memory with `age_identity`")
+            && log.contains("newest.db.age")
+            && log.contains("2h00m old"),
+        "{log}"
+    );
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (1, 0, true), "{log}");
+    assert!(r.data_survived(), "{log}");
+    // The final backup is encrypted as well: two `.db.age` files and their sidecars only.
+    let mut stored: Vec<String> = std::fs::read_dir(r.backups())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".json") && n != "raw")
+        .collect();
+    stored.sort();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.iter().all(|n| n.ends_with(".db.age")), "{stored:?}");
+    let read = assert_no_plaintext(&[&r.backups(), &r.env.state(), &r.tmp()]);
+    assert!(read >= 4, "{read} files read");
+    assert_secret_absent(&r.env.state(), &secret, &log);
+    r.stop();
+}
+
+/// A kill right after the Bootstrap that followed the in-memory decryption and upload of an
+/// encrypted backup: the resume's probe settles it from the cluster, so neither the upload nor
+/// the Bootstrap is sent again, and still no plaintext is left behind.
+#[test]
+fn killed_right_after_the_bootstrap_from_an_encrypted_backup_resumes_without_a_second_upload() {
+    use crate::encrypted_restore::{age_key, assert_no_plaintext, store_encrypted};
+    let keys = tempfile::tempdir().unwrap();
+    let (key, recipient, _) = age_key(keys.path(), "backup-key.txt");
+    let r = Rehearsal::start(Scenario::QuorumLost);
+    let snap = r
+        .handle
+        .cluster()
+        .with(|c, now| c.etcd_snapshot(NUC_20, now))
+        .unwrap();
+    std::fs::create_dir_all(r.backups()).unwrap();
+    store_encrypted(
+        &r.backups().join("newest.db.age"),
+        &snap,
+        &recipient,
+        NUC_20,
+        1,
+    );
+    r.handle.cluster().with(|c, _| {
+        c.fail_next("EtcdSnapshot", Some(NUC_20), 1);
+        c.fail_next("Copy", Some(NUC_20), 1);
+    });
+    let id_param = format!("age_identity={}", key.display());
+    let rcpt_param = format!("age_recipient={recipient}");
+    let first = r.run(&["--param", &id_param, "--param", &rcpt_param]);
+    let (out, log, _) = r.drive_killing(first, Some("talos.bootstrap:1:after"));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        !log.contains("interrupted with an unknown outcome"),
+        "the probe must settle it: {log}"
+    );
+    assert_eq!(r.calls("EtcdRecover"), [NUC_20], "{log}");
+    assert_eq!(r.calls("Bootstrap"), [NUC_20], "{log}");
+    assert_eq!(r.etcd(), (1, 0, true), "{log}");
+    assert!(r.data_survived(), "{log}");
+    assert_no_plaintext(&[&r.backups(), &r.env.state(), &r.tmp()]);
     r.stop();
 }

@@ -6,7 +6,10 @@
 //!    works while etcd is stopped): no trailer, so it is restored with the hash check skipped
 //!    (`talosctl bootstrap --recover-skip-hash-check`); stored under `<dir>/raw/` with its own
 //!    sidecar, so retention and the backup-directory fallback never mistake it for a snapshot;
-//! 3. else the newest verified, unencrypted snapshot of the backup directory (by its sidecar).
+//! 3. else the newest verified snapshot of the backup directory (by its sidecar): an
+//!    age-encrypted one only with `age_identity`, decrypted in memory and its etcd sha256
+//!    trailer checked (age_restore.rs; no plaintext file is ever written); without an
+//!    identity, each encrypted one skipped is named.
 //!
 //! The outputs say which source was used (`source`), when the data was taken and how old it
 //! is, and whether the bootstrap must skip the hash check — journaled with the step and
@@ -93,6 +96,7 @@ impl ClusterEffects {
                 out.outputs.insert("age".into(), "0s".into());
                 out.outputs
                     .insert("tried".into(), Vec::<String>::new().into());
+                out.outputs.insert("encrypted".into(), false.into());
                 out.messages.push(format!(
                     "collected: a live snapshot of {node} ({size} bytes, sha256 trailer, verified), taken now: {path}"
                 ));
@@ -112,6 +116,7 @@ impl ClusterEffects {
                     ("taken_at", sidecar.taken_at.clone().into()),
                     ("age", "0s".into()),
                     ("tried", tried.clone().into()),
+                    ("encrypted", false.into()),
                 ]);
                 out.messages = tried.iter().map(|t| format!("not used: {t}")).collect();
                 out.messages.push(format!(
@@ -124,10 +129,19 @@ impl ClusterEffects {
             Err(e) => tried.push(format!("raw copy of {node}:{ETCD_DB_PATH}: {e}")),
         }
 
-        match newest_plain(&dir) {
-            Ok((path, sidecar, at, skipped)) => {
-                let skip = !has_valid_trailer(&path)
-                    .map_err(|e| io_error(call.name, "cannot read the snapshot", e))?;
+        let identity = super::age_restore::identity(call)?;
+        match newest_usable(&dir, identity) {
+            Ok(Usable {
+                path,
+                sidecar,
+                at,
+                skipped,
+                encrypted,
+            }) => {
+                // An encrypted one was decrypted and its trailer checked already.
+                let skip = !encrypted
+                    && !has_valid_trailer(&path)
+                        .map_err(|e| io_error(call.name, "cannot read the snapshot", e))?;
                 let how_old = age(at, now);
                 let mut out = outputs([
                     ("path", path.display().to_string().into()),
@@ -138,12 +152,18 @@ impl ClusterEffects {
                     ("taken_at", sidecar.taken_at.clone().into()),
                     ("age", how_old.clone().into()),
                     ("tried", tried.clone().into()),
+                    ("encrypted", encrypted.into()),
                 ]);
                 out.messages = tried.iter().map(|t| format!("not used: {t}")).collect();
                 out.messages.extend(skipped);
                 out.messages.push(format!(
-                    "collected: the newest verified snapshot of {} (from {}, taken {} — {how_old} old; every write since is lost): {}",
+                    "collected: the newest verified snapshot of {}{} (from {}, taken {} — {how_old} old; every write since is lost): {}",
                     dir.display(),
+                    if encrypted {
+                        " (age-encrypted: decrypted in memory with `age_identity`, its sha256 trailer verified; the bootstrap decrypts it again, no plaintext file is written)"
+                    } else {
+                        ""
+                    },
                     sidecar.node,
                     sidecar.taken_at,
                     path.display()
@@ -246,26 +266,64 @@ impl ClusterEffects {
     }
 }
 
-/// The newest verified snapshot of `dir` that is not encrypted (the upload needs the
-/// plaintext), with lines naming the newer ones skipped.
-fn newest_plain(dir: &Path) -> Result<(PathBuf, Sidecar, u64, Vec<String>), String> {
+/// The snapshot the backup-directory fallback restores from.
+struct Usable {
+    path: PathBuf,
+    sidecar: Sidecar,
+    at: u64,
+    /// Lines naming the newer snapshots skipped, and why.
+    skipped: Vec<String>,
+    /// Age-encrypted (then decrypted in memory and its trailer checked with the identity).
+    encrypted: bool,
+}
+
+/// The newest verified snapshot of `dir` that can be restored: a plain one, or an encrypted
+/// one that decrypts with `identity` to a valid etcd snapshot (in memory; nothing is
+/// written). Encryption is read from the sidecar and from the file's own header.
+fn newest_usable(dir: &Path, identity: Option<&Path>) -> Result<Usable, String> {
     let (good, problems) = backup::verify_all(dir).map_err(|e| e.to_string())?;
     let mut skipped: Vec<String> = problems
         .iter()
         .map(|p| format!("not used (does not verify): {p}"))
         .collect();
     for (path, sidecar, at) in good.into_iter().rev() {
-        if sidecar.encrypted {
-            skipped.push(format!(
-                "not used (age-encrypted; decrypt it with `age -d -i KEY` into the directory to use it): {}",
-                path.display()
-            ));
-            continue;
+        let encrypted = sidecar.encrypted
+            || match super::age_restore::is_age(&path) {
+                Ok(e) => e,
+                Err(e) => {
+                    skipped.push(format!(
+                        "not used (cannot read it: {e}): {}",
+                        path.display()
+                    ));
+                    continue;
+                }
+            };
+        if encrypted {
+            let Some(key) = identity else {
+                skipped.push(format!(
+                    "not used (age-encrypted and no `age_identity` was given; pass the key file with `--param age_identity=KEY` to restore from it): {}",
+                    path.display()
+                ));
+                continue;
+            };
+            if let Err(e) = super::age_restore::decrypt_file(&path, key) {
+                skipped.push(format!(
+                    "not used (age-encrypted, and with `age_identity` {e}): {}",
+                    path.display()
+                ));
+                continue;
+            }
         }
-        return Ok((path, sidecar, at, skipped));
+        return Ok(Usable {
+            path,
+            sidecar,
+            at,
+            skipped,
+            encrypted,
+        });
     }
     Err(format!(
-        "no verified unencrypted snapshot{}",
+        "no verified snapshot that can be restored{}",
         if skipped.is_empty() {
             String::new()
         } else {
@@ -317,7 +375,7 @@ mod tests {
             encrypted,
             drill: None,
         };
-        assert!(newest_plain(dir.path()).is_err());
+        assert!(newest_usable(dir.path(), None).is_err());
         let a = dir.path().join("a.db");
         backup::store(
             &a,
@@ -334,8 +392,68 @@ mod tests {
             &side("n", "2026-01-03T00:00:00Z", false, b"other"),
         )
         .unwrap();
-        let (path, _, _, skipped) = newest_plain(dir.path()).unwrap();
-        assert_eq!(path, a);
-        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        let u = newest_usable(dir.path(), None).unwrap();
+        assert_eq!(u.path, a);
+        assert!(!u.encrypted);
+        assert_eq!(u.skipped.len(), 2, "{:?}", u.skipped);
+        assert!(
+            u.skipped[1].contains("no `age_identity`") && u.skipped[1].contains("b.db.age"),
+            "{:?}",
+            u.skipped
+        );
+        // With an identity it cannot decrypt with, the encrypted one is still skipped, said.
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("key.txt");
+        {
+            use age::secrecy::ExposeSecret;
+            let k = age::x25519::Identity::generate();
+            std::fs::write(&key, k.to_string().expose_secret()).unwrap();
+        }
+        let u = newest_usable(dir.path(), Some(&key)).unwrap();
+        assert_eq!(u.path, a);
+        assert!(u.skipped[1].contains("not an age file"), "{:?}", u.skipped);
+    }
+
+    #[test]
+    fn an_encrypted_snapshot_is_taken_with_its_identity_and_nothing_plain_is_written() {
+        use age::secrecy::ExposeSecret;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let k = age::x25519::Identity::generate();
+        let key = keys.path().join("key.txt");
+        std::fs::write(&key, k.to_string().expose_secret()).unwrap();
+        let mut plain = vec![0x5au8; 1024];
+        let sum = Sha256::digest(&plain);
+        plain.extend_from_slice(&sum);
+        let r = k.to_public();
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+        let mut stored = Vec::new();
+        let mut w = enc.wrap_output(&mut stored).unwrap();
+        w.write_all(&plain).unwrap();
+        w.finish().unwrap();
+        let p = dir.path().join("s.db.age");
+        let side = Sidecar {
+            node: "n".into(),
+            revision: None,
+            sha256: hex::encode(Sha256::digest(&stored)),
+            size: stored.len() as u64,
+            talos_version: None,
+            cluster_id: None,
+            taken_at: "2026-01-01T00:00:00Z".into(),
+            encrypted: true,
+            drill: None,
+        };
+        backup::store(&p, &stored, &side).unwrap();
+        let e = newest_usable(dir.path(), None).err().unwrap();
+        assert!(e.contains("s.db.age") && e.contains("age_identity"), "{e}");
+        let u = newest_usable(dir.path(), Some(&key)).unwrap();
+        assert_eq!(u.path, p);
+        assert!(u.encrypted && u.skipped.is_empty(), "{:?}", u.skipped);
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            assert!(!bytes.windows(64).any(|w| w.iter().all(|b| *b == 0x5a)));
+        }
     }
 }

@@ -305,11 +305,25 @@ impl ClusterEffects {
             (Variant::Restore, Some(s)) => match crate::cluster::backup::verify(s) {
                 Err(e) => problems.push(format!("the snapshot cannot be trusted: {e}")),
                 Ok(sidecar) => {
-                    if sidecar.encrypted {
-                        problems.push(format!(
-                            "`{}` is age-encrypted: decrypt it and take a verified plain snapshot to restore from",
-                            s.display()
-                        ));
+                    // Encrypted (by its sidecar or its own header): it must decrypt with
+                    // `age_identity`, in memory, to a valid etcd snapshot before any wipe.
+                    let encrypted = sidecar.encrypted
+                        || super::age_restore::is_age(s).unwrap_or(true);
+                    if encrypted {
+                        match super::age_restore::identity(call)? {
+                            None => problems.push(format!(
+                                "`{}` is age-encrypted and no `age_identity` was given: pass the age key file with `--param age_identity=KEY` (it is decrypted in memory, never written)",
+                                s.display()
+                            )),
+                            Some(key) => {
+                                if let Err(e) = super::age_restore::decrypt_file(s, key) {
+                                    problems.push(format!(
+                                        "`{}` is age-encrypted and cannot be restored with `age_identity`: {e}",
+                                        s.display()
+                                    ));
+                                }
+                            }
+                        }
                     }
                     let ours = [running_cluster_id.as_deref(), configs_cluster_id];
                     match sidecar.cluster_id.as_deref() {
@@ -329,6 +343,7 @@ impl ClusterEffects {
                         "revision": sidecar.revision,
                         "taken_at": sidecar.taken_at,
                         "sha256": sidecar.sha256,
+                        "encrypted": encrypted,
                     });
                 }
             },
