@@ -127,7 +127,7 @@ impl Identity {
         self.id.is_some() && self.ca.is_some()
     }
 
-    /// An error naming what is missing unless it is [`complete`](Self::complete).
+    /// An error naming what is missing unless it is `complete`.
     pub fn require(&self) -> Result<(), String> {
         if self.complete() {
             return Ok(());
