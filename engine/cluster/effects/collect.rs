@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ClusterEffects, arg, io_error, outputs};
 use crate::cluster::backup::{self, Sidecar};
-use crate::cluster::talos::{ETCD_DB_PATH, copy_file, with_node};
+use crate::cluster::talos::{ETCD_DB_PATH, copy_file};
 use crate::exec::effects::{ActionCall, ActionOutcome, EffectError};
 
 /// Whether a snapshot file carries etcd's sha256 trailer: etcd's own test
@@ -208,19 +208,7 @@ impl ClusterEffects {
             inner: std::io::BufWriter::new(file),
             hash: Sha256::new(),
         };
-        let revision = self
-            .talos()
-            .machine()
-            .etcd_status(with_node((), node))
-            .await
-            .ok()
-            .and_then(|r| {
-                r.into_inner()
-                    .messages
-                    .into_iter()
-                    .find_map(|m| m.member_status)
-            })
-            .map(|s| s.raft_index);
+        let revision = self.raft_index_of(node).await;
         let copied = copy_file(
             self.talos().machine(),
             node,

@@ -71,19 +71,7 @@ impl ClusterEffects {
         // Read before the stream: the snapshot holds at least this raft index. All three are
         // best-effort (an etcd:backup role reads EtcdStatus but not Version or COSI, as Talos's
         // role table says): what could not be read is `null` in the sidecar.
-        let revision = self
-            .talos()
-            .machine()
-            .etcd_status(with_node((), node))
-            .await
-            .ok()
-            .and_then(|r| {
-                r.into_inner()
-                    .messages
-                    .into_iter()
-                    .find_map(|m| m.member_status)
-            })
-            .map(|s| s.raft_index);
+        let revision = self.raft_index_of(node).await;
         let talos_version = self
             .talos()
             .machine()
@@ -153,6 +141,23 @@ impl ClusterEffects {
                 cluster_id.map_or(serde_json::Value::Null, Into::into),
             ),
         ]))
+    }
+
+    /// The raft index `node`'s etcd member reports (EtcdStatus), best effort: `None` when it
+    /// could not be read. A snapshot taken after this read holds at least this index.
+    pub(super) async fn raft_index_of(&self, node: &str) -> Option<u64> {
+        self.talos()
+            .machine()
+            .etcd_status(with_node((), node))
+            .await
+            .ok()
+            .and_then(|r| {
+                r.into_inner()
+                    .messages
+                    .into_iter()
+                    .find_map(|m| m.member_status)
+            })
+            .map(|s| s.raft_index)
     }
 
     /// The Talos cluster id (`Infos.cluster.talos.dev` `current`, `clusterId`), or `None`
