@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 use runbook::cluster::connection::Connection;
 use runbook::compile::{Mode, compile_source};
 use runbook::exec::{Effects, LocalEffects, NoEvents, Options, Runner};
-use runbook::journal::{
-    FORMAT_VERSION, Fields, Journal, Record, RunDir, RunHeader, SourceKind, StateDir,
-};
+use runbook::journal::{Fields, Journal, SourceKind, StateDir};
 use runbook::plan::Plan;
 use runbook::sim::{Scenario, SimConfig, SimHandle, Simulator, Speed};
 use runbook::source::{Format, Source};
+
+#[path = "common.rs"]
+mod common;
+use common::header;
 
 /// The cluster presets measured (a fleet preset can be added here by name).
 const PRESETS: &[&str] = &["seed", "fleet-47"];
@@ -62,20 +64,6 @@ fn preset(name: &str) -> Bench {
 
 fn nodes(h: &SimHandle) -> Vec<String> {
     h.nodes().keys().cloned().collect()
-}
-
-fn header(plan_hash: &str, run: &RunDir) -> RunHeader {
-    RunHeader {
-        format_version: FORMAT_VERSION,
-        run_id: run.id().to_owned(),
-        runbook: "bench".into(),
-        source_file: "bench.yaml".into(),
-        plan_hash: plan_hash.to_owned(),
-        params: Fields::new(),
-        host: "bench".into(),
-        pid: std::process::id(),
-        started_at: "2026-01-01T00:00:00.000Z".into(),
-    }
 }
 
 fn plan_of(steps: &str) -> Plan {
@@ -335,37 +323,7 @@ fn big_plan() {
 
 /// (f) resuming a 100,000-record journal.
 fn big_resume(dir: &Path) {
-    let run = StateDir::new(dir.join("resume"))
-        .create_run(SourceKind::Yaml, "", &Fields::new())
-        .unwrap();
-    let mut journal = Journal::create(&run, header("sha256:bench", &run)).unwrap();
-    let session = journal.session().to_owned();
-    let mut batch = Vec::new();
-    let mut i = 0;
-    while journal.records().len() + batch.len() + 3 <= BIG_JOURNAL {
-        let step = format!("s{i:06}");
-        batch.push(Record::StepStarted {
-            step: step.clone(),
-            attempt: 1,
-            session: session.clone(),
-            pre_state: Fields::new(),
-        });
-        batch.push(Record::ActionCompleted {
-            step: step.clone(),
-            attempt: 1,
-            outputs: Fields::new(),
-        });
-        batch.push(Record::StepSucceeded {
-            step,
-            outputs: Fields::new(),
-        });
-        i += 1;
-        if batch.len() >= 3000 {
-            journal.append_batch(std::mem::take(&mut batch)).unwrap();
-        }
-    }
-    journal.append_batch(batch).unwrap();
-    drop(journal);
+    let run = common::synthetic_journal(dir, BIG_JOURNAL, 3000);
     let mut samples = Vec::new();
     let mut n = 0;
     for _ in 0..3 {

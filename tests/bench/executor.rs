@@ -13,29 +13,17 @@ use std::time::{Duration, Instant};
 
 use runbook::compile::{Mode, compile_source};
 use runbook::exec::{LocalEffects, NoEvents, Options, Runner};
-use runbook::journal::{
-    FORMAT_VERSION, Fields, Journal, Record, RunDir, RunHeader, SourceKind, StateDir,
-};
+use runbook::journal::{Fields, Journal, SourceKind, StateDir};
 use runbook::plan::Plan;
 use runbook::source::{Format, Source};
+
+#[path = "common.rs"]
+mod common;
+use common::header;
 
 const STEPS: usize = 1_000;
 const FSYNCS: usize = 300;
 const RESUME_RECORDS: usize = 10_000;
-
-fn header(plan_hash: &str, run: &RunDir) -> RunHeader {
-    RunHeader {
-        format_version: FORMAT_VERSION,
-        run_id: run.id().to_owned(),
-        runbook: "bench".into(),
-        source_file: "bench.yaml".into(),
-        plan_hash: plan_hash.to_owned(),
-        params: Fields::new(),
-        host: "bench".into(),
-        pid: std::process::id(),
-        started_at: "2026-01-01T00:00:00.000Z".into(),
-    }
-}
 
 fn noop_plan(n: usize) -> Plan {
     let mut text =
@@ -104,40 +92,6 @@ fn run_noops(dir: &Path) -> (Duration, usize, u64) {
     (elapsed, records, plan_kib)
 }
 
-fn build_journal(dir: &Path) -> RunDir {
-    let run = StateDir::new(dir.join("resume"))
-        .create_run(SourceKind::Yaml, "", &Fields::new())
-        .unwrap();
-    let mut journal = Journal::create(&run, header("sha256:bench", &run)).unwrap();
-    let session = journal.session().to_owned();
-    let mut batch = Vec::new();
-    let mut i = 0;
-    while journal.records().len() + batch.len() + 3 <= RESUME_RECORDS {
-        let step = format!("s{i:05}");
-        batch.push(Record::StepStarted {
-            step: step.clone(),
-            attempt: 1,
-            session: session.clone(),
-            pre_state: Fields::new(),
-        });
-        batch.push(Record::ActionCompleted {
-            step: step.clone(),
-            attempt: 1,
-            outputs: Fields::new(),
-        });
-        batch.push(Record::StepSucceeded {
-            step,
-            outputs: Fields::new(),
-        });
-        i += 1;
-        if batch.len() >= 300 {
-            journal.append_batch(std::mem::take(&mut batch)).unwrap();
-        }
-    }
-    journal.append_batch(batch).unwrap();
-    run
-}
-
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -175,7 +129,7 @@ fn main() {
 
     let floor = fsync_floor(dir);
 
-    let run = build_journal(dir);
+    let run = common::synthetic_journal(dir, RESUME_RECORDS, 300);
     let mut read = Vec::new();
     let mut resume = Vec::new();
     let mut n = 0;
